@@ -1,0 +1,230 @@
+"""`plaudit models ...`: inspect and manage the versioned model store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model_store.errors import ChecksumError, StoreError
+from model_store.references import DEFAULT_ALIAS, parse_ref
+from model_store.store import ModelStore, ModelVersion
+
+STORE_ENV = "PLAUDIT_STORE"
+DEFAULT_STORE = Path("plaudit-data") / "models"
+EXIT_OK = 0
+EXIT_DAMAGED = 1  # the store's content or the filesystem is at fault
+EXIT_USAGE = 2  # the user asked for something that does not exist or is not allowed
+_HEADLINE_METRICS = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register_commands(subparsers: Any) -> None:
+    """Add `models` and its subcommands to the `plaudit` parser's subparsers."""
+    models = subparsers.add_parser(
+        "models", help="list, inspect, promote, roll back and delete stored model versions"
+    )
+    commands = models.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
+    store_option = argparse.ArgumentParser(add_help=False)
+    store_option.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help=f"model store directory (default: ${STORE_ENV}, else ./{DEFAULT_STORE})",
+    )
+
+    p = commands.add_parser("list", parents=[store_option], help="list models and versions")
+    p.add_argument("name", nargs="?", help="only this model")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_guarded(cmd_list))
+
+    p = commands.add_parser("show", parents=[store_option], help="show one version's metadata")
+    p.add_argument("ref", metavar="REF", help="NAME, NAME@ALIAS or NAME:VERSION")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_guarded(cmd_show))
+
+    p = commands.add_parser(
+        "verify", parents=[store_option], help="check a version's files against their sha256"
+    )
+    p.add_argument("ref", metavar="REF", help="NAME, NAME@ALIAS or NAME:VERSION")
+    p.set_defaults(func=_guarded(cmd_verify))
+
+    p = commands.add_parser("promote", parents=[store_option], help="point an alias at a version")
+    p.add_argument("ref", metavar="REF", help="the version to promote, e.g. NAME:3 or NAME@staging")
+    p.add_argument("--to", dest="alias", default=DEFAULT_ALIAS, help="alias (default: %(default)s)")
+    p.set_defaults(func=_guarded(cmd_promote))
+
+    p = commands.add_parser(
+        "rollback", parents=[store_option], help="point an alias back at its previous version"
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--alias", default=DEFAULT_ALIAS, help="alias (default: %(default)s)")
+    p.set_defaults(func=_guarded(cmd_rollback))
+
+    p = commands.add_parser("delete", parents=[store_option], help="delete one version")
+    p.add_argument("ref", metavar="REF", help="NAME:VERSION (an exact version)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even if an alias points at it (drops the alias)",
+    )
+    p.set_defaults(func=_guarded(cmd_delete))
+
+
+def store_from_args(args: argparse.Namespace) -> ModelStore:
+    """--store, else $PLAUDIT_STORE, else ./plaudit-data/models (read at call time)."""
+    if args.store is not None:
+        return ModelStore(args.store)
+    return ModelStore(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    names = [args.name] if args.name else store.names()
+    entries: list[tuple[ModelVersion, list[str]]] = []
+    for name in names:
+        aliases = store.aliases(name)
+        for mv in store.list(name):
+            entries.append((mv, sorted(a for a, v in aliases.items() if v == mv.version)))
+    if args.json:
+        rows = [
+            {
+                "name": mv.name,
+                "version": mv.version,
+                "created_at": mv.metadata.get("created_at"),
+                "aliases": version_aliases,
+                "metrics": _headline_metrics(mv),
+                "path": str(mv.path),
+            }
+            for mv, version_aliases in entries
+        ]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not entries:
+        print(f"no models in {store.root}")
+        return EXIT_OK
+    table = [["NAME", "VERSION", "CREATED", "ALIASES", "METRICS"]]
+    for mv, version_aliases in entries:
+        metrics = _headline_metrics(mv).items()
+        table.append(
+            [
+                mv.name,
+                str(mv.version),
+                str(mv.metadata.get("created_at") or "-"),
+                ",".join(version_aliases) or "-",
+                " ".join(f"{k}={_format_number(v)}" for k, v in metrics) or "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    mv = store.resolve(args.ref)
+    aliases = sorted(a for a, v in store.aliases(mv.name).items() if v == mv.version)
+    if args.json:
+        payload = {"ref": mv.ref, "path": str(mv.path), "aliases": aliases, "metadata": mv.metadata}
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"ref: {mv.ref}")
+    print(f"path: {mv.path}")
+    print(f"aliases: {', '.join(aliases) or '-'}")
+    for key, value in mv.metadata.items():
+        if key in ("files", "name", "version"):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        print(f"{key}: {text}")
+    print("files:")
+    for relpath, digest in sorted(mv.files.items()):
+        print(f"  {relpath}  sha256:{digest}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    mv = store.resolve(args.ref)
+    store.verify(mv)
+    print(f"{mv.ref}: {len(mv.files)} files OK")
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    mv = store.resolve(args.ref)
+    previous = store.aliases(mv.name).get(args.alias)
+    store.promote(mv.name, mv.version, alias=args.alias)
+    was = f" (was {mv.name}:{previous})" if previous is not None else ""
+    print(f"{mv.name}@{args.alias} -> {mv.ref}{was}")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    store = store_from_args(args)
+    previous = store.aliases(args.name).get(args.alias)
+    mv = store.rollback(args.name, alias=args.alias)
+    was = f" (was {mv.name}:{previous})" if previous is not None else ""
+    print(f"{mv.name}@{args.alias} -> {mv.ref}{was}")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    ref = parse_ref(args.ref)
+    if ref.version is None:
+        raise StoreError(
+            f"delete needs an exact version, e.g. {ref.name}:3; "
+            f"see `plaudit models list {ref.name}`"
+        )
+    store = store_from_args(args)
+    dropped = sorted(a for a, v in store.aliases(ref.name).items() if v == ref.version)
+    store.delete(ref.name, ref.version, force=args.force)
+    note = f" and dropped alias {', '.join(dropped)}" if dropped else ""
+    print(f"deleted {ref}{note}")
+    return EXIT_OK
+
+
+def _guarded(handler: Handler) -> Handler:
+    """Turn store errors into one line on stderr and an exit code, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ChecksumError as exc:
+            return _fail(str(exc), EXIT_DAMAGED)
+        except StoreError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            return _fail(f"{exc.strerror or exc}{where}", EXIT_DAMAGED)
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _headline_metrics(mv: ModelVersion) -> dict[str, float]:
+    metrics = mv.metadata.get("metrics")
+    if not isinstance(metrics, dict):
+        return {}
+    numeric = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    return dict(list(numeric.items())[:_HEADLINE_METRICS])
+
+
+def _format_number(value: float) -> str:
+    return f"{value:.4g}"

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from model_store.cli import register_commands
+from model_store.store import ModelStore
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plaudit")
+    register_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    args = make_parser().parse_args(argv)
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, fragment: str) -> None:
+    assert err.startswith("error: ") and err.endswith("\n")
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert fragment in err
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    """A store with rm:1..3 (rm:2 in production) and other:1."""
+    store = ModelStore(tmp_path / "models")
+    for name, count in (("rm", 3), ("other", 1)):
+        for i in range(1, count + 1):
+            staging = tmp_path / f"stage-{name}-{i}"
+            staging.mkdir()
+            (staging / "model.onnx").write_bytes(f"{name}-{i}".encode())
+            metrics = {"pairwise_acc": 0.6 + i / 100, "eval_loss": 0.5, "n_eval": 200, "x": 1}
+            store.register(name, staging, {"metrics": metrics, "base_model": "minilm"})
+    store.promote("rm", 2)
+    return tmp_path / "models"
+
+
+def test_list_prints_a_table_with_aliases_and_metrics(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["models", "list", "--store", str(store_dir)], capsys)
+
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["NAME", "VERSION", "CREATED", "ALIASES", "METRICS"]
+    assert len(lines) == 5
+    rm2 = next(line.split() for line in lines if line.startswith("rm ") and " 2 " in line)
+    assert rm2[3] == "production"
+    # Metrics are stored key-sorted; the first three numeric ones are shown.
+    assert rm2[4:] == ["eval_loss=0.5", "n_eval=200", "pairwise_acc=0.62"]
+
+
+def test_list_json_and_name_filter(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["models", "list", "rm", "--store", str(store_dir), "--json"], capsys)
+
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["name"], r["version"], r["aliases"]) for r in rows] == [
+        ("rm", 1, []),
+        ("rm", 2, ["production"]),
+        ("rm", 3, []),
+    ]
+    assert rows[0]["metrics"]["pairwise_acc"] == pytest.approx(0.61)
+    assert rows[0]["created_at"]
+
+
+def test_list_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["models", "list", "--store", str(tmp_path / "none")], capsys)
+    assert (code, err) == (0, "")
+    assert out == f"no models in {tmp_path / 'none'}\n"
+
+
+def test_store_defaults_to_env_then_working_directory(
+    store_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PLAUDIT_STORE", str(store_dir))
+    code, out, _ = run(["models", "list", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)) == 4
+
+    monkeypatch.delenv("PLAUDIT_STORE")
+    workdir = tmp_path / "work"
+    (workdir / "plaudit-data").mkdir(parents=True)
+    store_dir.rename(workdir / "plaudit-data" / "models")
+    monkeypatch.chdir(workdir)
+    code, out, _ = run(["models", "list", "--json"], capsys)
+    assert code == 0 and len(json.loads(out)) == 4
+
+
+def test_show_resolves_refs(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["models", "show", "rm", "--store", str(store_dir)], capsys)
+    assert code == 0
+    assert "ref: rm:2" in out and "aliases: production" in out
+    assert "base_model: minilm" in out
+    assert "  model.onnx  sha256:" in out
+
+    code, out, _ = run(["models", "show", "rm:3", "--json", "--store", str(store_dir)], capsys)
+    payload = json.loads(out)
+    assert code == 0
+    assert payload["ref"] == "rm:3" and payload["aliases"] == []
+    assert payload["metadata"]["version"] == 3
+    assert set(payload["metadata"]["files"]) == {"model.onnx"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "fragment"),
+    [
+        ("rm:abc", "version must be an integer, e.g. rm:3"),
+        ("rm:9", "model 'rm' has no version 9; versions: 1, 2, 3"),
+        ("rm@staging", "no alias 'staging'; aliases: production -> 2"),
+        ("nope", "no model named 'nope'"),
+    ],
+)
+def test_show_errors_are_one_line_with_exit_code_2(
+    store_dir: Path, capsys: pytest.CaptureFixture[str], ref: str, fragment: str
+) -> None:
+    code, out, err = run(["models", "show", ref, "--store", str(store_dir)], capsys)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, fragment)
+
+
+def test_promote_and_rollback(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(store_dir)
+    argv = ["models", "promote", "rm:3", "--to", "staging", "--store", str(store_dir)]
+    code, out, _ = run(argv, capsys)
+    assert code == 0 and out == "rm@staging -> rm:3\n"
+
+    code, out, _ = run(["models", "promote", "rm@staging", "--store", str(store_dir)], capsys)
+    assert code == 0 and out == "rm@production -> rm:3 (was rm:2)\n"
+    assert store.aliases("rm") == {"production": 3, "staging": 3}
+
+    code, out, _ = run(["models", "rollback", "rm", "--store", str(store_dir)], capsys)
+    assert code == 0 and out == "rm@production -> rm:2 (was rm:3)\n"
+    assert store.resolve("rm").version == 2
+
+    code, _, err = run(["models", "rollback", "rm", "--store", str(store_dir)], capsys)
+    assert code == 2
+    assert_one_line_error(err, "cannot roll back rm@production")
+
+
+def test_promote_of_a_corrupt_version_fails_and_keeps_the_alias(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = store_dir / "rm" / "versions" / "3" / "model.onnx"
+    model.chmod(0o644)
+    model.write_bytes(b"tampered")
+
+    code, _, err = run(["models", "promote", "rm:3", "--store", str(store_dir)], capsys)
+    assert code == 1
+    assert_one_line_error(err, "rm:3 failed verification: model.onnx: expected sha256")
+    assert ModelStore(store_dir).aliases("rm") == {"production": 2}
+
+    code, _, err = run(["models", "verify", "rm:3", "--store", str(store_dir)], capsys)
+    assert code == 1
+    code, out, _ = run(["models", "verify", "rm", "--store", str(store_dir)], capsys)
+    assert code == 0 and out == "rm:2: 1 files OK\n"
+
+
+def test_delete(store_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(store_dir)
+    code, _, err = run(["models", "delete", "rm:2", "--store", str(store_dir)], capsys)
+    assert code == 2
+    assert_one_line_error(err, "rm@production points at it")
+    assert "--force" in err
+
+    code, _, err = run(["models", "delete", "rm", "--store", str(store_dir)], capsys)
+    assert code == 2
+    assert_one_line_error(err, "delete needs an exact version, e.g. rm:3")
+
+    code, out, _ = run(["models", "delete", "rm:1", "--store", str(store_dir)], capsys)
+    assert code == 0 and out == "deleted rm:1\n"
+
+    code, out, _ = run(["models", "delete", "rm:2", "--force", "--store", str(store_dir)], capsys)
+    assert code == 0 and out == "deleted rm:2 and dropped alias production\n"
+    assert [mv.version for mv in store.list("rm")] == [3]
+    assert store.aliases("rm") == {}
+
+
+def test_models_without_a_subcommand_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        make_parser().parse_args(["models"])
+    assert info.value.code == 2
+    assert "COMMAND" in capsys.readouterr().err
