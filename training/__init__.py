@@ -1,0 +1,1 @@
+"""Offline side of Plaudit: data -> reward model -> evaluation -> ONNX -> model store."""

@@ -1,0 +1,393 @@
+"""Read training data from JSONL and CSV files into validated examples.
+
+A file may mix shapes; each row's shape is told by its keys:
+
+- pairs     {prompt, chosen, rejected} with optional numeric `margin` (default 0);
+- HH pairs  {chosen, rejected}: two full "Human: ... Assistant: ..." dialogues;
+- ratings   {prompt, response, rating} on a declared scale;
+- likes     {prompt, response, liked}.
+
+Any row may carry an `annotator`; other keys (ids, timestamps, metadata written by the
+feedback sink) are ignored. Loading is all-or-nothing: every row is checked, problems
+are collected (up to MAX_ERRORS) and raised together as one DataValidationError.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.data.errors import MAX_ERRORS, DataError, DataValidationError
+from training.data.examples import Example, LikeExample, PairExample, RatingExample
+
+__all__ = ["HH_MARKER", "SUPPORTED_SUFFIXES", "Dataset", "load_dataset", "load_examples"]
+
+SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv")
+HH_MARKER = "\n\nAssistant:"
+_SHAPES_HELP = (
+    "pairs {prompt, chosen, rejected}, HH pairs {chosen, rejected}, "
+    "ratings {prompt, response, rating}, likes {prompt, response, liked}"
+)
+_CSV_BOOL_HELP = "true/false, 1/0 or yes/no"
+_CSV_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+Row = dict[str, object]
+RatingScale = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Examples from one or more files, with what is needed to reproduce and audit them.
+
+    `sha256` is the hash of the files' bytes, concatenated in the order given (for one
+    file it equals `sha256sum FILE`). `warnings` are oddities that did not stop loading.
+    """
+
+    examples: list[Example]
+    files: list[str]
+    sha256: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pairs(self) -> list[PairExample]:
+        return [e for e in self.examples if isinstance(e, PairExample)]
+
+    @property
+    def ratings(self) -> list[RatingExample]:
+        return [e for e in self.examples if isinstance(e, RatingExample)]
+
+    @property
+    def likes(self) -> list[LikeExample]:
+        return [e for e in self.examples if isinstance(e, LikeExample)]
+
+    def counts(self) -> dict[str, int]:
+        return {"pairs": len(self.pairs), "ratings": len(self.ratings), "likes": len(self.likes)}
+
+
+def load_examples(path: str | Path, rating_scale: RatingScale = (1.0, 5.0)) -> list[Example]:
+    """All examples of one file; raises DataValidationError listing every problem."""
+    return load_dataset([path], rating_scale).examples
+
+
+def load_dataset(paths: Sequence[str | Path], rating_scale: RatingScale = (1.0, 5.0)) -> Dataset:
+    """All examples of `paths`, in order; raises DataValidationError listing every problem."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise ValueError("no data files given: pass at least one .jsonl, .ndjson or .csv file")
+    scale = _check_scale(rating_scale)
+    loader = _Loader(scale)
+    digest = hashlib.sha256()
+    for path in paths:
+        if loader.truncated:
+            break
+        data = loader.read_file(str(path))
+        if data is not None:
+            digest.update(data)
+    if loader.errors:
+        raise DataValidationError(loader.errors, truncated=loader.truncated)
+    return Dataset(
+        examples=loader.examples,
+        files=[str(p) for p in paths],
+        sha256=digest.hexdigest(),
+        warnings=loader.warnings,
+    )
+
+
+def _check_scale(rating_scale: RatingScale) -> RatingScale:
+    low, high = (float(v) for v in rating_scale)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"rating_scale must be (min, max) with finite min < max, got {rating_scale!r}")
+    return low, high
+
+
+class _RowError(Exception):
+    """The first problem found in a row; becomes a DataError with the row's line."""
+
+    def __init__(self, field_name: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field_name = field_name
+        self.message = message
+
+
+class _Loader:
+    """Accumulates examples, warnings and errors over the files of one load."""
+
+    def __init__(self, scale: RatingScale) -> None:
+        self.scale = scale
+        self.examples: list[Example] = []
+        self.warnings: list[str] = []
+        self.errors: list[DataError] = []
+        self.truncated = False  # an error beyond MAX_ERRORS was found: stop reading
+
+    def error(self, path: str, line: int | None, field_name: str | None, message: str) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(DataError(path, line, field_name, message))
+        else:
+            self.truncated = True
+
+    def read_file(self, path: str) -> bytes | None:
+        """Parse one file; returns its bytes (for the hash), or None if it cannot be read."""
+        file = Path(path)
+        if not file.exists():
+            self.error(path, None, None, "file not found")
+            return None
+        if file.is_dir():
+            self.error(path, None, None, "is a directory; pass the data files inside it")
+            return None
+        suffix = file.suffix.lower()
+        if suffix not in SUPPORTED_SUFFIXES:
+            shown = f"'{file.suffix}'" if file.suffix else "(no extension)"
+            self.error(
+                path, None, None, f"unsupported file type {shown}: expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+            )
+            return None
+        data = file.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            self.error(path, line, None, f"not valid UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8")
+            return data
+        rows = _csv_rows(text) if suffix == ".csv" else _jsonl_rows(text)
+        n_rows = 0
+        for line, row in rows:
+            if self.truncated:
+                break
+            n_rows += 1
+            if isinstance(row, _RowError):
+                self.error(path, line, row.field_name, row.message)
+                continue
+            try:
+                self.examples.append(self._parse(row, path, line, from_csv=suffix == ".csv"))
+            except _RowError as exc:
+                self.error(path, line, exc.field_name, exc.message)
+        if n_rows == 0:
+            self.error(path, None, None, "file is empty: expected rows of pairs, ratings or likes")
+        return data
+
+    def _parse(self, row: Row, path: str, line: int, *, from_csv: bool) -> Example:
+        origin = f"{path}:{line}"
+        fields = _Fields(row, from_csv)
+        shape = _detect_shape(fields)
+        annotator = fields.optional_text("annotator")
+        if shape == "ratings":
+            prompt, response = fields.text("prompt", shape), fields.text("response", shape)
+            rating = fields.number("rating", shape)
+            low, high = self.scale
+            if not low <= rating <= high:
+                raise _RowError(
+                    "rating",
+                    f"rating {rating:g} is outside the declared scale {low:g}-{high:g}; "
+                    "pass --rating-scale MIN-MAX if the scale differs",
+                )
+            return RatingExample(prompt, response, rating, low, high, annotator, origin)
+        if shape == "likes":
+            prompt, response = fields.text("prompt", shape), fields.text("response", shape)
+            return LikeExample(prompt, response, fields.boolean("liked", shape), annotator, origin)
+        if shape == "HH pairs":
+            prompt, chosen, rejected = self._split_hh(fields, path, line)
+        else:
+            prompt = fields.text("prompt", shape)
+            chosen, rejected = fields.text("chosen", shape), fields.text("rejected", shape)
+        if " ".join(chosen.split()) == " ".join(rejected.split()):
+            raise _RowError("rejected", "is identical to 'chosen': a pair needs two different responses")
+        margin = 0.0
+        if fields.given("margin"):
+            margin = fields.number("margin", shape)
+            if margin < 0:
+                raise _RowError("margin", f"expected a number >= 0, got {margin:g}")
+        return PairExample(prompt, chosen, rejected, margin, annotator, origin)
+
+    def _split_hh(self, fields: _Fields, path: str, line: int) -> tuple[str, str, str]:
+        """Split two dialogues at their last assistant turn into (prompt, chosen, rejected).
+
+        The prompt is the chosen dialogue's text before its last turn. A few real HH rows
+        differ before that turn; they are kept (the labelled turn is still a valid
+        comparison) and reported as a warning.
+        """
+        prompt, chosen = _split_dialogue(fields.text("chosen", "HH pairs"), "chosen")
+        other_prompt, rejected = _split_dialogue(fields.text("rejected", "HH pairs"), "rejected")
+        if prompt != other_prompt:
+            self.warnings.append(
+                f"{path}:{line}: the chosen and rejected dialogues differ before their last "
+                "'\\n\\nAssistant:' turn; using the chosen dialogue's text as the prompt"
+            )
+        # An empty final turn is kept: in harmlessness data saying nothing can be the
+        # preferred reply (2 rows of the HH file choose it).
+        return prompt, chosen, rejected
+
+
+def _split_dialogue(dialogue: str, field_name: str) -> tuple[str, str]:
+    cut = dialogue.rfind(HH_MARKER)
+    if cut < 0:
+        raise _RowError(field_name, "expected a dialogue with an '\\n\\nAssistant:' turn, found none")
+    prompt = dialogue[:cut].strip()
+    if not prompt:
+        raise _RowError(field_name, "expected dialogue text before the last '\\n\\nAssistant:' turn, found none")
+    return prompt, dialogue[cut + len(HH_MARKER) :].strip()
+
+
+def _detect_shape(fields: _Fields) -> str:
+    def shapes_with(has: Callable[[str], bool]) -> list[str]:
+        return [name for name, keys in _DISCRIMINATORS if any(has(k) for k in keys)]
+
+    # Null (or, in CSV, empty) values do not count: a writer that emits every column
+    # for every row (prompt, chosen: null, rating: 4, ...) still yields one shape.
+    shapes = shapes_with(fields.given)
+    if not shapes and fields.from_csv:
+        # A CSV row with its one label cell empty: the header still tells the shape,
+        # so the error can name the empty cell.
+        by_header = shapes_with(lambda key: key in fields.row)
+        shapes = by_header if len(by_header) == 1 else []
+    keys = ", ".join(fields.keys()) or "none"
+    if not shapes:
+        raise _RowError(None, f"row matches no known shape (keys: {keys}); expected one of: {_SHAPES_HELP}")
+    if len(shapes) > 1:
+        raise _RowError(
+            None,
+            f"row mixes the fields of {' and '.join(shapes)} (keys: {keys}); put each judgement on its own row",
+        )
+    # A CSV with a prompt column holds explicit pairs even where a prompt cell is empty.
+    has_prompt = "prompt" in fields.row if fields.from_csv else fields.given("prompt")
+    if shapes[0] == "pairs" and not has_prompt:
+        return "HH pairs"
+    return shapes[0]
+
+
+_DISCRIMINATORS = (("pairs", ("chosen", "rejected")), ("ratings", ("rating",)), ("likes", ("liked",)))
+_REQUIRED = {
+    "pairs": "prompt, chosen, rejected",
+    "HH pairs": "chosen, rejected",
+    "ratings": "prompt, response, rating",
+    "likes": "prompt, response, liked",
+}
+
+
+class _Fields:
+    """Typed access to one row's values, with errors that say expected vs found.
+
+    CSV cells are strings, so numbers and booleans are parsed from text, and an empty
+    cell leaves an optional field unset but is an error for a required one. JSON
+    values must already have the right type; null counts as unset.
+    """
+
+    def __init__(self, row: Row, from_csv: bool) -> None:
+        self.row = row
+        self.from_csv = from_csv
+
+    def keys(self) -> list[str]:
+        return [k for k in self.row if self.given(k)]
+
+    def given(self, name: str) -> bool:
+        """The field has a value: not absent, not null, and (in CSV) not an empty cell."""
+        value = self.row.get(name)
+        return value is not None and not (self.from_csv and value == "")
+
+    def _get(self, name: str, shape: str, expected: str) -> object:
+        if self.from_csv and self.row.get(name) == "":
+            raise _RowError(name, f"expected {expected}, got an empty cell")
+        if name not in self.row:
+            article = "an" if shape.startswith("HH") else "a"
+            raise _RowError(name, f"missing: {article} {shape} row needs {_REQUIRED[shape]}")
+        return self.row[name]
+
+    def text(self, name: str, shape: str) -> str:
+        value = self._get(name, shape, "a non-empty string")
+        if not isinstance(value, str):
+            raise _RowError(name, f"expected a non-empty string, got {_type_name(value)}")
+        if not value.strip():
+            raise _RowError(name, "expected a non-empty string, got an empty string")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        if not self.given(name):
+            return None
+        value = self.row[name]
+        if not isinstance(value, str) or not value.strip():
+            found = _type_name(value) if not isinstance(value, str) else "an empty string"
+            raise _RowError(name, f"expected a non-empty string, got {found}")
+        return value.strip()
+
+    def number(self, name: str, shape: str) -> float:
+        value = self._get(name, shape, "a number")
+        if self.from_csv and isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                raise _RowError(name, f"expected a number, got '{value}'") from None
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # a JSON integer too large for a float
+                raise _RowError(name, f"expected a finite number, got {value}") from None
+        else:
+            raise _RowError(name, f"expected a number, got {_type_name(value)}")
+        if not math.isfinite(number):
+            raise _RowError(name, f"expected a finite number, got {number}")
+        return number
+
+    def boolean(self, name: str, shape: str) -> bool:
+        value = self._get(name, shape, _CSV_BOOL_HELP if self.from_csv else "true or false")
+        if isinstance(value, bool):
+            return value
+        if self.from_csv and isinstance(value, str) and value.strip().lower() in _CSV_BOOLS:
+            return _CSV_BOOLS[value.strip().lower()]
+        if self.from_csv:
+            raise _RowError(name, f"expected {_CSV_BOOL_HELP}, got '{value}'")
+        raise _RowError(name, f"expected true or false, got {_type_name(value)}")
+
+
+def _type_name(value: object) -> str:
+    names = {type(None): "null", bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _jsonl_rows(text: str) -> Iterator[tuple[int, Row | _RowError]]:
+    # Split on "\n" only: str.splitlines would also split inside JSON strings that
+    # hold U+2028 and friends, which JSON allows unescaped.
+    for line, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield line, _RowError(None, f"not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits
+            yield line, _RowError(None, f"not valid JSON: {exc}")
+            continue
+        if not isinstance(value, dict):
+            yield line, _RowError(None, f"row is not a JSON object: got {_type_name(value)}")
+            continue
+        yield line, value
+
+
+def _csv_rows(text: str) -> Iterator[tuple[int, Row | _RowError]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next((cells for cells in reader if any(cell.strip() for cell in cells)), None)
+        if header is None:
+            return
+        columns = [name.strip() for name in header]
+        repeated = sorted({name for name in columns if columns.count(name) > 1})
+        if repeated:
+            yield reader.line_num, _RowError(None, f"the header names column '{repeated[0]}' more than once")
+            return
+        start = reader.line_num + 1
+        for cells in reader:
+            line, start = start, reader.line_num + 1
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) != len(columns):
+                yield line, _RowError(None, f"row has {len(cells)} values but the header names {len(columns)} columns")
+                continue
+            yield line, dict(zip(columns, cells, strict=True))
+    except csv.Error as exc:
+        yield reader.line_num, _RowError(None, f"not valid CSV: {exc}")
