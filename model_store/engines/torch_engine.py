@@ -1,0 +1,57 @@
+"""Optional torch engine: the same stored version, run by PyTorch (GPU fp16/bf16, or CPU fp32).
+
+Needs torch and transformers installed; the ONNX engine needs neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_store.engines.torch_model import RewardModel
+from model_store.scoring import BaseScorer, Encoded, TextPair
+from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchScorer(BaseScorer):
+    def __init__(
+        self,
+        torch_dir: Path,
+        tokenizer: PairTokenizer,
+        *,
+        name: str,
+        version: str,
+        device: str = "cpu",
+        precision: str = "fp32",
+    ) -> None:
+        if precision not in DTYPES:
+            raise ValueError(f"torch engine precision must be one of {', '.join(DTYPES)}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda but torch sees no CUDA device")
+        if device == "cpu" and precision != "fp32":
+            raise ValueError("fp16/bf16 are for --device cuda; use fp32 on CPU")
+        self.name = name
+        self.version = version
+        self.tokenizer = tokenizer
+        self.max_length = tokenizer.max_length
+        self.device = torch.device(device)
+        self.dtype = DTYPES[precision]
+        self.model = RewardModel.load(torch_dir).to(self.device, dtype=self.dtype).eval()
+
+    def encode(self, pairs: Sequence[TextPair]) -> list[Encoded]:
+        return [Encoded(n_tokens=len(t), payload=t) for t in self.tokenizer.encode(pairs)]
+
+    @torch.inference_mode()
+    def _run(self, batch: Sequence[Encoded]) -> np.ndarray:
+        items: list[TokenizedPair] = [e.payload for e in batch]
+        feeds = {
+            k: torch.from_numpy(v).to(self.device, non_blocking=True)
+            for k, v in pad_batch(items, pad_id=self.tokenizer.pad_id).items()
+        }
+        scores = self.model(**feeds)
+        return scores.float().cpu().numpy()

@@ -1,0 +1,95 @@
+"""Build the right Scorer for a stored model version and engine.
+
+Everything that scores (the service, evaluation, benchmarks) goes through `load_scorer`,
+so what is measured is what is served.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from model_store.scoring import Scorer
+
+ENGINES = ("onnx", "torch")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+def load_scorer_from_dir(
+    model_dir: Path,
+    metadata: dict[str, Any],
+    *,
+    name: str,
+    version: str,
+    engine: str = "onnx",
+    device: str = "cpu",
+    precision: str = "auto",
+    intra_op_threads: int | None = None,
+) -> Scorer:
+    """Load a model folder laid out as the store keeps it (model.onnx, tokenizer/, torch/...)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    kind = metadata.get("kind")
+    if kind == "linear":
+        if engine != "onnx":
+            raise ValueError("the linear model runs on the onnx engine only")
+        from model_store.linear_scorer import LinearOnnxScorer
+
+        return LinearOnnxScorer(model_dir, name=name, version=version, intra_op_threads=intra_op_threads)
+    if kind != "transformer":
+        raise ValueError(f"{model_dir}: metadata kind {kind!r} is not one of: transformer, linear")
+
+    from model_store.tokenization import PairTokenizer
+
+    tokenizer = PairTokenizer.from_dir(model_dir / "tokenizer", max_length=int(metadata["max_length"]))
+    if engine == "torch":
+        from model_store.engines.torch_engine import TorchScorer
+
+        return TorchScorer(
+            model_dir / "torch",
+            tokenizer,
+            name=name,
+            version=version,
+            device=device,
+            precision="fp32" if precision in ("auto", "int8") else precision,
+        )
+
+    from model_store.onnx_scorer import TransformerOnnxScorer
+
+    onnx_files: dict[str, str] = metadata.get("onnx", {"fp32": "model.onnx"})
+    chosen = metadata.get("default_precision", "fp32") if precision == "auto" else precision
+    if chosen not in onnx_files:
+        raise ValueError(
+            f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); "
+            "pick another --precision or re-train with --quantize"
+        )
+    return TransformerOnnxScorer(
+        model_dir / onnx_files[chosen],
+        tokenizer,
+        name=name,
+        version=version,
+        device=device,
+        intra_op_threads=intra_op_threads,
+    )
+
+
+def load_scorer(
+    mv: Any,
+    engine: str = "onnx",
+    device: str = "cpu",
+    precision: str = "auto",
+    intra_op_threads: int | None = None,
+) -> Scorer:
+    """Load a `ModelVersion` from the store. The caller verifies checksums first (store.verify)."""
+    return load_scorer_from_dir(
+        Path(mv.path),
+        mv.metadata,
+        name=mv.name,
+        version=str(mv.version),
+        engine=engine,
+        device=device,
+        precision=precision,
+        intra_op_threads=intra_op_threads,
+    )

@@ -1,0 +1,74 @@
+"""ONNX Runtime engine for the transformer reward model (the default way to serve it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from model_store.scoring import BaseScorer, Encoded, TextPair
+from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
+
+
+def session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # One batch at a time runs in a dedicated thread, so all cores go to intra-op work.
+    opts.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return opts
+
+
+def execution_providers(device: str) -> list[str]:
+    """CUDA when asked for and installed (onnxruntime-gpu), else CPU."""
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError(
+                "device=cuda needs onnxruntime-gpu (CUDAExecutionProvider is not available); "
+                "install onnxruntime-gpu or use --engine torch --device cuda"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class TransformerOnnxScorer(BaseScorer):
+    """Tokenize with the stored tokenizer, run the stored ONNX graph, return [B] rewards."""
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        tokenizer: PairTokenizer,
+        *,
+        name: str,
+        version: str,
+        device: str = "cpu",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.tokenizer = tokenizer
+        self.max_length = tokenizer.max_length
+        self._session = ort.InferenceSession(
+            str(onnx_path),
+            sess_options=session_options(intra_op_threads),
+            providers=execution_providers(device),
+        )
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        self._output = self._session.get_outputs()[0].name
+
+    def encode(self, pairs: Sequence[TextPair]) -> list[Encoded]:
+        return [Encoded(n_tokens=len(t), payload=t) for t in self.tokenizer.encode(pairs)]
+
+    def _run(self, batch: Sequence[Encoded]) -> np.ndarray:
+        items: list[TokenizedPair] = [e.payload for e in batch]
+        feeds = pad_batch(items, pad_id=self.tokenizer.pad_id)
+        (scores,) = self._session.run([self._output], {k: feeds[k] for k in self._inputs})
+        return scores
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]

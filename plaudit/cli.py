@@ -1,0 +1,90 @@
+"""The `plaudit` command: one argparse tree, each package contributes its own commands.
+
+`plaudit up` is the main job: train the default model on the bundled sample data if the
+store has none, then serve it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from plaudit import __version__
+
+SAMPLE_FILES = ("pairs.jsonl", "ratings.csv", "likes.jsonl")
+
+
+def sample_data_paths() -> list[str]:
+    """The sample data shipped inside the `training` package."""
+    root = resources.files("training") / "sample_data"
+    return [str(root / name) for name in SAMPLE_FILES]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plaudit", description="Train, version and serve reward models.")
+    parser.add_argument("--version", action="version", version=f"plaudit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="train the default model if the store has none, then serve it")
+    up.add_argument("--store", default=os.environ.get("PLAUDIT_STORE", "./plaudit-data/models"), metavar="DIR")
+    up.add_argument("--name", default="default")
+    up.add_argument("--epochs", type=int, default=3, help="epochs for the first training run")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--train-only", action="store_true", help="stop after making sure a model exists")
+    up.set_defaults(func=cmd_up)
+
+    from model_store.cli import register_commands as store_commands
+    from training.cli import register_commands as training_commands
+
+    training_commands(sub)
+    store_commands(sub)
+    for module in ("service.cli", "service.feedback.cli", "loadtest.cli"):
+        try:
+            __import__(module)
+        except ImportError:  # pragma: no cover - not every install carries every part
+            continue
+        sys.modules[module].register_commands(sub)
+    return parser
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from model_store.store import ModelStore
+
+    store = ModelStore(args.store)
+    if args.name not in store.names() or not store.list(args.name):
+        print(f"no model '{args.name}' in {args.store}: training the default model on the sample data")
+        from training.cli import cmd_train
+
+        train_args = build_parser().parse_args(
+            ["train", "--store", args.store, "--name", args.name, "--epochs", str(args.epochs), "--promote", "production"]
+            + [x for path in sample_data_paths() for x in ("--data", path)]
+        )
+        code = cmd_train(train_args)
+        if code:
+            return code
+    if args.train_only:
+        return 0
+    serve_args = build_parser().parse_args(
+        ["serve", "--store", args.store, "--model", args.name, "--host", args.host, "--port", str(args.port)]
+    )
+    return int(serve_args.func(serve_args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Invariance tests on a model that was really trained and exported (tests/conftest.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store.loading import load_scorer
+from model_store.scoring import Scorer, TextPair
+from model_store.store import ModelStore
+
+TEXTS = [
+    TextPair("How do I boil an egg?", "Put it in boiling water for nine minutes, then cool it in cold water."),
+    TextPair("How do I boil an egg?", "No."),
+    TextPair("Tell me a joke", "Why did the chicken cross the road? To get to the other side!"),
+    TextPair("", "A response with an empty prompt still scores."),
+    TextPair("word " * 200, "A long prompt is cut from the left; this response survives."),
+    TextPair("Plan a trip", "Day one: museums. Day two: the old town. Day three: the coast. " * 8),
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_scorer(trained_store: Path) -> Scorer:
+    return load_scorer(ModelStore(trained_store).resolve("tiny"), engine="onnx", precision="fp32")
+
+
+def test_batched_scores_equal_one_at_a_time(onnx_scorer: Scorer) -> None:
+    together = onnx_scorer.run(onnx_scorer.encode(TEXTS))
+    alone = np.array([onnx_scorer.run(onnx_scorer.encode([t]))[0] for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+    # and in any other grouping / order
+    reordered = onnx_scorer.run(onnx_scorer.encode(TEXTS[::-1]))[::-1]
+    np.testing.assert_allclose(reordered, alone, atol=1e-5, rtol=0)
+
+
+def test_score_helper_matches_run(onnx_scorer: Scorer) -> None:
+    np.testing.assert_allclose(onnx_scorer.score(TEXTS), onnx_scorer.run(onnx_scorer.encode(TEXTS)), atol=1e-5)
+
+
+def test_onnx_equals_torch_engine(trained_store: Path, onnx_scorer: Scorer) -> None:
+    torch_scorer = load_scorer(ModelStore(trained_store).resolve("tiny"), engine="torch", device="cpu")
+    np.testing.assert_allclose(torch_scorer.score(TEXTS), onnx_scorer.score(TEXTS), atol=1e-4, rtol=0)
+
+
+def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
+    mv = ModelStore(trained_store).resolve("tiny")
+    assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    assert 0.0 <= mv.metadata["int8"]["decision_agreement_vs_fp32"] <= 1.0
+    scores = load_scorer(mv, precision="int8").score(TEXTS)
+    assert scores.shape == (len(TEXTS),) and np.all(np.isfinite(scores))
+
+
+def test_unknown_precision_and_missing_file_are_refused(trained_store: Path) -> None:
+    mv = ModelStore(trained_store).resolve("tiny")
+    with pytest.raises(ValueError, match="unknown precision"):
+        load_scorer(mv, precision="fp8")
+    with pytest.raises(ValueError, match="linear model runs on the onnx engine"):
+        from model_store.loading import load_scorer_from_dir
+
+        load_scorer_from_dir(mv.path, {"kind": "linear"}, name="x", version="1", engine="torch")

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_store.store import ModelStore
+from training.export import check_parity, decision_agreement
+
+
+def test_parity_report_on_literal_scores() -> None:
+    ref = np.array([1.0, 0.2, 0.0, 0.5, 3.0])  # 2 pairs: (1.0 vs 0.0), (0.2 vs 0.5), 1 extra
+    close = ref + np.array([5e-5, -5e-5, 0, 0, 9e-5])
+    ok = check_parity(ref, close, n_pairs=2, atol=1e-4)
+    assert ok.passed and ok.decision_agreement == 1.0 and ok.max_abs_diff == pytest.approx(9e-5, rel=1e-3)
+    flipped = ref.copy()
+    flipped[1] = 0.6  # pair 2 now prefers the other response
+    bad = check_parity(ref, flipped, n_pairs=2, atol=1.0)
+    assert not bad.passed and bad.decision_agreement == 0.5
+    far = check_parity(ref, ref + 1e-3, n_pairs=2, atol=1e-4)
+    assert not far.passed and far.decision_agreement == 1.0
+
+
+def test_decision_agreement_counts_same_winner() -> None:
+    a1, a2 = np.array([1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0])
+    b1, b2 = np.array([5.0, 0.0, 0.0]), np.array([0.0, 9.0, 1.0])
+    assert decision_agreement(a1, a2, b1, b2) == pytest.approx(2 / 3)
+
+
+def test_stored_model_passed_the_parity_gate_on_real_validation_samples(trained_store: Path) -> None:
+    mv = ModelStore(trained_store).resolve("tiny")
+    parity = mv.metadata["parity"]
+    assert parity["passed"] is True
+    assert parity["max_abs_diff"] <= 1e-4
+    assert parity["decision_agreement"] == 1.0
+    assert parity["n_pairs"] == mv.metadata["metrics"]["validation"]["pairs"]["n"] > 0
+    for name in ("model.onnx", "tokenizer/tokenizer.json", "torch/reward_model.safetensors", "torch/config.json"):
+        assert name in mv.files, name
+
+
+def test_export_fails_past_tolerance(tiny_backbone: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModel
+
+    from model_store.engines.torch_model import RewardModel
+    from model_store.scoring import TextPair
+    from model_store.tokenization import PairTokenizer
+    from training.export import ParityError, export_transformer
+
+    torch.manual_seed(0)
+    model = RewardModel(AutoModel.from_pretrained(tiny_backbone), hidden_size=32).eval()
+    tok = PairTokenizer.from_dir(tiny_backbone, 32)
+    texts = [TextPair("q", "good answer"), TextPair("q", "bad")]
+    with pytest.raises(ParityError, match="tolerance"):
+        export_transformer(model, tok, tiny_backbone, tmp_path / "m", texts, 1, atol=-1.0)

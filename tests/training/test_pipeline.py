@@ -1,0 +1,123 @@
+"""`plaudit train` / `plaudit eval` end to end through the real CLI entry point."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_store.store import ModelStore
+from plaudit.cli import main
+from tests.conftest import SAMPLE_FILES
+
+
+def _data_args() -> list[str]:
+    return [x for p in SAMPLE_FILES for x in ("--data", str(p))]
+
+
+def test_eval_through_onnx_reproduces_the_accuracy_training_reported(
+    trained_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mv = ModelStore(trained_store).resolve("tiny")
+    reported = mv.metadata["metrics"]["validation"]
+    code = main(["eval", "--store", str(trained_store), "--model", "tiny", "--split", "val", "--json", *_data_args()])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"]["ref"] == "tiny:1"
+    assert out["pairs"]["n"] == reported["pairs"]["n"]
+    assert out["pairs"]["accuracy"] == reported["pairs"]["accuracy"]
+    assert out["ratings"]["mae"] == pytest.approx(reported["ratings"]["mae"], abs=1e-6)
+    assert out["likes"]["auc"] == pytest.approx(reported["likes"]["auc"], abs=1e-6)
+
+
+def test_eval_report_has_every_section_and_plots(trained_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["eval", "--store", str(trained_store), "--model", "tiny@production", "--plots", str(tmp_path), *_data_args()])
+    assert code == 0
+    text = capsys.readouterr().out
+    for needle in ("pairs (", "ECE", "chosen shorter", "chosen longer", "ratings (", "R²", "likes (", "AUC"):
+        assert needle in text
+    for png in ("score_distributions.png", "reliability.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metadata_records_data_hash_split_and_objectives(trained_store: Path) -> None:
+    meta = ModelStore(trained_store).resolve("tiny").metadata
+    assert len(meta["data"]["sha256"]) == 64
+    assert meta["objectives"] == ["likes", "pairs", "ratings"]
+    assert meta["split"]["val"] > 0 and meta["split"]["train"] > meta["split"]["val"]
+    assert meta["kind"] == "transformer" and meta["max_length"] == 64
+    assert (Path(ModelStore(trained_store).resolve("tiny").path) / "eval" / "reliability.png").is_file()
+
+
+BAD_FILES = {
+    "malformed.jsonl": ('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": \n', ":2:"),
+    "missing.jsonl": ('{"prompt": "p", "chosen": "a"}\n', "field 'rejected': missing"),
+    "wrongtype.jsonl": ('{"prompt": "p", "chosen": 3, "rejected": "b"}\n', "field 'chosen'"),
+    "scale.jsonl": ('{"prompt": "p", "response": "r", "rating": 9}\n', "outside the declared scale"),
+    "empty.jsonl": ("", "empty"),
+    "unknown.jsonl": ('{"question": "q", "answer": "a"}\n', "no known shape"),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(BAD_FILES))
+def test_bad_data_is_refused_and_nothing_is_written(
+    filename: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    content, needle = BAD_FILES[filename]
+    path = tmp_path / filename
+    path.write_text(content)
+    store = tmp_path / "store"
+    code = main(["train", "--model", "linear", "--store", str(store), "--name", "m", "--data", str(path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert str(path) in err and needle in err
+    assert "Traceback" not in err
+    assert not store.exists() or ModelStore(store).names() == []
+
+
+def test_train_linear_end_to_end_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    code = main(["train", "--model", "linear", "--store", str(store), "--name", "lin", "--promote", "candidate", "--json", *_data_args()])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ref"] == "lin:1" and 0.5 < result["metrics"]["pairwise_accuracy"] <= 1.0
+    assert ModelStore(store).aliases("lin") == {"candidate": 1}
+    assert main(["explain", "--store", str(store), "--model", "lin@candidate", "--top", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("lin:1: the 5 largest weights") and len(lines) == 6
+
+
+def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_path: Path) -> None:
+    from training.data.loaders import load_dataset
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    examples = load_dataset([SAMPLE_FILES[0]]).examples
+    train, val = list(examples[:64]), list(examples[64:80])
+    cfg = dict(backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2, patience=99)
+    full = TransformerTrainer(TransformerConfig(**cfg)).fit(train, val, progress=False)
+
+    ckpt = str(tmp_path / "ckpt")
+    interrupted = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, max_steps=5, **cfg)).fit(train, val, progress=False)
+    assert [h["step"] for h in interrupted.history] == [2, 4]
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(train, val, progress=False)
+
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history] == [2, 4, 6, 8]
+    for got, want in zip(resumed.history, full.history, strict=True):
+        assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-5)
+
+
+def test_training_changes_every_trainable_parameter(tiny_backbone: Path) -> None:
+    import torch
+
+    from training.data.loaders import load_dataset
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    examples = list(load_dataset([SAMPLE_FILES[0]]).examples[:32])
+    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), max_length=48, epochs=1, batch_size=16, lr=1e-3))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit(examples, [], progress=False)
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad:
+            assert not torch.equal(before[name], param), f"{name} did not change"
+        else:  # frozen word embeddings stay as they were
+            assert torch.equal(before[name], param), name

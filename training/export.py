@@ -1,0 +1,178 @@
+"""Export a trained transformer reward model to a store-ready folder, and gate it on parity.
+
+Folder layout (what `model_store.loading` expects):
+    model.onnx          fp32 graph, dynamic batch and sequence axes -> "scores" [batch]
+    model.int8.onnx     optional dynamic int8 quantisation
+    tokenizer/          the backbone's tokenizer files
+    torch/              config + weights, for the torch (GPU) engine
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_store.engines.torch_model import RewardModel
+from model_store.onnx_scorer import TransformerOnnxScorer
+from model_store.scoring import TextPair
+from model_store.tokenization import PairTokenizer, pad_batch
+
+ONNX_OPSET = 17
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
+class ParityError(RuntimeError):
+    """The exported graph disagrees with the torch model beyond tolerance."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    n_items: int
+    n_pairs: int
+    max_abs_diff: float
+    decision_agreement: float
+    atol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.atol and self.decision_agreement == 1.0
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def export_onnx(model: RewardModel, path: Path) -> list[str]:
+    """Trace the model to ONNX with dynamic batch and sequence axes; returns the input names."""
+    model = model.eval()
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_types else [])
+    dummy = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["scores"] = {0: "batch"}
+    # The tracer warns wherever the model turns a tensor into a Python bool (mask helpers in
+    # transformers). Those branches do not depend on the batch or sequence size here, and the
+    # parity gate below checks the traced graph on real inputs of many lengths.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            dummy,
+            str(path),
+            input_names=names,
+            output_names=["scores"],
+            dynamic_axes=axes,
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return names
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+
+
+def copy_tokenizer(backbone_dir: Path, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (backbone_dir / name).is_file():
+            shutil.copy2(backbone_dir / name, out_dir / name)
+
+
+@torch.inference_mode()
+def torch_scores(model: RewardModel, tokenizer: PairTokenizer, texts: Sequence[TextPair], batch_size: int = 32) -> np.ndarray:
+    encoded = tokenizer.encode(texts)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out = np.zeros(len(encoded), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        feeds = pad_batch([encoded[i] for i in idx], pad_id=tokenizer.pad_id)
+        out[idx] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).float().numpy()
+    return out
+
+
+def decision_agreement(a_first: np.ndarray, a_second: np.ndarray, b_first: np.ndarray, b_second: np.ndarray) -> float:
+    """Share of pairs on which two engines pick the same winner."""
+    if a_first.size == 0:
+        return 1.0
+    return float(np.mean(np.sign(a_first - a_second) == np.sign(b_first - b_second)))
+
+
+def check_parity(
+    reference: np.ndarray, candidate: np.ndarray, n_pairs: int, atol: float
+) -> ParityReport:
+    """`reference`/`candidate` hold [chosen_1..chosen_P, rejected_1..rejected_P, other items...]."""
+    p = n_pairs
+    return ParityReport(
+        n_items=int(reference.size),
+        n_pairs=p,
+        max_abs_diff=float(np.max(np.abs(reference - candidate))) if reference.size else 0.0,
+        decision_agreement=decision_agreement(reference[:p], reference[p : 2 * p], candidate[:p], candidate[p : 2 * p]),
+        atol=atol,
+    )
+
+
+def export_transformer(
+    model: RewardModel,
+    tokenizer: PairTokenizer,
+    backbone_dir: Path,
+    out_dir: Path,
+    parity_texts: Sequence[TextPair],
+    n_parity_pairs: int,
+    *,
+    atol: float = 1e-4,
+    quantize: bool = False,
+) -> dict[str, object]:
+    """Write the model folder and check it; raises ParityError past tolerance.
+
+    `parity_texts` are real validation items laid out as in `check_parity`.
+    Returns the metadata fragment: inputs, onnx files, parity (and int8 agreement).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = export_onnx(model, out_dir / "model.onnx")
+    copy_tokenizer(backbone_dir, out_dir / "tokenizer")
+    model.save(out_dir / "torch")
+
+    served = PairTokenizer.from_dir(out_dir / "tokenizer", tokenizer.max_length)
+    reference = torch_scores(model, tokenizer, parity_texts)
+    onnx = TransformerOnnxScorer(out_dir / "model.onnx", served, name="export", version="0")
+    parity = check_parity(reference, onnx.score(parity_texts), n_parity_pairs, atol)
+    if not parity.passed:
+        raise ParityError(
+            f"ONNX export disagrees with torch: max |diff| {parity.max_abs_diff:.2e} "
+            f"(tolerance {atol:.0e}), decision agreement {parity.decision_agreement:.4f} on "
+            f"{parity.n_pairs} pairs"
+        )
+    fragment: dict[str, object] = {
+        "inputs": inputs,
+        "onnx": {"fp32": "model.onnx"},
+        "default_precision": "fp32",
+        "parity": parity.as_dict(),
+    }
+    if quantize:
+        quantize_int8(out_dir / "model.onnx", out_dir / "model.int8.onnx")
+        int8 = TransformerOnnxScorer(out_dir / "model.int8.onnx", served, name="export", version="0")
+        int8_report = check_parity(reference, int8.score(parity_texts), n_parity_pairs, atol=float("inf"))
+        fragment["onnx"] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+        fragment["int8"] = {
+            "decision_agreement_vs_fp32": int8_report.decision_agreement,
+            "max_abs_diff_vs_fp32": int8_report.max_abs_diff,
+            "n_pairs": n_parity_pairs,
+        }
+    return fragment

@@ -1,0 +1,171 @@
+"""`plaudit train` end to end: data -> split -> fit -> export + parity -> evaluate -> register.
+
+Everything is built in a staging folder; the store sees the model only once it has passed
+validation, the parity gate and evaluation. Any failure before that leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model_store.loading import load_scorer_from_dir
+from model_store.scoring import TextPair
+from model_store.store import ModelStore, ModelVersion
+from training.data.examples import Example, PairExample
+from training.data.loaders import Dataset, load_dataset
+from training.data.report import describe
+from training.data.split import split_by_prompt
+from training.evaluate import evaluate, headline
+from training.transformer_trainer import TransformerConfig
+
+log = logging.getLogger(__name__)
+MODEL_KINDS = ("transformer", "linear")
+
+
+@dataclass
+class TrainJob:
+    data: list[str]
+    store: Path
+    name: str
+    kind: str = "transformer"
+    rating_scale: tuple[float, float] = (1.0, 5.0)
+    val_fraction: float = 0.1
+    seed: int = 0
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    linear_max_terms: int = 2000
+    quantize: bool = False
+    parity_atol: float = 1e-4
+    promote_to: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if not self.data:
+            raise ValueError("give at least one --data PATH")
+
+
+@dataclass
+class TrainOutcome:
+    version: ModelVersion
+    metrics: dict[str, Any]
+    wall_seconds: float
+
+
+def parity_texts(val: list[Example]) -> tuple[list[TextPair], int]:
+    """Validation texts laid out [chosen..., rejected..., other responses...] for the parity gate."""
+    pairs = [e for e in val if isinstance(e, PairExample)]
+    texts = [TextPair(p.prompt, p.chosen) for p in pairs] + [TextPair(p.prompt, p.rejected) for p in pairs]
+    texts += [TextPair(e.prompt, e.response) for e in val if not isinstance(e, PairExample)]
+    return texts, len(pairs)
+
+
+def _fit_transformer(job: TrainJob, train: list[Example], val: list[Example], out: Path) -> dict[str, Any]:
+    from training.export import export_transformer
+    from training.transformer_trainer import TransformerTrainer
+
+    cfg = job.transformer
+    cfg.seed = job.seed
+    result = TransformerTrainer(cfg).fit(train, val, progress=job.progress)
+    texts, n_pairs = parity_texts(val or train[:64])
+    fragment = export_transformer(
+        result.model,
+        result.tokenizer,
+        result.backbone_dir,
+        out,
+        texts,
+        n_pairs,
+        atol=job.parity_atol,
+        quantize=job.quantize,
+    )
+    return {
+        "kind": "transformer",
+        "backbone": str(result.backbone_dir),
+        "backbone_name": result.backbone_dir.name if result.backbone_dir.name != "model" else "all-MiniLM-L6-v2",
+        "tokenizer": "tokenizer/",
+        "max_length": cfg.max_length,
+        "pooling": "mean",
+        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "resume")},
+        "train_history": result.history,
+        **fragment,
+    }
+
+
+def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Path) -> dict[str, Any]:
+    from training.linear import export_linear, train_linear, weights_table
+
+    model = train_linear(train, val, max_terms=job.linear_max_terms, seed=job.seed)
+    export_linear(model, out)
+    return {
+        "kind": "linear",
+        "backbone": None,
+        "max_length": None,
+        "featurizer": "featurizer.json",
+        "onnx": {"fp32": "model.onnx"},
+        "default_precision": "fp32",
+        "weights": weights_table(model)[:50],
+    }
+
+
+def run_training(job: TrainJob) -> TrainOutcome:
+    started = time.perf_counter()
+    dataset: Dataset = load_dataset(job.data, rating_scale=job.rating_scale)  # refuses bad data first
+    store = ModelStore(job.store)
+    train, val = split_by_prompt(dataset.examples, val_fraction=job.val_fraction, seed=job.seed)
+    if not train:
+        raise ValueError("the training split is empty: give more data or a smaller --val-fraction")
+    log.info("data: %d train, %d validation examples (sha256 %s)", len(train), len(val), dataset.sha256[:12])
+
+    with tempfile.TemporaryDirectory(prefix="plaudit-train-") as tmp:
+        staging = Path(tmp) / "model"
+        staging.mkdir()
+        fit = _fit_transformer if job.kind == "transformer" else _fit_linear
+        metadata = fit(job, train, val, staging)
+        metadata.update(
+            {
+                "objectives": sorted({k for k, n in dataset.counts().items() if n}),
+                "data": {
+                    "files": [str(p) for p in job.data],
+                    "sha256": dataset.sha256,
+                    "counts": dataset.counts(),
+                    "quality": _quality_summary(dataset),
+                },
+                "split": {"val_fraction": job.val_fraction, "seed": job.seed, "train": len(train), "val": len(val)},
+                "rating_scale": list(job.rating_scale),
+                "environment": {"python": platform.python_version(), "machine": platform.machine()},
+            }
+        )
+        scorer = load_scorer_from_dir(staging, metadata, name=job.name, version="staging")
+        report = evaluate(scorer, val, plots_dir=staging / "eval") if val else {}
+        scorer.close()
+        report.pop("model", None)
+        report.pop("plots", None)
+        metadata["metrics"] = {**headline(report), "validation": report}
+        metadata["train_seconds"] = round(time.perf_counter() - started, 2)
+        version = store.register(job.name, staging, metadata)
+    if job.promote_to:
+        store.promote(job.name, version.version, alias=job.promote_to)
+    return TrainOutcome(version=version, metrics=metadata["metrics"], wall_seconds=time.perf_counter() - started)
+
+
+def _quality_summary(dataset: Dataset) -> dict[str, Any]:
+    full = describe(dataset)
+    keep = ("duplicates", "contradictions", "agreement", "warnings")
+    summary: dict[str, Any] = {}
+    for key in keep:
+        value = full.get(key)
+        summary[key] = len(value) if isinstance(value, list) else value
+    return summary
+
+
+def split_for_eval(examples: list[Example], metadata: dict[str, Any]) -> list[Example]:
+    """The validation split a stored model was evaluated on (same fraction and seed)."""
+    split = metadata.get("split") or {}
+    _, val = split_by_prompt(examples, val_fraction=split.get("val_fraction", 0.1), seed=split.get("seed", 0))
+    return val

