@@ -1,0 +1,96 @@
+"""Build the FastAPI app: `create_app(settings)`, or `uvicorn --factory service.app:create_app`.
+
+The lifespan starts loading the model in the background and yields at once, so the
+server answers /healthz (and a 503 /readyz) while a large model loads and warms up.
+When loading finishes, the batcher starts and the model is published in the holder;
+if it fails, /readyz says why. Shutdown stops the batcher and closes the scorer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+
+from model_store.errors import StoreError
+from service.batching import Batcher
+from service.deps import AppState
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import RequestContextMiddleware
+from service.model import LoadedModel, ModelHolder
+from service.model_loading import ModelLoadError, load_model
+from service.routes import models, ops, scoring
+from service.settings import Settings
+
+log = logging.getLogger("plaudit.service")
+
+# Configuration mistakes whose message says everything (a missing model, a bad option).
+_USER_ERRORS = (StoreError, ModelLoadError, ValueError)
+# Errors whose text /readyz may show an operator (unreadable file, no CUDA); traceback logged too.
+_DESCRIBED_ERRORS = (*_USER_ERRORS, OSError, RuntimeError, ImportError)
+
+
+async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: ModelHolder) -> None:
+    """Load and warm up the model off the event loop, start its batcher, publish it."""
+    try:
+        scorer, info = await asyncio.to_thread(load_model, settings)
+    except Exception as exc:
+        described = isinstance(exc, _DESCRIBED_ERRORS)
+        reason = str(exc) if described else f"unexpected {type(exc).__name__}; see the server log"
+        log.error(
+            "could not load model %r with engine %s: %s",
+            settings.model,
+            settings.engine,
+            reason,
+            exc_info=None if isinstance(exc, _USER_ERRORS) else exc,
+        )
+        holder.mark_failed(reason)
+        return
+    batcher = Batcher(scorer, settings, metrics)
+    batcher.start()
+    holder.set(LoadedModel(info=info, scorer=scorer, batcher=batcher))
+    metrics.set_model(info.name, info.version)
+    log.info(
+        "serving %s:%s (engine %s, %s, %s)", info.name, info.version, info.engine, info.device, info.precision
+    )
+
+
+def _lifespan(
+    settings: Settings, metrics: ServiceMetrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[AppState]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
+        holder = ModelHolder()
+        loading = asyncio.create_task(load_and_publish(settings, metrics, holder), name="plaudit-model-load")
+        try:
+            yield AppState(settings=settings, metrics=metrics, holder=holder)
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await holder.close()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app with its own metrics registry; Settings() (from PLAUDIT_* env) if none given."""
+    settings = settings if settings is not None else Settings()
+    metrics = ServiceMetrics()
+    app = FastAPI(
+        title="Plaudit scoring service",
+        summary="Reward-model scores for (prompt, response) pairs, batched across requests.",
+        version="0.1.0",
+        lifespan=_lifespan(settings, metrics),
+    )
+    install_error_handlers(app)
+    app.include_router(scoring.router)
+    app.include_router(models.router)
+    app.include_router(ops.router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    return app

@@ -1,0 +1,366 @@
+"""Dynamic batching: items from concurrent requests share engine calls.
+
+Pipeline, per request:  submit -> encode (tokenizer thread pool) -> waiting list ->
+collector task picks a batch -> Scorer.run (one inference thread) -> scores back.
+
+Tokenizing happens in its own threads, so it overlaps inference. The collector never
+waits for a fuller batch when nothing else is on its way: it lingers (up to
+max_wait_ms, counted from the oldest waiting item) only while other accepted requests
+are still being tokenized. While the engine runs a batch, new items simply pile up and
+form the next one.
+
+Failure rules: a batch that fails fails every request with an item in it (none is left
+hanging) and the collector goes on with the next batch. Cancelled and expired requests
+have their waiting items dropped before they reach the engine. If the collector task
+itself dies, `alive` turns False and every outstanding request is failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from model_store.scoring import Encoded, Scorer, ScoringError, TextPair
+from service.batch_packing import is_full, padded_tokens, select_batch
+from service.errors import DeadlineExceeded, NotReady, QueueFullError, ScoringFailed, ServiceError
+from service.metrics import ServiceMetrics
+
+log = logging.getLogger("plaudit.batching")
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+class BatchLimits(Protocol):
+    """The part of `Settings` the batcher reads."""
+
+    @property
+    def max_batch_items(self) -> int: ...
+    @property
+    def max_batch_tokens(self) -> int: ...
+    @property
+    def max_wait_ms(self) -> float: ...
+    @property
+    def max_queue_items(self) -> int: ...
+    @property
+    def tokenize_workers(self) -> int: ...
+
+
+@dataclass(eq=False)
+class _Request:
+    n_items: int
+    deadline: float | None  # time.monotonic() value
+    future: asyncio.Future[np.ndarray]
+    scores: np.ndarray = field(init=False)
+    remaining: int = field(init=False)
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.scores = np.zeros(self.n_items, dtype=np.float32)
+        self.remaining = self.n_items
+
+
+@dataclass(eq=False)
+class _Item:
+    request: _Request
+    index: int
+    encoded: Encoded
+    enqueued_at: float
+
+    @property
+    def n_tokens(self) -> int:
+        return self.encoded.n_tokens
+
+
+class Batcher:
+    """Owns the thread pools and the collector task for one loaded Scorer."""
+
+    def __init__(self, scorer: Scorer, limits: BatchLimits, metrics: ServiceMetrics | None = None) -> None:
+        self.scorer = scorer
+        self.max_batch_items = limits.max_batch_items
+        self.max_batch_tokens = limits.max_batch_tokens
+        self.max_wait_s = limits.max_wait_ms / 1000.0
+        self.max_queue_items = limits.max_queue_items
+        self._tokenize_workers = limits.tokenize_workers
+        self.metrics = metrics or ServiceMetrics()
+        self._waiting: list[_Item] = []
+        self._live: set[_Request] = set()
+        self._accepted_items = 0  # items of live requests: tokenizing, waiting or running
+        self._tokenizing = 0  # requests inside Scorer.encode right now
+        self._wakeup: asyncio.Event | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._tokenize_pool: ThreadPoolExecutor | None = None
+        self._engine_pool: ThreadPoolExecutor | None = None
+        self._stopping = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the collector task; call from inside the running event loop."""
+        if self._collector is not None:
+            raise RuntimeError("Batcher.start() called twice")
+        self._wakeup = asyncio.Event()
+        self._tokenize_pool = ThreadPoolExecutor(
+            self._tokenize_workers, thread_name_prefix="plaudit-tokenize"
+        )
+        self._engine_pool = ThreadPoolExecutor(1, thread_name_prefix="plaudit-engine")
+        self._collector = asyncio.get_running_loop().create_task(
+            self._collect(), name="plaudit-batch-collector"
+        )
+        self._collector.add_done_callback(self._on_collector_exit)
+
+    async def stop(self) -> None:
+        """Fail what is still outstanding, stop the collector, wait for the running batch."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+        self._fail_all(NotReady("the service is shutting down; retry on another instance"))
+        if self._tokenize_pool is not None:
+            # Queued encodes still run (briefly); their requests are already answered.
+            self._tokenize_pool.shutdown(wait=False)
+        if self._engine_pool is not None:
+            # Let a running batch finish, so the scorer is not closed under it.
+            await asyncio.to_thread(self._engine_pool.shutdown, True)
+
+    @property
+    def alive(self) -> bool:
+        return self._collector is not None and not self._collector.done() and not self._stopping
+
+    @property
+    def queue_depth(self) -> int:
+        """Items accepted and not yet answered."""
+        return self._accepted_items
+
+    # -- the request side -------------------------------------------------------------
+
+    async def submit(self, pairs: Sequence[TextPair], deadline: float | None = None) -> np.ndarray:
+        """Score `pairs` (float32 [len(pairs)], in order), sharing batches with other requests.
+
+        `deadline` is a time.monotonic() value. Raises QueueFullError, DeadlineExceeded,
+        ScoringFailed or NotReady; if the caller is cancelled, the items are dropped.
+        """
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        if not self.alive:
+            raise NotReady("the batcher is not running")
+        n = len(pairs)
+        if self._accepted_items + n > self.max_queue_items:
+            raise QueueFullError(
+                f"queue full: {self._accepted_items} items are waiting and this request adds {n}, "
+                f"over max_queue_items={self.max_queue_items}; retry after a short pause"
+            )
+        loop = asyncio.get_running_loop()
+        request = _Request(n_items=n, deadline=deadline, future=loop.create_future())
+        self._accept(request)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(timeout):
+                encoded = await self._encode(list(pairs))
+                self._enqueue(request, encoded)
+                return await request.future
+        except TimeoutError:
+            self._abandon(request, "deadline")
+            raise DeadlineExceeded(self._deadline_message(request)) from None
+        except asyncio.CancelledError:
+            self._abandon(request, "cancelled")
+            raise
+        except ServiceError:
+            self._abandon(request, "failed")
+            raise
+        finally:
+            # If the request was failed while this coroutine was elsewhere (tokenizing),
+            # its future holds an exception nobody awaits: mark it seen to keep logs clean.
+            if request.future.done() and not request.future.cancelled():
+                request.future.exception()
+
+    async def _encode(self, pairs: list[TextPair]) -> list[Encoded]:
+        assert self._tokenize_pool is not None
+        self._tokenizing += 1
+        try:
+            encoded, seconds = await asyncio.get_running_loop().run_in_executor(
+                self._tokenize_pool, _timed, self.scorer.encode, pairs
+            )
+        except Exception as exc:
+            log.error("Scorer.encode failed", exc_info=exc)
+            raise ScoringFailed(_engine_failure_message("tokenizing", exc)) from None
+        finally:
+            self._tokenizing -= 1
+            self._wake()
+        self.metrics.tokenize.observe(seconds)
+        if len(encoded) != len(pairs):
+            raise ScoringFailed(f"the engine encoded {len(encoded)} items for a request of {len(pairs)}")
+        return list(encoded)
+
+    def _accept(self, request: _Request) -> None:
+        self._live.add(request)
+        self._accepted_items += request.n_items
+        self.metrics.queue_depth.set(self._accepted_items)
+
+    def _enqueue(self, request: _Request, encoded: list[Encoded]) -> None:
+        if request.finished:
+            return
+        if not self.alive:
+            raise NotReady("the batcher stopped while this request was being tokenized")
+        now = time.monotonic()
+        self._waiting.extend(_Item(request, i, e, now) for i, e in enumerate(encoded))
+        self._wake()
+
+    def _finish(self, request: _Request) -> bool:
+        """Mark `request` answered (once); False if it already was."""
+        if request.finished:
+            return False
+        request.finished = True
+        self._live.discard(request)
+        self._accepted_items -= request.n_items
+        self.metrics.queue_depth.set(self._accepted_items)
+        return True
+
+    def _drop_waiting(self, request: _Request, reason: str) -> None:
+        kept = [it for it in self._waiting if it.request is not request]
+        dropped = len(self._waiting) - len(kept)
+        if dropped:
+            self._waiting = kept
+            self.metrics.dropped_items.labels(reason=reason).inc(dropped)
+
+    def _abandon(self, request: _Request, reason: str) -> None:
+        """The caller gave up (cancelled, timed out): drop its items, answer nothing."""
+        if self._finish(request):
+            if not request.future.done():
+                request.future.cancel()
+            self._drop_waiting(request, reason)
+
+    def _fail(self, request: _Request, error: ServiceError, reason: str) -> None:
+        if self._finish(request):
+            if not request.future.done():
+                request.future.set_exception(error)
+            self._drop_waiting(request, reason)
+
+    def _fail_all(self, error: ServiceError) -> None:
+        for request in list(self._live):
+            self._fail(request, error, "failed")
+
+    def _deadline_message(self, request: _Request) -> str:
+        return (
+            f"deadline exceeded: {request.n_items} item(s) were not scored in time "
+            f"({request.n_items - request.remaining} done); the service is overloaded or the engine is slow"
+        )
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # -- the collector ----------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        while True:
+            await self._wait_for_items()
+            trigger = await self._linger()
+            batch = self._take_batch()
+            if batch:
+                self.metrics.batch_triggers.labels(trigger=trigger).inc()
+                await self._run_batch(batch)
+
+    async def _wait_for_items(self) -> None:
+        assert self._wakeup is not None
+        while not self._waiting:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _linger(self) -> str:
+        """Wait for a fuller batch only while more items are known to be on their way.
+
+        Returns why the wait ended: "full", "max_wait" or "nothing_coming" (no other
+        request is being tokenized, so waiting could only add latency).
+        """
+        assert self._wakeup is not None
+        while self._waiting:
+            if is_full(self._waiting, self.max_batch_items, self.max_batch_tokens):
+                return "full"
+            if self._tokenizing == 0:
+                return "nothing_coming"
+            left = self._waiting[0].enqueued_at + self.max_wait_s - time.monotonic()
+            if left <= 0:
+                return "max_wait"
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), left)
+            except TimeoutError:
+                return "max_wait"
+        return "nothing_coming"
+
+    def _take_batch(self) -> list[_Item]:
+        now = time.monotonic()
+        for request in {it.request for it in self._waiting}:
+            if request.deadline is not None and request.deadline <= now:
+                self._fail(request, DeadlineExceeded(self._deadline_message(request)), "deadline")
+        batch = select_batch(self._waiting, self.max_batch_items, self.max_batch_tokens)
+        taken = set(map(id, batch))
+        self._waiting = [it for it in self._waiting if id(it) not in taken]
+        return batch
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        assert self._engine_pool is not None
+        started = time.monotonic()
+        for item in batch:
+            self.metrics.queue_wait.observe(started - item.enqueued_at)
+        self.metrics.batch_items.observe(len(batch))
+        self.metrics.batch_tokens.observe(padded_tokens(batch))
+        try:
+            scores, seconds = await asyncio.get_running_loop().run_in_executor(
+                self._engine_pool, _timed, self.scorer.run, [it.encoded for it in batch]
+            )
+            scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+            if scores.shape[0] != len(batch):
+                raise ScoringError(
+                    f"engine returned {scores.shape[0]} scores for a batch of {len(batch)} items"
+                )
+        except Exception as exc:
+            requests = {it.request for it in batch if not it.request.finished}
+            log.error("a batch of %d items (%d requests) failed", len(batch), len(requests), exc_info=exc)
+            error = ScoringFailed(_engine_failure_message("scoring", exc))
+            for request in requests:
+                self._fail(request, error, "failed")
+            return
+        self.metrics.inference.observe(seconds)
+        for item, score in zip(batch, scores, strict=True):
+            request = item.request
+            if request.finished:
+                continue  # cancelled or failed while its batch was running
+            request.scores[item.index] = score
+            request.remaining -= 1
+            if request.remaining == 0 and self._finish(request):
+                request.future.set_result(request.scores)
+
+    def _on_collector_exit(self, task: asyncio.Task[None]) -> None:
+        if self._stopping:
+            return
+        error = None if task.cancelled() else task.exception()
+        log.critical("the batch collector stopped unexpectedly; the service is not ready", exc_info=error)
+        self._fail_all(NotReady("the batcher stopped unexpectedly; the service needs a restart"))
+
+
+def _timed(fn: Callable[[A], R], arg: A) -> tuple[R, float]:
+    """Run `fn(arg)` (in a worker thread) and say how long it took there."""
+    started = time.perf_counter()
+    result = fn(arg)
+    return result, time.perf_counter() - started
+
+
+def _engine_failure_message(stage: str, exc: BaseException) -> str:
+    # ScoringError messages are written for users (e.g. a score-count mismatch); any
+    # other exception text may leak internals, so it stays in the log.
+    if isinstance(exc, ScoringError):
+        return f"scoring failed while {stage}: {exc}"
+    return f"scoring failed while {stage}: the engine raised an unexpected error; see the server log"

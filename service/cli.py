@@ -1,0 +1,88 @@
+"""`plaudit serve`: run the scoring service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from model_store.engines import TEST_ENGINES
+from model_store.errors import StoreError
+from service.settings import DEVICES, ENGINES, PRECISIONS, Settings, describe_settings_error
+
+
+def register_commands(subparsers: Any) -> None:
+    """Add `serve` to the `plaudit` command (subparsers from argparse add_subparsers)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the scoring service",
+        description=(
+            "Serve a model from the store over HTTP. Options not given fall back to "
+            "PLAUDIT_* environment variables, then to the defaults."
+        ),
+    )
+    parser.add_argument("--store", dest="store_dir", type=Path, help="model store directory")
+    parser.add_argument("--model", help="NAME, NAME@ALIAS or NAME:VERSION (default: default)")
+    parser.add_argument("--engine", choices=ENGINES, help="engine that runs the model (default: onnx)")
+    parser.add_argument("--device", choices=DEVICES, help="cpu or cuda (default: cpu)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default: auto)")
+    parser.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="TCP port (default: 8000)")
+    parser.add_argument("--max-batch-items", type=int, help="most items per engine call (default: 32)")
+    parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
+    parser.add_argument(
+        "--threads", dest="intra_op_threads", type=int, help="engine threads (default: all cores)"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+    parser.set_defaults(func=serve)
+
+
+_SETTING_ARGS = (
+    "store_dir",
+    "model",
+    "engine",
+    "device",
+    "precision",
+    "host",
+    "port",
+    "max_batch_items",
+    "max_wait_ms",
+    "intra_op_threads",
+)
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {name: getattr(args, name) for name in _SETTING_ARGS if getattr(args, name, None) is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"plaudit serve: {describe_settings_error(exc)}", file=sys.stderr)
+        return 2
+    if settings.engine not in TEST_ENGINES:
+        # Fail now, with one line, on the commonest mistake (a wrong store or model name),
+        # rather than serving 503s after a background load fails.
+        from service.model_loading import ModelLoadError, resolve_stored_model
+
+        try:
+            resolve_stored_model(settings)
+        except (StoreError, ModelLoadError) as exc:
+            print(f"plaudit serve: {exc}", file=sys.stderr)
+            return 2
+
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=bool(args.access_log),
+    )
+    return 0

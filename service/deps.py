@@ -1,0 +1,53 @@
+"""Typed dependencies: what a route needs, read from the lifespan state of its app.
+
+They are `async def` so FastAPI calls them on the event loop instead of a worker thread.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict
+
+from fastapi import Depends, Request
+
+from service.metrics import ServiceMetrics
+from service.model import LoadedModel, ModelHolder
+from service.settings import Settings
+
+
+class AppState(TypedDict):
+    """What the lifespan yields; every request sees it as `request.state`."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    holder: ModelHolder
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+async def get_metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.state.metrics
+    return metrics
+
+
+async def get_holder(request: Request) -> ModelHolder:
+    holder: ModelHolder = request.state.holder
+    return holder
+
+
+async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
+    """The model serving this request; 503 (NotReady) while none is."""
+    return holder.get()
+
+
+async def get_request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+ModelDep = Annotated[LoadedModel, Depends(get_model)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]

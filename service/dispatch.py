@@ -1,0 +1,69 @@
+"""What every scoring route does between parsing its body and shaping its answer:
+check the request's size limits, then score its pairs through the batcher under the
+request's deadline, giving up (and dropping its items) if the client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from fastapi import Request
+
+from model_store.scoring import TextPair
+from service.errors import ClientDisconnected, PayloadTooLarge
+from service.model import LoadedModel
+from service.settings import Settings
+
+
+def enforce_limits(
+    n_items: int, texts: Iterable[tuple[str, str]], settings: Settings, unit: str = "items"
+) -> None:
+    """413 if the request scores too many items or holds an over-long text.
+
+    `texts` yields (path in the body, text), so the message can point at the culprit.
+    """
+    if n_items > settings.max_items_per_request:
+        raise PayloadTooLarge(
+            f"this request needs {n_items} scored {unit}; the limit is "
+            f"max_items_per_request={settings.max_items_per_request} (PLAUDIT_MAX_ITEMS_PER_REQUEST); "
+            "split it into several requests"
+        )
+    for path, text in texts:
+        if len(text) > settings.max_chars_per_text:
+            raise PayloadTooLarge(
+                f"{path} has {len(text)} characters; the limit is "
+                f"max_chars_per_text={settings.max_chars_per_text} (PLAUDIT_MAX_CHARS_PER_TEXT)"
+            )
+
+
+async def _until_disconnected(request: Request) -> None:
+    # The body is already read, so the next message only arrives when the client leaves.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def score_pairs(
+    request: Request, model: LoadedModel, settings: Settings, pairs: Sequence[TextPair]
+) -> np.ndarray:
+    """Scores for `pairs`, in order. The deadline counts from when the request arrived."""
+    received_at = getattr(request.state, "received_at", None) or time.monotonic()
+    deadline = received_at + settings.request_timeout_s
+    scoring = asyncio.ensure_future(model.batcher.submit(list(pairs), deadline))
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({scoring, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if scoring.done():
+            return scoring.result()
+        raise ClientDisconnected("the client disconnected before its scores were ready")
+    finally:
+        for task in (scoring, watcher):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            elif not task.cancelled():
+                task.exception()  # mark as retrieved; a real error was already raised above

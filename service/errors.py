@@ -1,0 +1,135 @@
+"""One error family, one JSON shape: {"error": {"code", "message", "request_id"}}.
+
+Anything the service refuses on purpose is a `ServiceError` with a status, a stable
+`code` and a message written for the caller. Everything else becomes a generic 500
+whose details go to the log only, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("plaudit.service")
+
+
+class ServiceError(Exception):
+    """Base class: an error with an HTTP status and a message meant for the client."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class InvalidInput(ServiceError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class QueueFullError(ServiceError):
+    status_code = 429
+    code = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReady(ServiceError):
+    """No model is loaded (yet), or the batcher is not running."""
+
+    status_code = 503
+    code = "not_ready"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceeded(ServiceError):
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class ClientDisconnected(ServiceError):
+    """The client went away before its answer was ready (nginx's 499; nobody reads it)."""
+
+    status_code = 499
+    code = "client_closed_request"
+
+
+class ScoringFailed(ServiceError):
+    """The engine failed on a batch that held (some of) this request's items."""
+
+    status_code = 500
+    code = "scoring_failed"
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(code, message, request_id_of(request)), status_code=status, headers=dict(headers or {})
+    )
+
+
+def describe_validation_errors(errors: Any) -> str:
+    """ "items.0.response: field required; top_n: input should be greater than 0"."""
+    parts = []
+    for problem in errors:
+        loc = [str(p) for p in problem.get("loc", ())]
+        if loc and loc[0] == "body":
+            loc = loc[1:]
+        msg = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
+        if problem.get("type") == "json_invalid":
+            where, msg = "body", f"invalid JSON ({problem.get('ctx', {}).get('error', msg)})"
+        else:
+            where = ".".join(loc) or "body"
+        parts.append(f"{where}: {msg[:1].lower()}{msg[1:]}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(request, exc.status_code, exc.code, exc.message, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(request, 422, InvalidInput.code, describe_validation_errors(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "http_error")
+    return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Unexpected exceptions are caught by service.middleware.RequestContextMiddleware, which
+    # logs the traceback and answers a generic 500 that still carries the request id.

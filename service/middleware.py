@@ -1,0 +1,146 @@
+"""The outermost layer of every HTTP request (plain ASGI, so disconnects stay visible).
+
+It gives the request an id (X-Request-ID, echoed back), refuses bodies over
+max_body_bytes while reading them (by Content-Length, or by counting a streamed body),
+records request metrics, and turns any unexpected exception into a generic 500 that
+still carries the request id; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, error_body
+from service.metrics import ServiceMetrics
+
+log = logging.getLogger("plaudit.service")
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID_LENGTH = 128
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER.encode():
+            text: str = value.decode("latin-1").strip()
+            if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii():
+                return text
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["received_at"] = started
+        status = {"code": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            try:
+                replay = await self._read_body(scope, receive)
+            except _BodyTooLarge:
+                limit = PayloadTooLarge(
+                    f"request body exceeds max_body_bytes={self.max_body_bytes} bytes "
+                    "(PLAUDIT_MAX_BODY_BYTES); send fewer or shorter items per request"
+                )
+                await self._send_error(send_with_id, limit.status_code, limit.code, limit.message, request_id)
+                return
+            await self.app(scope, replay, send_with_id)
+        except Exception as exc:
+            log.error(
+                "internal error on %s %s (request_id=%s)",
+                scope["method"],
+                scope["path"],
+                request_id,
+                exc_info=exc,
+            )
+            if not status["sent"]:
+                await self._send_error(send_with_id, 500, "internal_error", "internal error", request_id)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - started)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
+        """Read the whole body (refusing it past the limit), then replay it to the app.
+
+        After the replay, `receive` passes straight through, so the app still sees
+        http.disconnect when the client goes away.
+        """
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            raise _BodyTooLarge
+        messages: list[Message] = []
+        total = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            total += len(message.get("body", b""))
+            if total > self.max_body_bytes:
+                raise _BodyTooLarge
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        return replay
+
+    @staticmethod
+    async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+        body = json.dumps(error_body(code, message, request_id)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,90 @@
+"""The served model, kept behind one small holder so that it can be swapped atomically.
+
+Routes take the `LoadedModel` once per request (its scorer and batcher travel together),
+so a later hot-swap only has to assign `ModelHolder.current`; requests already running
+finish on the model they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from model_store.scoring import Scorer
+from service.batching import Batcher
+from service.errors import NotReady
+
+LoadState = Literal["loading", "ready", "failed", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What is being served, as /v1/models reports it."""
+
+    name: str
+    version: str
+    engine: str
+    device: str
+    precision: str
+    max_length: int | None
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    info: ModelInfo
+    scorer: Scorer
+    batcher: Batcher
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+
+class ModelHolder:
+    """Holds the one model the app serves, and why there is none when there is none."""
+
+    def __init__(self) -> None:
+        self.current: LoadedModel | None = None
+        self.state: LoadState = "loading"
+        self.problem: str | None = None
+
+    def set(self, model: LoadedModel) -> None:
+        self.current = model
+        self.state = "ready"
+        self.problem = None
+
+    def mark_failed(self, problem: str) -> None:
+        self.state = "failed"
+        self.problem = problem
+
+    @property
+    def ready(self) -> bool:
+        return self.current is not None and self.current.batcher.alive
+
+    def why_not_ready(self) -> str:
+        if self.state == "loading":
+            return "the model is still loading; retry shortly"
+        if self.state == "failed":
+            return f"the model failed to load: {self.problem}"
+        if self.state == "stopped":
+            return "the service is shutting down"
+        return "the batcher is not running (it stopped unexpectedly; see the server log)"
+
+    def get(self) -> LoadedModel:
+        """The model to use for one request, or NotReady (503)."""
+        model = self.current
+        if model is None or not model.batcher.alive:
+            raise NotReady(self.why_not_ready())
+        return model
+
+    async def close(self) -> None:
+        model, self.current = self.current, None
+        self.state = "stopped"
+        if model is not None:
+            await model.batcher.stop()
+            model.scorer.close()

@@ -1,0 +1,87 @@
+"""Engine selection: the one function that turns Settings into a ready Scorer.
+
+"deterministic" and "failing" are weightless test engines; "onnx" and "torch" load a
+version from the model store through `model_store.loading.load_scorer`, which is
+imported lazily so the service starts without the heavy engines until they are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from model_store.engines import TEST_ENGINES
+from model_store.scoring import Scorer
+from model_store.store import ModelStore, ModelVersion
+from service.model import ModelInfo
+from service.settings import Settings, env_name
+
+
+class ModelLoadError(Exception):
+    """The configured model cannot be loaded; the message says which setting to fix."""
+
+
+def resolve_stored_model(settings: Settings) -> tuple[ModelStore, ModelVersion]:
+    """The store and its ModelVersion for `settings.model`, checksums verified."""
+    if not settings.store_dir.is_dir():
+        raise ModelLoadError(
+            f"model store {settings.store_dir} does not exist; point {env_name('store_dir')} "
+            "(or --store) at a store, or use --engine deterministic to run without a model"
+        )
+    store = ModelStore(settings.store_dir)
+    mv = store.resolve(settings.model)
+    store.verify(mv)
+    return store, mv
+
+
+def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
+    """Build and warm up the scorer `settings` asks for (blocking: run it off the event loop)."""
+    if settings.engine in TEST_ENGINES:
+        from model_store.engines.deterministic import make_test_engine
+
+        test_scorer = make_test_engine(settings.engine, settings.engine_options)
+        info = ModelInfo(
+            name=test_scorer.name,
+            version=test_scorer.version,
+            engine=settings.engine,
+            device="cpu",
+            precision=test_scorer.precision,
+            max_length=test_scorer.max_length,
+        )
+        test_scorer.warmup()
+        return test_scorer, info
+
+    from model_store.loading import load_scorer
+
+    store, mv = resolve_stored_model(settings)
+    scorer = load_scorer(
+        mv,
+        engine=settings.engine,
+        device=settings.device,
+        precision=settings.precision,
+        intra_op_threads=settings.intra_op_threads,
+    )
+    aliases = tuple(sorted(alias for alias, v in store.aliases(mv.name).items() if v == mv.version))
+    info = ModelInfo(
+        name=mv.name,
+        version=str(mv.version),
+        engine=settings.engine,
+        device=settings.device,
+        precision=_effective_precision(settings, scorer, mv.metadata),
+        max_length=getattr(scorer, "max_length", None),
+        aliases=aliases,
+    )
+    scorer.warmup()
+    return scorer, info
+
+
+def _effective_precision(settings: Settings, scorer: Scorer, metadata: Mapping[str, Any]) -> str:
+    """What "auto" turned into: the scorer's own word if it has one, else the store's default."""
+    reported = getattr(scorer, "precision", None)
+    if isinstance(reported, str):
+        return reported
+    if settings.precision != "auto":
+        return settings.precision
+    if settings.engine == "torch":
+        return "fp32"
+    return str(metadata.get("default_precision", "fp32"))

@@ -1,0 +1,25 @@
+"""GET /v1/models: what is being served."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import ModelDep, RequestIdDep
+from service.routes.scoring import model_ref
+from service.schemas import ModelsResponse
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/models", response_model=ModelsResponse, summary="The loaded model")
+async def models(model: ModelDep, request_id: RequestIdDep) -> ModelsResponse:
+    info = model.info
+    return ModelsResponse(
+        model=model_ref(model),
+        request_id=request_id,
+        engine=info.engine,
+        device=info.device,
+        precision=info.precision,
+        max_length=info.max_length,
+        aliases=list(info.aliases),
+    )

@@ -1,0 +1,96 @@
+"""POST /v1/score, /v1/compare, /v1/rank: parse, check limits, score through the batcher."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Request
+
+from model_store.scoring import TextPair
+from service.deps import ModelDep, RequestIdDep, SettingsDep
+from service.dispatch import enforce_limits, score_pairs
+from service.model import LoadedModel
+from service.schemas import (
+    CompareBatchResponse,
+    CompareRequest,
+    CompareResponse,
+    CompareResult,
+    ModelRefOut,
+    RankedResponse,
+    RankRequest,
+    RankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+
+router = APIRouter(prefix="/v1", tags=["scoring"])
+
+
+def model_ref(model: LoadedModel) -> ModelRefOut:
+    return ModelRefOut(name=model.name, version=model.version)
+
+
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) without overflow for large |x|."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+@router.post("/score", response_model=ScoreResponse, summary="Score (prompt, response) pairs")
+async def score(
+    body: ScoreRequest, request: Request, model: ModelDep, settings: SettingsDep, request_id: RequestIdDep
+) -> ScoreResponse:
+    texts = (
+        (f"items.{i}.{field}", text)
+        for i, item in enumerate(body.items)
+        for field, text in (("prompt", item.prompt), ("response", item.response))
+    )
+    enforce_limits(len(body.items), texts, settings)
+    pairs = [TextPair(item.prompt, item.response) for item in body.items]
+    scores = await score_pairs(request, model, settings, pairs)
+    return ScoreResponse(scores=scores.tolist(), model=model_ref(model), request_id=request_id)
+
+
+@router.post(
+    "/compare",
+    response_model=CompareResponse | CompareBatchResponse,
+    summary="Probability that response_a is preferred to response_b",
+)
+async def compare(
+    body: CompareRequest, request: Request, model: ModelDep, settings: SettingsDep, request_id: RequestIdDep
+) -> CompareResponse | CompareBatchResponse:
+    comparisons = body.as_comparisons()
+    prefix = "comparisons.{i}." if body.comparisons is not None else ""
+    texts = (
+        (prefix.format(i=i) + field, getattr(c, field))
+        for i, c in enumerate(comparisons)
+        for field in ("prompt", "response_a", "response_b")
+    )
+    enforce_limits(2 * len(comparisons), texts, settings, unit="items (2 per comparison)")
+    pairs = [TextPair(c.prompt, r) for c in comparisons for r in (c.response_a, c.response_b)]
+    scores = (await score_pairs(request, model, settings, pairs)).tolist()
+    results = [
+        CompareResult(p_a_preferred=sigmoid(a - b), score_a=a, score_b=b)
+        for a, b in zip(scores[0::2], scores[1::2], strict=True)
+    ]
+    if body.comparisons is None:
+        return CompareResponse(**results[0].model_dump(), model=model_ref(model), request_id=request_id)
+    return CompareBatchResponse(results=results, model=model_ref(model), request_id=request_id)
+
+
+@router.post("/rank", response_model=RankResponse, summary="Order responses to one prompt, best first")
+async def rank(
+    body: RankRequest, request: Request, model: ModelDep, settings: SettingsDep, request_id: RequestIdDep
+) -> RankResponse:
+    texts = [("prompt", body.prompt)] + [(f"responses.{i}", r) for i, r in enumerate(body.responses)]
+    enforce_limits(len(body.responses), texts, settings)
+    scores = (
+        await score_pairs(request, model, settings, [TextPair(body.prompt, r) for r in body.responses])
+    ).tolist()
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    if body.top_n is not None:
+        order = order[: body.top_n]
+    results = [RankedResponse(index=i, score=scores[i]) for i in order]
+    return RankResponse(results=results, model=model_ref(model), request_id=request_id)

@@ -1,0 +1,192 @@
+"""Request and response bodies (the edge only; inside, the service uses TextPair and numpy).
+
+Every response carries `model` (what produced the numbers) and `request_id`.
+Unknown fields are refused, so a typo such as "respone" is a 422, not a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRefOut(BaseModel):
+    name: str = Field(examples=["hh-harmless"])
+    version: str = Field(examples=["3"])
+
+
+# Every answer ends with these two fields.
+ModelField = Annotated[ModelRefOut, Field(description="The model that produced the numbers.")]
+RequestIdField = Annotated[
+    str, Field(description="From X-Request-ID, or generated.", examples=["5f0c1e9a7d2b4c7e9a1b2c3d4e5f6a7b"])
+]
+
+
+# -- /v1/score -----------------------------------------------------------------------------
+
+
+class ScoreItem(_Strict):
+    prompt: str = Field(description="The conversation so far; may be empty.")
+    response: str = Field(description="The response to judge.")
+
+
+class ScoreRequest(_Strict):
+    items: list[ScoreItem] = Field(min_length=1)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "prompt": "How do I boil an egg?",
+                            "response": "Put it in boiling water for 8 minutes.",
+                        },
+                        {"prompt": "How do I boil an egg?", "response": "No."},
+                    ]
+                }
+            ]
+        },
+    )
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float] = Field(description="One reward per item, in request order; higher is better.")
+    model: ModelField
+    request_id: RequestIdField
+
+
+# -- /v1/compare ---------------------------------------------------------------------------
+
+
+class Comparison(_Strict):
+    prompt: str
+    response_a: str
+    response_b: str
+
+
+class CompareRequest(_Strict):
+    """Either one comparison (prompt, response_a, response_b) or a list of them."""
+
+    prompt: str | None = None
+    response_a: str | None = None
+    response_b: str | None = None
+    comparisons: list[Comparison] | None = Field(default=None, min_length=1)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"prompt": "Is the sun a star?", "response_a": "Yes, a G-type star.", "response_b": "No."},
+                {
+                    "comparisons": [
+                        {"prompt": "Is the sun a star?", "response_a": "Yes.", "response_b": "No."},
+                    ]
+                },
+            ]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        single = (self.prompt, self.response_a, self.response_b)
+        if self.comparisons is not None:
+            if any(v is not None for v in single):
+                raise ValueError("give either prompt/response_a/response_b or comparisons, not both")
+        elif any(v is None for v in single):
+            missing = [
+                k for k, v in zip(("prompt", "response_a", "response_b"), single, strict=True) if v is None
+            ]
+            raise ValueError(
+                f"missing {', '.join(missing)}: give prompt, response_a and response_b, or a comparisons list"
+            )
+        return self
+
+    def as_comparisons(self) -> list[Comparison]:
+        if self.comparisons is not None:
+            return self.comparisons
+        assert self.prompt is not None and self.response_a is not None and self.response_b is not None
+        return [Comparison(prompt=self.prompt, response_a=self.response_a, response_b=self.response_b)]
+
+
+class CompareResult(BaseModel):
+    p_a_preferred: float = Field(description="sigmoid(score_a - score_b): P(a is preferred to b).")
+    score_a: float
+    score_b: float
+
+
+class CompareResponse(CompareResult):
+    model: ModelField
+    request_id: RequestIdField
+
+
+class CompareBatchResponse(BaseModel):
+    results: list[CompareResult]
+    model: ModelField
+    request_id: RequestIdField
+
+
+# -- /v1/rank ------------------------------------------------------------------------------
+
+
+class RankRequest(_Strict):
+    prompt: str
+    responses: list[str] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1, description="Return only the best N.")
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "prompt": "Name a prime number.",
+                    "responses": ["7", "Seven is prime because its only divisors are 1 and 7.", "Eight."],
+                    "top_n": 2,
+                }
+            ]
+        },
+    )
+
+
+class RankedResponse(BaseModel):
+    index: int = Field(description="Position in the request's responses list.")
+    score: float
+
+
+class RankResponse(BaseModel):
+    results: list[RankedResponse] = Field(description="Best first.")
+    model: ModelField
+    request_id: RequestIdField
+
+
+# -- /v1/models and ops ----------------------------------------------------------------------
+
+
+class ModelsResponse(BaseModel):
+    model: ModelField
+    engine: str = Field(examples=["onnx"])
+    device: str = Field(examples=["cpu"])
+    precision: str = Field(examples=["fp32"])
+    max_length: int | None = Field(examples=[512])
+    aliases: list[str] = Field(
+        description="Store aliases pointing at this version.", examples=[["production"]]
+    )
+    request_id: RequestIdField
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(examples=["alive"])
+    model: ModelRefOut | None = Field(default=None, description="None while no model is loaded.")
+    request_id: RequestIdField
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(examples=["ready"])
+    model: ModelField
+    request_id: RequestIdField

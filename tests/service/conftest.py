@@ -1,0 +1,104 @@
+"""Fixtures for the service tests: a real uvicorn server on 127.0.0.1 in a thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.app import create_app
+from service.settings import Settings
+
+STARTUP_LIMIT_S = 15.0
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    client: httpx.Client
+    port: int
+
+    def metric(self, sample_name: str, **labels: str) -> float:
+        """Current value of one sample from /metrics (0.0 if it does not exist yet)."""
+        text = self.client.get("/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+    def wait_until(self, condition: Callable[[], bool], what: str, limit_s: float = 10.0) -> None:
+        """Poll until `condition()` holds; fail with `what` if it never does."""
+        give_up = time.monotonic() + limit_s
+        while not condition():
+            if time.monotonic() > give_up:
+                pytest.fail(f"gave up waiting for {what}")
+            time.sleep(0.01)
+
+    def wait_ready(self) -> None:
+        self.wait_until(lambda: self.client.get("/readyz").status_code == 200, "/readyz to return 200")
+
+
+@contextmanager
+def _live_server(settings: Settings, app: FastAPI | None = None) -> Iterator[LiveServer]:
+    """Serve `app` (default: create_app(settings)) on a free port until the block ends."""
+    config = uvicorn.Config(
+        app if app is not None else create_app(settings),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-under-test", daemon=True)
+    thread.start()
+    give_up = time.monotonic() + STARTUP_LIMIT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > give_up:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base_url, timeout=20.0) as client:
+            yield LiveServer(base_url=base_url, client=client, port=port)
+    finally:
+        server.should_exit = True
+        thread.join(STARTUP_LIMIT_S)
+
+
+ServerFactory = Callable[..., AbstractContextManager[LiveServer]]
+
+
+@pytest.fixture
+def live_server() -> ServerFactory:
+    """`with live_server(engine="deterministic", ...) as srv:` -> a running server, ready or not.
+
+    `app=` serves an app built by the test (from create_app) instead of a fresh one.
+    """
+
+    def factory(app: FastAPI | None = None, **settings: object) -> AbstractContextManager[LiveServer]:
+        return _live_server(Settings(**settings), app)  # type: ignore[arg-type]
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+def deterministic_server() -> Iterator[LiveServer]:
+    """One ready server on the deterministic engine, shared by read-only tests."""
+    with _live_server(
+        Settings(
+            engine="deterministic", max_body_bytes=64 * 1024, max_items_per_request=8, max_chars_per_text=200
+        )
+    ) as srv:
+        srv.wait_ready()
+        yield srv

@@ -1,0 +1,220 @@
+"""Service behaviour over real HTTP: batching, back-pressure, readiness, failures, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import httpx
+import numpy as np
+
+from model_store.engines.deterministic import DeterministicScorer
+from model_store.scoring import TextPair
+
+WORDS = ["please", "help", "because", "here", "example", "sure", "no", "sorry", "thanks", "cannot", "egg"]
+
+
+def varied_items(n: int) -> list[dict[str, str]]:
+    """n different (prompt, response) pairs of different lengths."""
+    return [
+        {
+            "prompt": f"question {i} about {WORDS[i % len(WORDS)]}",
+            "response": " ".join(WORDS[: 1 + (i * 7) % len(WORDS)] * (1 + i % 3)),
+        }
+        for i in range(n)
+    ]
+
+
+def post_in_thread(base_url: str, path: str, body: dict) -> tuple[threading.Thread, dict]:
+    """Send a request from a background thread; its response lands in the returned dict."""
+    result: dict = {}
+
+    def send() -> None:
+        with httpx.Client(base_url=base_url, timeout=20.0) as client:
+            result["response"] = client.post(path, json=body)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, result
+
+
+def test_concurrent_requests_share_batches_and_score_as_if_alone(live_server):
+    items = varied_items(16)
+    want = DeterministicScorer().score([TextPair(it["prompt"], it["response"]) for it in items])
+    with live_server(engine="deterministic", engine_options={"delay_s": 0.2}, max_wait_ms=50) as srv:
+        srv.wait_ready()
+
+        async def all_at_once() -> list[float]:
+            async with httpx.AsyncClient(base_url=srv.base_url, timeout=20.0) as client:
+                replies = await asyncio.gather(
+                    *(client.post("/v1/score", json={"items": [it]}) for it in items)
+                )
+            assert all(r.status_code == 200 for r in replies)
+            return [r.json()["scores"][0] for r in replies]
+
+        batches_before = srv.metric("plaudit_batch_size_items_count")
+        together = asyncio.run(all_at_once())
+        batches = srv.metric("plaudit_batch_size_items_count") - batches_before
+        items_run = srv.metric("plaudit_batch_size_items_sum")
+    with live_server(engine="deterministic") as srv:  # no delay: nothing to batch with
+        srv.wait_ready()
+        one_by_one = [srv.client.post("/v1/score", json={"items": [it]}).json()["scores"][0] for it in items]
+        assert srv.metric("plaudit_batch_size_items_count") == srv.metric("plaudit_batch_size_items_sum")
+
+    np.testing.assert_allclose(together, want, atol=1e-5)
+    np.testing.assert_allclose(one_by_one, want, atol=1e-5)
+    # 16 single-item requests went through fewer than 16 engine calls: batches were shared.
+    assert 1 <= batches < 16
+    assert items_run >= 16
+    assert (16 / batches) > 1
+
+
+def test_full_queue_answers_429_with_retry_after(live_server):
+    settings = dict(
+        engine="deterministic", engine_options={"delay_s": 1.0}, max_queue_items=2, max_items_per_request=2
+    )
+    with live_server(**settings) as srv:
+        srv.wait_ready()
+        two = {"items": [{"prompt": "p", "response": "first"}, {"prompt": "p", "response": "second"}]}
+        thread, first = post_in_thread(srv.base_url, "/v1/score", two)
+        srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the first request to be queued")
+        r = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "third"}]})
+        thread.join()
+        depth_after = srv.metric("plaudit_queue_depth")
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "1"
+    error = r.json()["error"]
+    assert error["code"] == "queue_full" and "max_queue_items=2" in error["message"]
+    assert first["response"].status_code == 200
+    assert depth_after == 0
+
+
+def test_readiness_is_503_while_loading_then_200(live_server):
+    with live_server(engine="deterministic", engine_options={"warmup_delay_s": 1.5}) as srv:
+        ready = srv.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["code"] == "not_ready"
+        assert "loading" in ready.json()["error"]["message"]
+        assert srv.client.get("/healthz").status_code == 200
+        early = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
+        assert early.status_code == 503 and early.headers["retry-after"] == "1"
+
+        srv.wait_ready()
+        assert srv.client.get("/readyz").json()["status"] == "ready"
+        assert (
+            srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]}).status_code
+            == 200
+        )
+        assert srv.metric("plaudit_model_info", name="deterministic", version="0") == 1
+
+
+def test_model_that_cannot_load_keeps_readiness_503_with_the_reason(live_server, tmp_path):
+    missing = tmp_path / "no-such-store"
+    with live_server(engine="onnx", store_dir=missing, model="demo") as srv:
+        srv.wait_until(lambda: "failed" in srv.client.get("/readyz").text, "the load to fail")
+        ready = srv.client.get("/readyz")
+        assert ready.status_code == 503
+        message = ready.json()["error"]["message"]
+        assert str(missing) in message and "PLAUDIT_STORE_DIR" in message
+        health = srv.client.get("/healthz")
+        assert health.status_code == 200 and health.json()["model"] is None
+
+
+def test_failing_engine_gives_a_clear_500_and_the_service_stays_up(live_server):
+    with live_server(engine="failing") as srv:
+        srv.wait_ready()
+        for _ in range(2):  # the batcher survives a failed batch and serves the next one
+            r = srv.client.post(
+                "/v1/score",
+                json={"items": [{"prompt": "p", "response": "r"}, {"prompt": "q", "response": "s"}]},
+            )
+            assert r.status_code == 500
+            error = r.json()["error"]
+            assert error["code"] == "scoring_failed"
+            assert error["message"] == "scoring failed while scoring: engine failure (test engine 'failing')"
+            assert error["request_id"] == r.headers["x-request-id"]
+        assert srv.client.get("/healthz").status_code == 200
+        assert srv.client.get("/readyz").status_code == 200
+        assert srv.metric("plaudit_requests_total", endpoint="/v1/score", status="500") == 2
+        assert srv.metric("plaudit_queue_depth") == 0
+
+
+def test_deadline_exceeded_is_504_and_expired_items_never_run(live_server):
+    settings = dict(engine="deterministic", engine_options={"delay_s": 1.0}, request_timeout_s=0.3)
+    with live_server(**settings) as srv:
+        srv.wait_ready()
+        thread, first = post_in_thread(
+            srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "slow"}]}
+        )
+        srv.wait_until(
+            lambda: srv.metric("plaudit_queue_wait_seconds_count") == 1, "the first batch to start"
+        )
+        late = srv.client.post(
+            "/v1/score", json={"items": [{"prompt": "p", "response": "a"}, {"prompt": "p", "response": "b"}]}
+        )
+        thread.join()
+        srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 0, "the queue to empty")
+        ran = srv.metric("plaudit_batch_size_items_sum")
+        dropped = srv.metric("plaudit_dropped_items_total", reason="deadline")
+    assert late.status_code == 504
+    assert late.json()["error"]["code"] == "deadline_exceeded"
+    assert first["response"].status_code == 504  # the engine needs 1 s; the deadline is 0.3 s
+    assert ran == 1  # only the first request's item reached the engine
+    assert dropped == 2
+
+
+def test_disconnected_clients_items_are_dropped_before_inference(live_server):
+    with live_server(engine="deterministic", engine_options={"delay_s": 0.5}) as srv:
+        srv.wait_ready()
+        thread, first = post_in_thread(
+            srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "first"}]}
+        )
+        srv.wait_until(
+            lambda: srv.metric("plaudit_queue_wait_seconds_count") == 1, "the first batch to start"
+        )
+
+        body = json.dumps(
+            {"items": [{"prompt": "p", "response": "gone"}, {"prompt": "p", "response": "away"}]}
+        ).encode()
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sock.sendall(
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 3, "the second request to be queued")
+        sock.close()
+        srv.wait_until(
+            lambda: srv.metric("plaudit_dropped_items_total", reason="cancelled") == 2,
+            "the items to be dropped",
+        )
+        thread.join()
+        srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 0, "the queue to empty")
+        batches = srv.metric("plaudit_batch_size_items_count")
+        ran = srv.metric("plaudit_batch_size_items_sum")
+        disconnected = srv.metric("plaudit_requests_total", endpoint="/v1/score", status="499")
+    assert first["response"].status_code == 200
+    assert (batches, ran) == (1, 1)  # the disconnected request's two items never ran
+    assert disconnected == 1
+
+
+def test_metrics_move_after_requests(live_server):
+    with live_server(engine="deterministic") as srv:
+        srv.wait_ready()
+        assert srv.metric("plaudit_batch_size_items_count") == 0
+        for n in (1, 3):
+            assert srv.client.post("/v1/score", json={"items": varied_items(n)}).status_code == 200
+        assert srv.client.post("/v1/rank", json={"prompt": "p", "responses": ["a", "b"]}).status_code == 200
+        assert srv.metric("plaudit_batch_size_items_count") == 3
+        assert srv.metric("plaudit_batch_size_items_sum") == 6
+        assert srv.metric("plaudit_batch_size_tokens_sum") > 0
+        assert srv.metric("plaudit_tokenize_seconds_count") == 3
+        assert srv.metric("plaudit_inference_seconds_count") == 3
+        assert srv.metric("plaudit_queue_wait_seconds_count") == 6
+        assert srv.metric("plaudit_requests_total", endpoint="/v1/score", status="200") == 2
+        assert srv.metric("plaudit_requests_total", endpoint="/v1/rank", status="200") == 1
+        assert srv.metric("plaudit_request_duration_seconds_count", endpoint="/v1/score") == 2
+        assert srv.metric("plaudit_queue_depth") == 0
+        assert srv.metric("plaudit_model_info", name="deterministic", version="0") == 1

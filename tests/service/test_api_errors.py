@@ -1,0 +1,145 @@
+"""Error answers over real HTTP: one JSON shape, precise messages, the right status."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from service.app import create_app
+from service.settings import Settings
+
+# deterministic_server limits: max_items_per_request=8, max_chars_per_text=200, max_body_bytes=64 KiB
+
+
+def assert_error(r, status: int, code: str) -> str:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code
+    assert error["request_id"] == r.headers["x-request-id"]
+    return error["message"]
+
+
+def test_missing_field_names_its_path(deterministic_server):
+    r = deterministic_server.client.post(
+        "/v1/score", json={"items": [{"prompt": "p", "response": "r"}, {"prompt": "p"}]}
+    )
+    assert assert_error(r, 422, "invalid_request") == "items.1.response: field required"
+
+
+def test_wrong_type_and_unknown_field_are_422(deterministic_server):
+    r = deterministic_server.client.post("/v1/score", json={"items": [{"prompt": "p", "respone": "r"}]})
+    message = assert_error(r, 422, "invalid_request")
+    assert "items.0.response: field required" in message
+    assert "items.0.respone: extra inputs are not permitted" in message
+
+    r = deterministic_server.client.post("/v1/rank", json={"prompt": "p", "responses": ["a"], "top_n": 0})
+    assert assert_error(r, 422, "invalid_request").startswith(
+        "top_n: input should be greater than or equal to 1"
+    )
+
+
+def test_empty_items_and_invalid_json_are_422(deterministic_server):
+    r = deterministic_server.client.post("/v1/score", json={"items": []})
+    assert assert_error(r, 422, "invalid_request").startswith("items: list should have at least 1 item")
+    r = deterministic_server.client.post(
+        "/v1/score", content=b'{"items": [', headers={"content-type": "application/json"}
+    )
+    assert assert_error(r, 422, "invalid_request").startswith("body: invalid JSON")
+
+
+def test_compare_needs_exactly_one_form(deterministic_server):
+    r = deterministic_server.client.post("/v1/compare", json={"prompt": "p", "response_a": "a"})
+    assert "missing response_b" in assert_error(r, 422, "invalid_request")
+    both = {
+        "prompt": "p",
+        "response_a": "a",
+        "response_b": "b",
+        "comparisons": [{"prompt": "p", "response_a": "a", "response_b": "b"}],
+    }
+    r = deterministic_server.client.post("/v1/compare", json=both)
+    assert "not both" in assert_error(r, 422, "invalid_request")
+
+
+def test_too_many_items_is_413_naming_the_limit(deterministic_server):
+    items = [{"prompt": "p", "response": "r"}] * 9
+    message = assert_error(
+        deterministic_server.client.post("/v1/score", json={"items": items}), 413, "payload_too_large"
+    )
+    assert "9 scored items" in message and "max_items_per_request=8" in message
+
+    comparisons = [{"prompt": "p", "response_a": "a", "response_b": "b"}] * 5
+    r = deterministic_server.client.post("/v1/compare", json={"comparisons": comparisons})
+    assert "10 scored items (2 per comparison)" in assert_error(r, 413, "payload_too_large")
+
+
+def test_too_long_text_is_413_naming_the_field(deterministic_server):
+    items = [{"prompt": "p", "response": "r"}, {"prompt": "p", "response": "x" * 201}]
+    message = assert_error(
+        deterministic_server.client.post("/v1/score", json={"items": items}), 413, "payload_too_large"
+    )
+    assert message.startswith("items.1.response has 201 characters")
+    assert "max_chars_per_text=200" in message
+
+    r = deterministic_server.client.post("/v1/rank", json={"prompt": "p", "responses": ["ok", "y" * 300]})
+    assert assert_error(r, 413, "payload_too_large").startswith("responses.1 has 300 characters")
+
+
+def test_body_over_limit_by_content_length_is_413(deterministic_server):
+    r = deterministic_server.client.post(
+        "/v1/score", content=b"x" * (64 * 1024 + 1), headers={"content-type": "application/json"}
+    )
+    assert "max_body_bytes=65536" in assert_error(r, 413, "payload_too_large")
+
+
+def test_streamed_body_over_limit_is_413(deterministic_server):
+    def chunks():
+        for _ in range(20):
+            yield b" " * 8192  # 160 KiB in all, with no Content-Length (chunked)
+
+    r = deterministic_server.client.post(
+        "/v1/score", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert "content-length" not in r.request.headers
+    assert "max_body_bytes=65536" in assert_error(r, 413, "payload_too_large")
+
+
+def test_raw_chunked_request_over_limit_gets_413_before_the_end(deterministic_server):
+    """The limit is enforced while reading: the server answers without the full body."""
+    with socket.create_connection(("127.0.0.1", deterministic_server.port), timeout=10) as sock:
+        head = (
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"a" * 40000
+        sock.sendall(
+            head + b"%x\r\n" % len(chunk) + chunk + b"\r\n" + b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+        )
+        # The body never ended (no terminating 0-chunk), yet the answer comes.
+        raw = b""
+        while b'"payload_too_large"' not in raw and (data := sock.recv(65536)):
+            raw += data
+    reply = raw.decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413")
+    assert '"payload_too_large"' in reply
+
+
+def test_unexpected_exception_is_a_generic_500_with_the_traceback_only_in_the_log(live_server, caplog):
+    app = create_app(Settings(engine="deterministic"))
+
+    @app.get("/explode")  # a route with a bug, added to the real app's full middleware stack
+    async def explode() -> None:
+        raise KeyError("secret internal detail")
+
+    with caplog.at_level(logging.ERROR, logger="plaudit.service"), live_server(app=app) as srv:
+        r = srv.client.get("/explode", headers={"X-Request-ID": "boom-1"})
+        assert srv.client.get("/healthz").status_code == 200
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {"code": "internal_error", "message": "internal error", "request_id": "boom-1"}
+    }
+    assert r.headers["x-request-id"] == "boom-1"
+    assert "secret" not in r.text
+    logged = [rec for rec in caplog.records if "boom-1" in rec.getMessage()]
+    assert (
+        logged and logged[0].exc_info is not None and "secret internal detail" in str(logged[0].exc_info[1])
+    )

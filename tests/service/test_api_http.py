@@ -1,0 +1,121 @@
+"""The HTTP API end to end over real HTTP, on the deterministic engine."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from model_store.engines.deterministic import DeterministicScorer
+from model_store.scoring import TextPair
+from service.routes.scoring import sigmoid
+
+PROMPT = "How do I boil an egg?"
+GOOD = "Here is how: put the egg in boiling water for eight minutes, because that sets the yolk."
+BAD = "No. I hate eggs."
+
+
+def expected(*pairs: tuple[str, str]) -> list[float]:
+    return DeterministicScorer().score([TextPair(p, r) for p, r in pairs]).tolist()
+
+
+def test_score_returns_one_score_per_item_with_model_and_request_id(deterministic_server):
+    srv = deterministic_server
+    body = {"items": [{"prompt": PROMPT, "response": GOOD}, {"prompt": PROMPT, "response": BAD}]}
+    r = srv.client.post("/v1/score", json=body)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    np.testing.assert_allclose(data["scores"], expected((PROMPT, GOOD), (PROMPT, BAD)), atol=1e-5)
+    assert data["scores"][0] > data["scores"][1]
+    assert data["model"] == {"name": "deterministic", "version": "0"}
+    assert data["request_id"] == r.headers["x-request-id"]
+    assert len(data["request_id"]) >= 16
+
+
+def test_request_id_from_the_client_is_echoed(deterministic_server):
+    r = deterministic_server.client.post(
+        "/v1/score", json={"items": [{"prompt": "", "response": "hi"}]}, headers={"X-Request-ID": "abc-123"}
+    )
+    assert r.status_code == 200
+    assert r.headers["x-request-id"] == "abc-123"
+    assert r.json()["request_id"] == "abc-123"
+
+
+def test_compare_single_gives_stable_sigmoid_of_score_difference(deterministic_server):
+    r = deterministic_server.client.post(
+        "/v1/compare", json={"prompt": PROMPT, "response_a": GOOD, "response_b": BAD}
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()
+    score_a, score_b = expected((PROMPT, GOOD), (PROMPT, BAD))
+    assert math.isclose(data["score_a"], score_a, abs_tol=1e-5)
+    assert math.isclose(data["score_b"], score_b, abs_tol=1e-5)
+    assert math.isclose(data["p_a_preferred"], 1 / (1 + math.exp(-(score_a - score_b))), rel_tol=1e-6)
+    assert data["p_a_preferred"] > 0.5
+    assert data["model"]["name"] == "deterministic" and data["request_id"]
+
+
+def test_compare_list_form_returns_results_in_order(deterministic_server):
+    comparisons = [
+        {"prompt": PROMPT, "response_a": GOOD, "response_b": BAD},
+        {"prompt": PROMPT, "response_a": BAD, "response_b": GOOD},
+    ]
+    r = deterministic_server.client.post("/v1/compare", json={"comparisons": comparisons})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 2
+    assert math.isclose(results[0]["p_a_preferred"] + results[1]["p_a_preferred"], 1.0, rel_tol=1e-6)
+    assert results[0]["score_a"] == results[1]["score_b"]
+
+
+def test_rank_orders_best_first_and_honours_top_n(deterministic_server):
+    responses = [BAD, GOOD, "Boil it.", "Sorry, I cannot help."]
+    r = deterministic_server.client.post("/v1/rank", json={"prompt": PROMPT, "responses": responses})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    want = expected(*[(PROMPT, resp) for resp in responses])
+    assert [res["index"] for res in results] == sorted(range(4), key=lambda i: -want[i])
+    assert [res["score"] for res in results] == sorted((res["score"] for res in results), reverse=True)
+
+    top = deterministic_server.client.post(
+        "/v1/rank", json={"prompt": PROMPT, "responses": responses, "top_n": 2}
+    )
+    assert top.json()["results"] == results[:2]
+
+
+def test_models_describes_what_is_loaded(deterministic_server):
+    r = deterministic_server.client.get("/v1/models")
+    assert r.status_code == 200
+    data = r.json()
+    assert data["model"] == {"name": "deterministic", "version": "0"}
+    assert data["engine"] == "deterministic"
+    assert data["precision"] == "fp32"
+    assert data["max_length"] == 512
+    assert data["aliases"] == []
+    assert data["request_id"]
+
+
+def test_health_readiness_and_openapi(deterministic_server):
+    client = deterministic_server.client
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "alive"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model"]["name"] == "deterministic"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/score", "/v1/compare", "/v1/rank", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(
+        paths
+    )
+
+
+def test_unknown_path_uses_the_error_shape(deterministic_server):
+    r = deterministic_server.client.get("/v1/nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+    assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
+
+
+def test_sigmoid_is_stable_at_the_extremes():
+    assert sigmoid(0.0) == 0.5
+    assert sigmoid(1000.0) == 1.0 and sigmoid(-1000.0) == 0.0
+    assert math.isclose(sigmoid(-30.0), math.exp(-30.0), rel_tol=1e-12)
+    assert math.isclose(sigmoid(2.0) + sigmoid(-2.0), 1.0, rel_tol=1e-15)

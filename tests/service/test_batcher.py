@@ -1,0 +1,226 @@
+"""The Batcher on its own (no HTTP), driven with asyncio and the real test engines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from model_store.engines.deterministic import DeterministicScorer, FailingScorer
+from model_store.scoring import TextPair
+from service.batching import Batcher
+from service.errors import DeadlineExceeded, NotReady, QueueFullError, ScoringFailed
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+
+T = TypeVar("T")
+
+
+def pairs(*responses: str, prompt: str = "tell me about eggs") -> list[TextPair]:
+    return [TextPair(prompt, r) for r in responses]
+
+
+def value(metrics: ServiceMetrics, name: str, **labels: str) -> float:
+    got = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    give_up = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(f"gave up waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def with_batcher(scorer: Any, body: Callable[[Batcher, ServiceMetrics], Awaitable[T]], **limits: Any) -> T:
+    """Run `body` against a started Batcher inside a fresh event loop, then stop it."""
+
+    async def main() -> T:
+        metrics = ServiceMetrics()
+        batcher = Batcher(scorer, Settings(engine="deterministic", **limits), metrics)
+        batcher.start()
+        try:
+            return await body(batcher, metrics)
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_scores_match_the_engine_alone_whatever_the_batch():
+    texts = [f"answer {i} " + "because here is an example " * (i % 4) for i in range(20)]
+    want = DeterministicScorer().score(pairs(*texts))
+    alone = np.concatenate([DeterministicScorer().run(DeterministicScorer().encode(pairs(t))) for t in texts])
+    np.testing.assert_allclose(alone, want, atol=1e-5)
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> list[np.ndarray]:
+        return list(
+            await asyncio.gather(*(batcher.submit(pairs(*texts[i : i + 3])) for i in range(0, 20, 3)))
+        )
+
+    got = with_batcher(DeterministicScorer(delay_s=0.05), body, max_batch_items=4)
+    np.testing.assert_allclose(np.concatenate(got), want, atol=1e-5)
+
+
+def test_an_idle_batcher_runs_a_lone_request_at_once():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> np.ndarray:
+        return await batcher.submit(pairs("hello there"))
+
+    metrics_seen: dict[str, float] = {}
+
+    async def watched(batcher: Batcher, metrics: ServiceMetrics) -> np.ndarray:
+        out = await body(batcher, metrics)
+        for trigger in ("nothing_coming", "max_wait", "full"):
+            metrics_seen[trigger] = value(metrics, "plaudit_batch_triggers_total", trigger=trigger)
+        return out
+
+    # max_wait_ms is huge: a batch that waited for company would show as "max_wait".
+    scores = with_batcher(DeterministicScorer(), watched, max_wait_ms=1000)
+    assert scores.shape == (1,)
+    assert metrics_seen == {"nothing_coming": 1.0, "max_wait": 0.0, "full": 0.0}
+
+
+def test_the_collector_waits_for_requests_still_being_tokenized():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
+        # Both are accepted at once; with one tokenizer thread the second is still being
+        # tokenized when the first is ready, so the first waits for it.
+        await asyncio.gather(batcher.submit(pairs("first")), batcher.submit(pairs("second", "third")))
+        return value(metrics, "plaudit_batch_size_items_count"), value(
+            metrics, "plaudit_batch_size_items_sum"
+        )
+
+    assert with_batcher(DeterministicScorer(), body, max_wait_ms=1000, tokenize_workers=1) == (1.0, 3.0)
+
+
+def test_requests_arriving_while_the_engine_is_busy_share_the_next_batch():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
+        first = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        await asyncio.gather(first, batcher.submit(pairs("second", "third")), batcher.submit(pairs("fourth")))
+        return value(metrics, "plaudit_batch_size_items_count"), value(
+            metrics, "plaudit_batch_size_items_sum"
+        )
+
+    assert with_batcher(DeterministicScorer(delay_s=0.3), body) == (2.0, 4.0)
+
+
+def test_item_and_token_limits_split_batches():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
+        await batcher.submit(pairs(*["one two three four five"] * 5, prompt="p"))  # 9 tokens each
+        return value(metrics, "plaudit_batch_size_items_count"), value(
+            metrics, "plaudit_batch_size_tokens_sum"
+        )
+
+    assert with_batcher(DeterministicScorer(), body, max_batch_items=2) == (3.0, 45.0)
+    assert with_batcher(DeterministicScorer(), body, max_batch_tokens=27) == (2.0, 45.0)
+
+
+def test_a_full_queue_refuses_new_items():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> str:
+        running = asyncio.create_task(batcher.submit(pairs("a", "b")))
+        await eventually(lambda: batcher.queue_depth == 2, "the first request")
+        with pytest.raises(QueueFullError) as refused:
+            await batcher.submit(pairs("c", "d"))
+        await running
+        assert batcher.queue_depth == 0
+        await batcher.submit(pairs("c", "d"))  # room again
+        return refused.value.message
+
+    message = with_batcher(DeterministicScorer(delay_s=0.2), body, max_queue_items=3, max_items_per_request=2)
+    assert "max_queue_items=3" in message
+
+
+def test_a_failed_batch_fails_every_request_in_it_and_the_batcher_carries_on():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> list[BaseException | np.ndarray]:
+        results = await asyncio.gather(
+            *(batcher.submit(pairs(f"r{i}")) for i in range(4)), return_exceptions=True
+        )
+        assert batcher.alive and batcher.queue_depth == 0
+        results.extend(await asyncio.gather(batcher.submit(pairs("again")), return_exceptions=True))
+        return results
+
+    results = with_batcher(FailingScorer(delay_s=0.05), body)
+    assert len(results) == 5
+    for result in results:
+        assert isinstance(result, ScoringFailed)
+        assert str(result) == "scoring failed while scoring: engine failure (test engine 'failing')"
+
+
+def test_cancelled_requests_are_dropped_before_inference():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float, float]:
+        first = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        doomed = asyncio.create_task(batcher.submit(pairs("x", "y", "z")))
+        await eventually(lambda: batcher.queue_depth == 4, "the doomed request to be queued")
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        await first
+        await batcher.submit(pairs("after"))
+        return (
+            value(metrics, "plaudit_dropped_items_total", reason="cancelled"),
+            value(metrics, "plaudit_batch_size_items_count"),
+            value(metrics, "plaudit_batch_size_items_sum"),
+        )
+
+    assert with_batcher(DeterministicScorer(delay_s=0.2), body) == (3.0, 2.0, 2.0)
+
+
+def test_expired_requests_fail_with_deadline_exceeded_and_never_run():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(pairs("late"), deadline=time.monotonic() - 1)
+        first = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded"):
+            await batcher.submit(pairs("a", "b"), deadline=time.monotonic() + 0.05)
+        await first
+        assert batcher.queue_depth == 0
+        return value(metrics, "plaudit_batch_size_items_sum"), value(
+            metrics, "plaudit_dropped_items_total", reason="deadline"
+        )
+
+    ran, dropped = with_batcher(DeterministicScorer(delay_s=0.3), body)
+    assert ran == 1.0
+    assert dropped >= 2.0
+
+
+def test_a_dead_collector_fails_waiting_requests_and_reports_not_alive():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        first = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        waiting = asyncio.create_task(batcher.submit(pairs("second")))
+        await eventually(lambda: batcher.queue_depth == 2, "the second request")
+        assert batcher.alive
+        batcher._collector.cancel()  # type: ignore[union-attr]  # the worker dies unexpectedly
+        for task in (first, waiting):
+            with pytest.raises(NotReady, match="stopped unexpectedly"):
+                await task
+        assert not batcher.alive and batcher.queue_depth == 0
+        with pytest.raises(NotReady):
+            await batcher.submit(pairs("third"))
+
+    with_batcher(DeterministicScorer(delay_s=0.2), body)
+
+
+def test_stop_fails_outstanding_requests_and_waits_for_the_running_batch():
+    async def main() -> None:
+        batcher = Batcher(
+            DeterministicScorer(delay_s=0.2), Settings(engine="deterministic"), ServiceMetrics()
+        )
+        batcher.start()
+        first = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: batcher.queue_depth == 1, "the request")
+        await batcher.stop()
+        with pytest.raises(NotReady, match="shutting down"):
+            await first
+        assert not batcher.alive
+        with pytest.raises(NotReady):
+            await batcher.submit(pairs("late"))
+
+    asyncio.run(main())

@@ -1,0 +1,74 @@
+"""`plaudit serve` argument parsing and its one-line errors (the server itself is tested over HTTP)."""
+
+from __future__ import annotations
+
+import argparse
+
+from service.cli import register_commands, serve
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="plaudit")
+    register_commands(root.add_subparsers(dest="command", required=True))
+    return root
+
+
+def test_serve_options_parse_into_settings_fields(tmp_path):
+    args = parser().parse_args(
+        [
+            "serve",
+            "--store",
+            str(tmp_path),
+            "--model",
+            "demo@staging",
+            "--engine",
+            "deterministic",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--max-batch-items",
+            "8",
+            "--max-wait-ms",
+            "2.5",
+            "--threads",
+            "2",
+        ]
+    )
+    assert args.func is serve
+    assert (args.store_dir, args.model, args.engine, args.precision) == (
+        tmp_path,
+        "demo@staging",
+        "deterministic",
+        "fp32",
+    )
+    assert (args.host, args.port, args.max_batch_items, args.max_wait_ms, args.intra_op_threads) == (
+        "0.0.0.0",
+        0,
+        8,
+        2.5,
+        2,
+    )
+    assert args.access_log is False
+
+
+def test_bad_setting_is_one_line_and_exit_code_2(capsys):
+    assert serve(parser().parse_args(["serve", "--engine", "deterministic", "--max-batch-items", "0"])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("plaudit serve: max_batch_items=0 must be at least 1")
+
+
+def test_missing_store_or_model_is_reported_before_serving(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert serve(parser().parse_args(["serve", "--store", str(missing), "--model", "demo"])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "--store" in err
+
+    assert serve(parser().parse_args(["serve", "--store", str(tmp_path), "--model", "demo"])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "demo" in err

@@ -1,0 +1,67 @@
+"""Settings: defaults, PLAUDIT_* environment variables, and errors that say how to fix them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings, describe_settings_error
+
+
+def problem(**values: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        Settings(**values)  # type: ignore[arg-type]
+    return describe_settings_error(caught.value)
+
+
+def test_defaults(monkeypatch):
+    for name in ("PLAUDIT_ENGINE", "PLAUDIT_MODEL", "PLAUDIT_PORT", "PLAUDIT_STORE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert (s.store_dir, s.model, s.engine, s.device, s.precision) == (
+        Path("plaudit-data/models"),
+        "default",
+        "onnx",
+        "cpu",
+        "auto",
+    )
+    assert (s.host, s.port, s.intra_op_threads) == ("127.0.0.1", 8000, None)
+    assert (s.max_batch_items, s.max_batch_tokens, s.max_wait_ms, s.max_queue_items) == (32, 16384, 5.0, 2048)
+    assert (s.request_timeout_s, s.max_items_per_request, s.max_chars_per_text) == (30, 512, 32000)
+    assert (s.max_body_bytes, s.tokenize_workers) == (8 * 1024 * 1024, 1)
+
+
+def test_environment_variables_with_prefix(monkeypatch):
+    monkeypatch.setenv("PLAUDIT_ENGINE", "Deterministic")
+    monkeypatch.setenv("PLAUDIT_MAX_BATCH_ITEMS", "8")
+    monkeypatch.setenv("PLAUDIT_ENGINE_OPTIONS", '{"delay_s": 0.5}')
+    monkeypatch.setenv("PLAUDIT_TEST_POSTGRES_URL", "postgresql://elsewhere")  # not ours: ignored
+    s = Settings()
+    assert s.engine == "deterministic" and s.max_batch_items == 8 and s.engine_options == {"delay_s": 0.5}
+    assert Settings(engine="failing").engine == "failing"  # arguments win over the environment
+
+
+def test_bad_choices_name_the_setting_and_the_choices():
+    message = problem(engine="tensorrt")
+    assert "engine='tensorrt' is not supported" in message
+    assert "PLAUDIT_ENGINE" in message and "onnx, torch, deterministic, failing" in message
+    assert "cpu, cuda" in problem(device="tpu")
+    assert "auto, fp32, fp16, bf16, int8" in problem(precision="fp8")
+
+
+def test_bad_numbers_say_how_to_fix_them():
+    assert "max_batch_items=0 must be at least 1; set PLAUDIT_MAX_BATCH_ITEMS" in problem(max_batch_items=0)
+    assert "PLAUDIT_MAX_WAIT_MS" in problem(max_wait_ms=-1)
+    assert "PLAUDIT_REQUEST_TIMEOUT_S" in problem(request_timeout_s=0)
+    assert "PLAUDIT_PORT" in problem(port=70000)
+    assert "leave PLAUDIT_INTRA_OP_THREADS unset" in problem(intra_op_threads=0)
+    assert "PLAUDIT_MODEL" in problem(model="  ")
+    assert "max_batch_tokens: Input should be a valid integer" in problem(max_batch_tokens="many")
+
+
+def test_inconsistent_settings_are_refused():
+    message = problem(max_items_per_request=100, max_queue_items=10)
+    assert "max_items_per_request=100 exceeds max_queue_items=10" in message
+    assert "for the test engines only" in problem(engine="onnx", engine_options={"delay_s": 1})
