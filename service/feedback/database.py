@@ -1,0 +1,122 @@
+"""Database URLs and engines for the feedback store: SQLite files and PostgreSQL.
+
+SQLite is set up for durability with concurrent writers: WAL journal, synchronous=FULL
+(a commit survives power loss), a busy timeout (writers queue instead of failing) and
+foreign keys on. SQLAlchemy, not the sqlite3 module, emits BEGIN, so reads run in real
+transactions and writes take the write lock up front (BEGIN IMMEDIATE): a writer never
+has to upgrade a read lock, which is what makes SQLite fail with "database is locked".
+PostgreSQL goes through psycopg 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from service.feedback.errors import FeedbackStoreError
+
+URL_HELP = "expected sqlite:///path/to/feedback.db or postgresql://USER@HOST:PORT/DATABASE"
+SQLITE_BUSY_TIMEOUT_S = 30.0
+_WRITE_OPTION = "plaudit_write"
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
+_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL for `url`, or FeedbackStoreError saying what is wrong with it."""
+    if not isinstance(url, str) or not url.strip():
+        raise FeedbackStoreError(f"feedback database URL is empty: {URL_HELP}")
+    try:
+        parsed = make_url(url.strip())
+    except Exception:  # make_url raises ArgumentError or ValueError depending on the defect
+        raise FeedbackStoreError(f"feedback database URL {url!r} is not a valid URL: {URL_HELP}") from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.drivername in _SQLITE_DRIVERS:
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+            raise FeedbackStoreError(
+                f"feedback database URL {shown!r} is an in-memory SQLite database, which keeps "
+                f"nothing: give a file, {URL_HELP}"
+            )
+        return parsed.set(drivername="sqlite+pysqlite")
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        if not parsed.database:
+            raise FeedbackStoreError(f"feedback database URL {shown!r} names no database: {URL_HELP}")
+        return parsed.set(drivername="postgresql+psycopg")
+    raise FeedbackStoreError(
+        f"feedback database URL {shown!r} uses '{parsed.drivername}', which is not supported: {URL_HELP} "
+        "(PostgreSQL is reached through psycopg 3; other drivers are not)"
+    )
+
+
+def describe(url: URL) -> str:
+    """The URL as it may be shown in messages and logs (no password)."""
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(url: URL, *, pool_size: int = 8) -> sa.Engine:
+    """An engine for a URL from `parse_url`; creates a SQLite file's parent folders."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, pool_size)
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+@contextmanager
+def transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
+    """A connection inside a transaction, committed when the block ends without error.
+
+    `write=True` marks a transaction that will write: on SQLite it starts with BEGIN
+    IMMEDIATE. When the block returns, the commit has completed (durable).
+    """
+    with engine.connect() as connection:
+        if write:
+            connection.execution_options(**{_WRITE_OPTION: True})
+        with connection.begin():
+            yield connection
+
+
+def _sqlite_engine(url: URL, pool_size: int) -> sa.Engine:
+    path = Path(url.database or "")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FeedbackStoreError(
+            f"cannot create the folder {path.parent} for the feedback database {describe(url)}: {exc.strerror}"
+        ) from None
+    engine = sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+    )
+    sa.event.listen(engine, "connect", _configure_sqlite_connection)
+    sa.event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Hand BEGIN/COMMIT to SQLAlchemy (see the module docstring).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        (mode,) = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise FeedbackStoreError(
+                f"SQLite refused WAL journal mode (got {mode!r}); put the feedback database on a "
+                "local filesystem, not a network share"
+            )
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite_transaction(connection: sa.Connection) -> None:
+    write = connection.get_execution_options().get(_WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,200 @@
+"""FeedbackStore: durable, idempotent storage of human judgements and of scored comparisons.
+
+Every write returns only after its transaction has committed. Idempotency rests on the
+database, not on a check-then-insert: the insert relies on the unique feedback_id, and
+when it collides the store re-reads the row that won and compares bodies. That stays
+correct with many threads or processes retrying the same id at the same moment.
+
+The methods are synchronous and thread-safe (one engine, a pool of connections); an
+async caller runs them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.feedback import database
+from service.feedback.errors import FeedbackConflict, FeedbackStoreError, InvalidFeedback, UnknownComparison
+from service.feedback.export import iter_export
+from service.feedback.migrations import upgrade_to_head
+from service.feedback.records import (
+    AddResult,
+    FeedbackRow,
+    NewFeedback,
+    ResolvedChoice,
+    ScoredComparison,
+    body_sha256,
+    check_feedback_id,
+    comparison_values,
+    normalize,
+)
+from service.feedback.schema import feedback, scored_comparisons
+from service.feedback.stats import compute_stats
+
+DEFAULT_COMPARISON_RETENTION = timedelta(days=7)
+
+
+class FeedbackStore:
+    """Open with `FeedbackStore.open(url)`; close with `close()` (or use it as a context manager)."""
+
+    def __init__(self, engine: sa.Engine, url: str, comparison_retention: timedelta) -> None:
+        self._engine = engine
+        self.url = url
+        self.comparison_retention = comparison_retention
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        comparison_retention: timedelta = DEFAULT_COMPARISON_RETENTION,
+        create: bool = True,
+        pool_size: int = 8,
+    ) -> FeedbackStore:
+        """Connect to `url` and migrate its schema to the latest revision.
+
+        `create=False` refuses a SQLite file that does not exist yet (for readers such as
+        `plaudit feedback export`, where a typo should not yield an empty database).
+        """
+        if comparison_retention <= timedelta(0):
+            raise FeedbackStoreError(f"comparison_retention must be positive, got {comparison_retention}")
+        parsed = database.parse_url(url)
+        shown = database.describe(parsed)
+        if not create and parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+            raise FeedbackStoreError(
+                f"no feedback database at {parsed.database} ({shown}): check --db or PLAUDIT_FEEDBACK_DB"
+            )
+        engine = database.create_engine(parsed, pool_size=pool_size)
+        try:
+            with database.transaction(engine, write=True) as connection:
+                upgrade_to_head(connection)
+        except sa.exc.DBAPIError as exc:  # unreachable server, unreadable or foreign file, ...
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise FeedbackStoreError(f"cannot open the feedback database {shown}: {reason}") from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, shown, comparison_retention)
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def add(self, item: NewFeedback) -> AddResult:
+        """Store one judgement, once per feedback_id.
+
+        Same feedback_id and same body as a stored row: returns that original row with
+        created=False and writes nothing. Same id, different body: FeedbackConflict.
+        A bad body: InvalidFeedback naming the field.
+        """
+        values = normalize(item)
+        feedback_id = uuid.uuid4().hex if item.feedback_id is None else check_feedback_id(item.feedback_id)
+        row = {
+            **values,
+            "feedback_id": feedback_id,
+            "body_sha256": body_sha256(values),
+            "created_at": _now(),
+        }
+        try:
+            with database.transaction(self._engine, write=True) as connection:
+                inserted = connection.execute(sa.insert(feedback).values(row)).inserted_primary_key
+        except sa.exc.IntegrityError:
+            # The insert lost to a committed row with this id (a retry, or a concurrent one):
+            # that row decides. Re-read it in a new transaction (PostgreSQL aborted this one).
+            existing = self.get(feedback_id)
+            if existing is None:
+                raise  # another constraint failed; not an idempotency question
+            if existing.body_sha256 != row["body_sha256"]:
+                raise FeedbackConflict(feedback_id, existing) from None
+            return AddResult(existing, created=False)
+        assert inserted is not None, "the insert reported no primary key"
+        return AddResult(FeedbackRow(id=int(inserted[0]), **row), created=True)
+
+    def get(self, feedback_id: str) -> FeedbackRow | None:
+        with database.transaction(self._engine, write=False) as connection:
+            found = connection.execute(sa.select(feedback).where(feedback.c.feedback_id == feedback_id)).first()
+        return None if found is None else FeedbackRow(**found._mapping)
+
+    def count(self) -> int:
+        with database.transaction(self._engine, write=False) as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one())
+
+    def export(self, since: datetime | None = None, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        """Rows in training's shapes, in id order, streamed (see service.feedback.export)."""
+        return iter_export(self._engine, since=since, kind=kind)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by kind and source, like rate, agreement (see service.feedback.stats)."""
+        return compute_stats(self._engine)
+
+    # -- scored comparisons ----------------------------------------------------------------
+
+    def remember_comparison(self, comparison: ScoredComparison) -> None:
+        """Keep what /v1/compare scored; a request_id seen again is overwritten (latest wins).
+
+        Raises InvalidFeedback for text no database can keep (NUL, unpaired surrogates) or
+        an over-long request_id; nothing is stored then.
+        """
+        row = {**comparison_values(comparison), "created_at": _now()}
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(scored_comparisons).values(row)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[scored_comparisons.c.request_id],
+            set_={name: insert.excluded[name] for name in row if name != "request_id"},
+        )
+        with database.transaction(self._engine, write=True) as connection:
+            connection.execute(upsert)
+
+    def resolve_choice(self, request_id: str, choice: str) -> ResolvedChoice:
+        """The pair a user made by picking reply "a" or "b" of a remembered comparison.
+
+        Raises UnknownComparison when the request_id was never remembered or is older than
+        `comparison_retention`, and InvalidFeedback for a choice other than "a" or "b".
+        """
+        if choice not in ("a", "b"):
+            raise InvalidFeedback("choice", f'expected "a" or "b", got {choice!r}')
+        query = sa.select(scored_comparisons).where(
+            scored_comparisons.c.request_id == request_id,
+            scored_comparisons.c.created_at >= _now() - self.comparison_retention,
+        )
+        with database.transaction(self._engine, write=False) as connection:
+            found = connection.execute(query).first()
+        if found is None:
+            raise UnknownComparison(request_id)
+        a, b = found.response_a, found.response_b
+        chosen, rejected = (a, b) if choice == "a" else (b, a)
+        return ResolvedChoice(found.prompt, chosen, rejected, found.model_name, found.model_version)
+
+    def purge_comparisons(self, older_than: timedelta | None = None) -> int:
+        """Delete comparisons older than `older_than` (default: the retention); returns how many."""
+        age = self.comparison_retention if older_than is None else older_than
+        delete = sa.delete(scored_comparisons).where(scored_comparisons.c.created_at < _now() - age)
+        with database.transaction(self._engine, write=True) as connection:
+            return int(connection.execute(delete).rowcount)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self.url!r})"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,91 @@
+"""Feedback database URLs and the SQLite connection settings that make commits durable."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from service.feedback import database
+from service.feedback.errors import FeedbackStoreError
+from service.feedback.store import FeedbackStore
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", "URL is empty"),
+        ("not a url", "is not a valid URL"),
+        ("sqlite://", "in-memory SQLite"),
+        ("sqlite:///:memory:", "in-memory SQLite"),
+        ("mysql://root@localhost/db", "uses 'mysql', which is not supported"),
+        ("postgresql+psycopg2://u@h/db", "not supported"),
+        ("postgresql://u@h:5432", "names no database"),
+    ],
+)
+def test_bad_urls_are_refused_with_the_fix(url: str, words: str) -> None:
+    with pytest.raises(FeedbackStoreError) as caught:
+        database.parse_url(url)
+    assert words in str(caught.value)
+    assert "sqlite:///path/to/feedback.db or postgresql://" in str(caught.value)
+
+
+def test_password_never_shows_in_messages() -> None:
+    with pytest.raises(FeedbackStoreError) as caught:
+        database.parse_url("mysql://user:s3cret@host/db")
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_postgres_urls_use_psycopg_3(scheme: str) -> None:
+    assert database.parse_url(f"{scheme}://u@h:5432/db").drivername == "postgresql+psycopg"
+
+
+def test_sqlite_file_is_created_with_durable_settings(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "feedback.db"
+    with FeedbackStore.open(f"sqlite:///{path}") as store:
+        assert path.is_file()
+        with store._engine.connect() as connection:
+            pragma = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in
+                      ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")}
+    assert pragma == {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 30000, "foreign_keys": 1}
+
+
+def test_sqlite_writes_take_the_write_lock_up_front(tmp_path: Path) -> None:
+    engine = database.create_engine(database.parse_url(f"sqlite:///{tmp_path / 'f.db'}"))
+    try:
+        with database.transaction(engine, write=True) as writer:
+            writer.exec_driver_sql("CREATE TABLE t (x)")
+            # A second writer cannot even begin while the first holds the lock.
+            other = sa.create_engine(f"sqlite:///{tmp_path / 'f.db'}", connect_args={"timeout": 0})
+            raw = other.raw_connection()
+            try:
+                raw.driver_connection.isolation_level = None  # type: ignore[union-attr]
+                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                    raw.cursor().execute("BEGIN IMMEDIATE")
+            finally:
+                raw.close()
+                other.dispose()
+    finally:
+        engine.dispose()
+
+
+def test_open_refuses_a_missing_file_when_asked_not_to_create(tmp_path: Path) -> None:
+    with pytest.raises(FeedbackStoreError, match=r"no feedback database at .*missing\.db"):
+        FeedbackStore.open(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_unreachable_postgres_is_a_clear_error() -> None:
+    shown = r"postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/db"
+    with pytest.raises(FeedbackStoreError, match=rf"cannot open the feedback database {shown}"):
+        FeedbackStore.open("postgresql://u:pw@127.0.0.1:1/db?connect_timeout=2")
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my notes, not a database\n" * 200, encoding="utf-8")
+    with pytest.raises(FeedbackStoreError, match=r"cannot open the feedback database .*notes\.db: file is not a database"):
+        FeedbackStore.open(f"sqlite:///{path}")

@@ -1,0 +1,150 @@
+"""FeedbackStore on both backends: schema, idempotent adds, conflicts, comparison memory."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from service.feedback import database
+from service.feedback.errors import FeedbackConflict, InvalidFeedback, UnknownComparison
+from service.feedback.migrations import alembic_config, current_revision, head_revision
+from service.feedback.records import NewFeedback, ScoredComparison
+from service.feedback.schema import metadata
+from service.feedback.store import FeedbackStore
+
+LIKE = NewFeedback(
+    kind="like", prompt="Capital of France?", response="Paris.", liked=True, user="ann",
+    source="chat-ui", metadata={"session": "s1"}, model_name="rm", model_version="3", feedback_id="fb-1",
+)
+COMPARISON = ScoredComparison(
+    request_id="req-1", prompt="Say hi", response_a="Hi!", response_b="Go away.",
+    score_a=1.5, score_b=-0.5, model_name="rm", model_version="3",
+)
+
+
+def test_migrations_create_exactly_the_declared_schema(store: FeedbackStore) -> None:
+    with database.transaction(store._engine, write=False) as connection:
+        assert current_revision(connection) == head_revision()
+        assert compare_metadata(MigrationContext.configure(connection), metadata) == []
+        tables = set(sa.inspect(connection).get_table_names())
+    assert {"feedback", "scored_comparisons", "alembic_version"} <= tables
+
+
+def test_reopening_keeps_data_and_migrations_go_down_and_up(db_url: str) -> None:
+    with FeedbackStore.open(db_url) as store:
+        store.add(LIKE)
+    with FeedbackStore.open(db_url) as store:
+        assert store.count() == 1
+        with database.transaction(store._engine, write=True) as connection:
+            command.downgrade(alembic_config(connection), "base")
+            assert not {"feedback", "scored_comparisons"} & set(sa.inspect(connection).get_table_names())
+            command.upgrade(alembic_config(connection), "head")
+            assert current_revision(connection) == head_revision()
+
+
+def test_add_stores_the_row_and_returns_it(store: FeedbackStore) -> None:
+    result = store.add(LIKE)
+    assert result.created
+    row = result.row
+    assert (row.feedback_id, row.kind, row.prompt, row.response, row.liked) == (
+        "fb-1", "like", "Capital of France?", "Paris.", True)
+    assert (row.user, row.source, row.metadata, row.model_name, row.model_version) == (
+        "ann", "chat-ui", {"session": "s1"}, "rm", "3")
+    assert row.created_at.tzinfo is not None and row.created_at.utcoffset() == timedelta(0)
+    assert store.get("fb-1") == row
+    assert store.count() == 1
+
+
+def test_retry_with_the_same_body_returns_the_original_row(store: FeedbackStore) -> None:
+    first = store.add(LIKE)
+    again = store.add(LIKE)
+    assert not again.created
+    assert again.row == first.row
+    assert store.count() == 1
+
+
+def test_same_id_with_another_body_is_a_conflict(store: FeedbackStore) -> None:
+    original = store.add(LIKE).row
+    changed = NewFeedback(**{**{f: getattr(LIKE, f) for f in LIKE.__dataclass_fields__}, "liked": False})
+    with pytest.raises(FeedbackConflict) as caught:
+        store.add(changed)
+    assert caught.value.existing == original
+    assert "feedback_id 'fb-1' was already used for different feedback" in str(caught.value)
+    assert store.count() == 1
+    assert store.get("fb-1") == original
+
+
+def test_without_an_id_each_add_is_new(store: FeedbackStore) -> None:
+    item = NewFeedback(kind="pair", prompt="p", chosen="good", rejected="bad")
+    first, second = store.add(item), store.add(item)
+    assert first.created and second.created
+    assert first.row.feedback_id != second.row.feedback_id
+    assert len(first.row.feedback_id) == 32
+    assert store.count() == 2
+
+
+def test_invalid_feedback_stores_nothing(store: FeedbackStore) -> None:
+    with pytest.raises(InvalidFeedback, match="rating: 9 is outside the scale 1-5"):
+        store.add(NewFeedback(kind="rating", prompt="p", response="r", rating=9))
+    assert store.count() == 0
+
+
+def test_a_remembered_comparison_resolves_to_a_pair(store: FeedbackStore) -> None:
+    store.remember_comparison(COMPARISON)
+    assert store.resolve_choice("req-1", "a") == ("Say hi", "Hi!", "Go away.", "rm", "3")
+    prompt, chosen, rejected, model_name, model_version = store.resolve_choice("req-1", "b")
+    assert (chosen, rejected) == ("Go away.", "Hi!")
+
+
+def test_a_request_id_seen_again_keeps_the_latest_comparison(store: FeedbackStore) -> None:
+    store.remember_comparison(COMPARISON)
+    store.remember_comparison(ScoredComparison("req-1", "Say bye", "Bye!", "No.", 0.0, 1.0, "rm", "4"))
+    assert store.resolve_choice("req-1", "a") == ("Say bye", "Bye!", "No.", "rm", "4")
+
+
+def test_unknown_request_id_and_bad_choice(store: FeedbackStore) -> None:
+    store.remember_comparison(COMPARISON)
+    with pytest.raises(UnknownComparison, match="unknown or expired request_id 'nope'"):
+        store.resolve_choice("nope", "a")
+    with pytest.raises(InvalidFeedback, match='choice: expected "a" or "b", got \'c\''):
+        store.resolve_choice("req-1", "c")
+
+
+def test_comparisons_expire_after_the_retention(db_url: str) -> None:
+    with FeedbackStore.open(db_url, comparison_retention=timedelta(microseconds=1)) as store:
+        store.remember_comparison(COMPARISON)
+        with pytest.raises(UnknownComparison):
+            store.resolve_choice("req-1", "a")
+
+
+def test_purge_deletes_only_old_comparisons(store: FeedbackStore) -> None:
+    store.remember_comparison(COMPARISON)
+    assert store.purge_comparisons(older_than=timedelta(hours=1)) == 0
+    assert store.resolve_choice("req-1", "a").chosen == "Hi!"
+    store.remember_comparison(ScoredComparison("req-2", "p", "x", "y", 0.0, 0.0))
+    assert store.purge_comparisons(older_than=timedelta(0)) == 2
+    with pytest.raises(UnknownComparison):
+        store.resolve_choice("req-1", "a")
+
+
+def test_stores_opening_a_new_database_at_once_migrate_it_once(db_url: str) -> None:
+    barrier = threading.Barrier(6)
+
+    def open_and_add(index: int) -> int:
+        barrier.wait()
+        with FeedbackStore.open(db_url) as store:
+            store.add(NewFeedback(kind="like", prompt=f"p{index}", response="r", liked=True))
+            return store.count()
+
+    with ThreadPoolExecutor(6) as pool:
+        counts = list(pool.map(open_and_add, range(6)))
+    assert max(counts) == 6
+    with FeedbackStore.open(db_url) as store, database.transaction(store._engine, write=False) as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
