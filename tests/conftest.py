@@ -50,7 +50,7 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path) -> Path:
-    """A store with `tiny:1` (transformer, promoted to production) and `lin:1` (linear)."""
+    """A store holding `tiny:1`: a transformer trained on the sample data, int8 too, in production."""
     from training.pipeline import TrainJob, run_training
     from training.transformer_trainer import TransformerConfig
 
@@ -66,6 +66,15 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Path)
             progress=False,
         )
     )
+    return store
+
+
+@pytest.fixture(scope="session")
+def linear_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding `lin:1`: the linear model trained on the sample data."""
+    from training.pipeline import TrainJob, run_training
+
+    store = tmp_path_factory.mktemp("linear-store")
     run_training(TrainJob(data=[str(p) for p in SAMPLE_FILES], store=store, name="lin", kind="linear", progress=False))
     return store
 
