@@ -1,0 +1,92 @@
+"""The API end to end over real HTTP, on a model that was really trained and exported to ONNX."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from model_store.loading import load_scorer
+from model_store.scoring import TextPair
+from model_store.store import ModelStore
+from tests.service.conftest import LiveServer, ServerFactory
+
+ITEMS = [
+    {"prompt": "How do I reset my password?", "response": "Open Settings, choose Security, then Reset password."},
+    {"prompt": "How do I reset my password?", "response": "Figure it out yourself."},
+    {"prompt": "Suggest a name for a cat", "response": "Miso, Pepper or Biscuit are all friendly names."},
+    {"prompt": "Explain recursion", "response": "A function that calls itself on a smaller input until a base case. " * 6},
+    {"prompt": "", "response": "ok"},
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_server(trained_store: Path) -> LiveServer:
+    from tests.service.conftest import _live_server
+    from service.settings import Settings
+
+    with _live_server(Settings(store_dir=trained_store, model="tiny", engine="onnx", max_wait_ms=2.0)) as srv:
+        srv.wait_ready()
+        yield srv
+
+
+def _direct_scores(store: Path) -> np.ndarray:
+    scorer = load_scorer(ModelStore(store).resolve("tiny"))
+    return np.array([scorer.score([TextPair(i["prompt"], i["response"])])[0] for i in ITEMS])
+
+
+def test_score_over_http_equals_one_at_a_time_in_process(onnx_server: LiveServer, trained_store: Path) -> None:
+    r = onnx_server.client.post("/v1/score", json={"items": ITEMS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == {"name": "tiny", "version": "1"}
+    assert body["request_id"] == r.headers["x-request-id"]
+    np.testing.assert_allclose(body["scores"], _direct_scores(trained_store), atol=1e-5, rtol=0)
+
+
+def test_concurrent_single_item_requests_match_batched_scores(onnx_server: LiveServer, trained_store: Path) -> None:
+    expected = _direct_scores(trained_store)
+
+    def one(i: int) -> float:
+        with httpx.Client(base_url=onnx_server.base_url, timeout=20) as c:
+            resp = c.post("/v1/score", json={"items": [ITEMS[i % len(ITEMS)]]})
+            assert resp.status_code == 200, resp.text
+            return resp.json()["scores"][0]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        got = list(pool.map(one, range(36)))
+    np.testing.assert_allclose(got, [expected[i % len(ITEMS)] for i in range(36)], atol=1e-5, rtol=0)
+
+
+def test_compare_is_bradley_terry_of_the_two_scores(onnx_server: LiveServer, trained_store: Path) -> None:
+    expected = _direct_scores(trained_store)
+    r = onnx_server.client.post(
+        "/v1/compare", json={"prompt": ITEMS[0]["prompt"], "response_a": ITEMS[0]["response"], "response_b": ITEMS[1]["response"]}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["score_a"] == pytest.approx(expected[0], abs=1e-5)
+    assert body["score_b"] == pytest.approx(expected[1], abs=1e-5)
+    assert body["p_a_preferred"] == pytest.approx(1 / (1 + math.exp(-(body["score_a"] - body["score_b"]))), abs=1e-9)
+
+
+def test_rank_orders_by_score(onnx_server: LiveServer) -> None:
+    responses = [i["response"] for i in ITEMS[:4]]
+    r = onnx_server.client.post("/v1/rank", json={"prompt": "How do I reset my password?", "responses": responses, "top_n": 3})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3
+    scores = [x["score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    assert len({x["index"] for x in results}) == 3 and all(0 <= x["index"] < 4 for x in results)
+
+
+def test_models_endpoint_reports_the_stored_version(onnx_server: LiveServer) -> None:
+    r = onnx_server.client.get("/v1/models")
+    assert r.status_code == 200
+    text = r.text
+    assert '"tiny"' in text and "production" in text and '"onnx"' in text
