@@ -1,0 +1,516 @@
+"""Serving benchmark: the engine's in-process ceiling, then Plaudit and the naive server
+under the same load, in one run.
+
+    python -m loadtest.bench_serving --store DIR --model REF [--data PATH] [--engine onnx]
+        [--precision fp32|int8] [--quick] [--out results.json]
+
+1. Ceiling: `scorer.run` on length-sorted batches of 1, 8, 16, 32, 64 over pre-encoded
+   items (best items/s kept), and the direct latency of scoring one item at a time.
+2. Each server runs as `uvicorn --factory` on a free 127.0.0.1 port, settings in PLAUDIT_*
+   variables, and gets the scenarios: c=32 k=1, c=32 k=16, c=1 at 1 req/s (idle latency).
+3. A table and the ratios; `--out` writes everything as JSON.
+The whole run is bounded by --max-total-s: every phase gets only what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
+from loadtest.generator import LoadConfig, run_load_sync
+from loadtest.naive_server import NaiveConfig
+from loadtest.report import LoadReport, json_safe, summarize
+from model_store.errors import StoreError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+BATCH_SIZES = (1, 8, 16, 32, 64)
+SERVERS = {
+    "plaudit": "service.app:create_app",
+    "naive": "loadtest.naive_server:create_naive_app",
+}
+IDLE_SCENARIO = "idle_c1_1rps"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    concurrency: int
+    items_per_request: int
+    requests: int
+    duration_s: float
+    rate: float | None = None
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """Two throughput scenarios and the idle-latency one; --quick shrinks the counts."""
+    if quick:
+        return [
+            Scenario("c32_k1", 32, 1, requests=300, duration_s=20.0),
+            Scenario("c32_k16", 32, 16, requests=64, duration_s=20.0),
+            Scenario(IDLE_SCENARIO, 1, 1, requests=8, duration_s=12.0, rate=1.0),
+        ]
+    return [
+        Scenario("c32_k1", 32, 1, requests=2000, duration_s=60.0),
+        Scenario("c32_k16", 32, 16, requests=400, duration_s=60.0),
+        Scenario(IDLE_SCENARIO, 1, 1, requests=20, duration_s=25.0, rate=1.0),
+    ]
+
+
+class Budget:
+    """Seconds left of the whole run's --max-total-s."""
+
+    def __init__(self, total_s: float) -> None:
+        self._deadline = time.monotonic() + total_s
+
+    def left(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+
+# -- 1. the in-process ceiling -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    items_per_s_by_batch: dict[int, float]
+    best_batch_size: int
+    best_items_per_s: float
+    direct_latency_ms: float  # median of scoring one item at a time, tokenization included
+
+
+def measure_ceiling(
+    scorer: Any, items: Sequence[Any], n_single: int, time_limit_s: float
+) -> Ceiling:
+    """Items/s of `scorer.run` on length-sorted batches, and direct single-item latency.
+
+    Encoding happens once, outside the timing: this is the engine alone, the most any
+    server around it could get. Batch sizes are tried largest first (the likely best)
+    until `time_limit_s` is spent; at least one is always measured.
+    """
+    started = time.monotonic()
+    encoded = scorer.encode(list(items))
+    encoded.sort(key=lambda e: e.n_tokens)
+    by_batch: dict[int, float] = {}
+    for size in sorted(BATCH_SIZES, reverse=True):
+        if by_batch and time.monotonic() - started > time_limit_s:
+            break
+        batches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
+        scorer.run(batches[len(batches) // 2])  # warm this shape up
+        t0 = time.perf_counter()
+        for batch in batches:
+            scorer.run(batch)
+        by_batch[size] = len(encoded) / (time.perf_counter() - t0)
+    single = []
+    for item in list(items)[:n_single]:
+        t0 = time.perf_counter()
+        scorer.score([item])
+        single.append((time.perf_counter() - t0) * 1000.0)
+    by_batch = dict(sorted(by_batch.items()))
+    best = max(by_batch, key=lambda s: by_batch[s])
+    return Ceiling(by_batch, best, by_batch[best], statistics.median(single))
+
+
+# -- 2. servers under load -----------------------------------------------------------------
+
+
+class ServerStartError(RuntimeError):
+    """A server subprocess exited or never became ready; the message has its log tail."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(base: Mapping[str, str], model: NaiveConfig, port: int) -> dict[str, str]:
+    """Settings for either server as PLAUDIT_* variables, and thread counts pinned.
+
+    Both servers run the engine with `intra_op_threads` threads; the math libraries are
+    held to the same count so that nothing else oversubscribes the cores. Other PLAUDIT_*
+    variables in `base` (batching knobs, say) pass through unchanged.
+    """
+    threads = str(model.intra_op_threads or 1)
+    env = dict(base)  # other PLAUDIT_* settings (max_wait_ms, ...) pass through to both
+    settings = {
+        "STORE_DIR": model.store_dir,
+        "MODEL": model.model,
+        "ENGINE": model.engine,
+        "DEVICE": model.device,
+        "PRECISION": model.precision,
+        "INTRA_OP_THREADS": threads,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+    }
+    if model.engine_options:
+        settings["ENGINE_OPTIONS"] = json.dumps(dict(model.engine_options))
+    env.update({f"PLAUDIT_{k}": v for k, v in settings.items() if v is not None})
+    env.update(
+        OMP_NUM_THREADS=threads,
+        MKL_NUM_THREADS=threads,
+        OPENBLAS_NUM_THREADS=threads,
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH")) if p),
+    )
+    return env
+
+
+class ServerProcess:
+    """`uvicorn --factory FACTORY` on 127.0.0.1:PORT as a child process; single use."""
+
+    def __init__(self, factory: str, env: Mapping[str, str], port: int) -> None:
+        self.factory = factory
+        self.url = f"http://127.0.0.1:{port}"
+        self._env = dict(env)
+        self._port = port
+        self._log = tempfile.TemporaryFile(mode="w+b")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "ServerProcess":
+        cmd = [
+            sys.executable, "-m", "uvicorn", "--factory", self.factory,
+            "--host", "127.0.0.1", "--port", str(self._port),
+            "--log-level", "warning", "--no-access-log",
+        ]
+        self._proc = subprocess.Popen(
+            cmd, env=self._env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, n_chars: int = 2000) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-n_chars:]
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll GET /readyz until 200; fail early if the process dies."""
+        assert self._proc is not None, "start() the server first"
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise ServerStartError(
+                        f"{self.factory} exited with code {self._proc.returncode} before it was "
+                        f"ready; its log ends with:\n{self.log_tail()}"
+                    )
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass  # not listening yet
+                time.sleep(0.25)
+        raise ServerStartError(
+            f"{self.factory} was not ready within {timeout_s:.0f} s; "
+            f"its log ends with:\n{self.log_tail()}"
+        )
+
+
+def _warm_up(url: str, items: ItemCycle, seconds: float) -> None:
+    """A few untimed requests, so the first scenario does not pay for lazy initialisation."""
+    if seconds > 5:
+        config = LoadConfig(url=url, concurrency=4, requests=16, items_per_request=4, duration_s=seconds)
+        run_load_sync(config, items)
+
+
+def run_server(
+    factory: str,
+    env_for_port: Callable[[int], dict[str, str]],
+    items: ItemCycle,
+    plan: Sequence[Scenario],
+    budget: Budget,
+    reserve_s: float = 10.0,
+) -> tuple[dict[str, LoadReport | None], str | None]:
+    """Run `plan` against `factory`, returning a report per scenario and the start error if any.
+
+    The server is started afresh after a scenario that its time cap cut short: the requests
+    abandoned then are still being scored, and would slow the next scenario down. A
+    scenario with no time left, or after a failed start, is recorded as None.
+    """
+    reports: dict[str, LoadReport | None] = {sc.name: None for sc in plan}
+    server: ServerProcess | None = None
+    try:
+        for sc in plan:
+            if budget.left() - reserve_s < 3:
+                break
+            if server is None:
+                port = free_port()
+                server = ServerProcess(factory, env_for_port(port), port).start()
+                server.wait_ready(timeout_s=min(180.0, budget.left() - reserve_s))
+                _warm_up(server.url, items, min(30.0, budget.left() - reserve_s))
+            time_left = budget.left() - reserve_s
+            if time_left < 3:
+                break
+            config = LoadConfig(
+                url=server.url,
+                concurrency=sc.concurrency,
+                requests=sc.requests,
+                items_per_request=sc.items_per_request,
+                rate=sc.rate,
+                duration_s=min(sc.duration_s, time_left),
+            )
+            report = summarize(run_load_sync(config, items))
+            reports[sc.name] = report
+            if report.stopped_by == "duration":
+                server.stop()
+                server = None
+    except ServerStartError as exc:
+        return reports, str(exc)
+    finally:
+        if server is not None:
+            server.stop()
+    return reports, None
+
+
+# -- 3. comparison -------------------------------------------------------------------------
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when either is missing, NaN or the divisor is 0."""
+    if numerator is None or denominator is None:
+        return None
+    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def compare(
+    plaudit: Mapping[str, LoadReport | None],
+    naive: Mapping[str, LoadReport | None],
+    ceiling_items_per_s: float | None,
+    direct_latency_ms: float | None,
+) -> dict[str, Any]:
+    """The headline ratios. Throughput ratios > 1 and p99 ratios < 1 favour Plaudit."""
+    out: dict[str, Any] = {}
+    for name in plaudit:
+        ours, theirs = plaudit[name], naive.get(name)
+        if name == IDLE_SCENARIO:
+            ours_p50 = ours.latency.p50_ms if ours else None
+            out[name] = {
+                "plaudit_p50_ms": ours_p50,
+                "naive_p50_ms": theirs.latency.p50_ms if theirs else None,
+                "direct_single_item_ms": direct_latency_ms,
+                "plaudit_over_direct": ratio(ours_p50, direct_latency_ms),
+                "plaudit_overhead_ms": (
+                    ours_p50 - direct_latency_ms
+                    if ours_p50 is not None and direct_latency_ms is not None
+                    else None
+                ),
+            }
+            continue
+        ours_ips = ours.items_per_s if ours else None
+        theirs_ips = theirs.items_per_s if theirs else None
+        out[name] = {
+            "plaudit_over_naive_items_per_s": ratio(ours_ips, theirs_ips),
+            "plaudit_over_ceiling": ratio(ours_ips, ceiling_items_per_s),
+            "naive_over_ceiling": ratio(theirs_ips, ceiling_items_per_s),
+            "plaudit_p99_ms": ours.latency.p99_ms if ours else None,
+            "naive_p99_ms": theirs.latency.p99_ms if theirs else None,
+            "p99_plaudit_over_naive": ratio(
+                ours.latency.p99_ms if ours else None, theirs.latency.p99_ms if theirs else None
+            ),
+        }
+    return out
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _x(value: float | None) -> str:
+    """A ratio with three significant digits: 0.00123, 0.25, 4, 1.5e+03."""
+    return "-" if value is None else f"{value:.3g}"
+
+
+def format_results(results: Mapping[str, Any]) -> str:
+    lines = []
+    ceiling = results.get("ceiling")
+    if ceiling:
+        sizes = ", ".join(f"b{b}: {_num(v)}" for b, v in ceiling["items_per_s_by_batch"].items())
+        lines.append(f"engine ceiling (items/s)  {sizes}  (best b{ceiling['best_batch_size']})")
+        lines.append(f"direct single-item latency  {_num(ceiling['direct_latency_ms'], 2)} ms")
+        lines.append("")
+    header = (
+        f"{'server':<8} {'scenario':<13} {'items/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'ok':>6} {'failed':>6} {'cut':>4}"
+    )
+    lines += [header, "-" * len(header)]
+    for server, reports in results["servers"].items():
+        for name, rep in reports.items():
+            if rep is None:
+                lines.append(f"{server:<8} {name:<13} (not run: no time left or server did not start)")
+                continue
+            lat = rep["latency"]
+            lines.append(
+                f"{server:<8} {name:<13} {_num(rep['items_per_s']):>9} {_num(lat['p50_ms']):>8} "
+                f"{_num(lat['p95_ms']):>8} {_num(lat['p99_ms']):>8} {rep['ok']:>6} {rep['failed']:>6} "
+                f"{rep['unfinished']:>4}"
+            )
+    lines.append("(cut: requests still in flight when the scenario's time cap ended it)")
+    lines.append("")
+    for name, r in results.get("comparison", {}).items():
+        if name == IDLE_SCENARIO:
+            lines.append(
+                f"{name}: p50 Plaudit {_num(r['plaudit_p50_ms'], 2)} ms, naive "
+                f"{_num(r['naive_p50_ms'], 2)} ms, direct {_num(r['direct_single_item_ms'], 2)} ms "
+                f"(Plaudit/direct x{_x(r['plaudit_over_direct'])})"
+            )
+        else:
+            lines.append(
+                f"{name}: Plaudit/naive items/s x{_x(r['plaudit_over_naive_items_per_s'])}, "
+                f"Plaudit/ceiling {_x(r['plaudit_over_ceiling'])}, "
+                f"naive/ceiling {_x(r['naive_over_ceiling'])}, "
+                f"p99 Plaudit/naive {_x(r['p99_plaudit_over_naive'])}"
+            )
+    return "\n".join(lines)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def default_threads() -> int:
+    """All cores this process may use: the server runs one engine call at a time."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from loadtest.naive_server import load_configured_scorer
+
+    budget = Budget(args.max_total_s)
+    items = load_items(args.data, limit=4096) if args.data else synthetic_items(120)
+    cycle = ItemCycle(items)
+    plan = scenarios(args.quick)
+    results: dict[str, Any] = {
+        "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "n_items": len(items),
+        "scenarios": [asdict(sc) for sc in plan],
+        "servers": {},
+    }
+
+    model_config = NaiveConfig(
+        store_dir=args.store,
+        model=args.model,
+        engine=args.engine,
+        device=args.device,
+        precision=args.precision,
+        intra_op_threads=args.threads,
+    )
+    scorer = load_configured_scorer(model_config)
+    try:
+        n_ceiling = 64 if args.quick else 256
+        ceiling_items = [cycle.batch(i, 1)[0] for i in range(n_ceiling)]
+        ceiling = measure_ceiling(
+            scorer, ceiling_items, n_single=15 if args.quick else 40,
+            time_limit_s=min(120.0, 0.15 * budget.left()),
+        )
+    finally:
+        scorer.close()
+    results["ceiling"] = asdict(ceiling)
+
+    reports: dict[str, dict[str, LoadReport | None]] = {}
+    errors: dict[str, str] = {}
+    for server, factory in SERVERS.items():
+        reports[server], error = run_server(
+            factory, lambda port: server_env(os.environ, model_config, port), cycle, plan, budget
+        )
+        if error is not None:
+            errors[server] = error  # the other server still gets measured
+    results["server_errors"] = errors
+    results["servers"] = {
+        server: {name: (rep.to_json() if rep else None) for name, rep in reps.items()}
+        for server, reps in reports.items()
+    }
+    results["comparison"] = compare(
+        reports["plaudit"], reports["naive"], ceiling.best_items_per_s, ceiling.direct_latency_ms
+    )
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtest.bench_serving", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--store", help="model store folder (PLAUDIT_STORE_DIR)")
+    p.add_argument("--model", help="model reference: NAME, NAME@ALIAS or NAME:VERSION")
+    p.add_argument("--data", help="JSONL items to send; built-in synthetic items if omitted")
+    p.add_argument("--engine", default="onnx", choices=("onnx", "torch", "deterministic"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"))
+    p.add_argument("--threads", type=int, default=default_threads(), help="engine threads per server")
+    p.add_argument("--quick", action="store_true", help="fewer requests, shorter scenarios")
+    p.add_argument("--max-total-s", type=float, default=None, help="bound on the whole run")
+    p.add_argument("--out", help="write the results as JSON here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_total_s is not None and not args.max_total_s > 0:
+        parser.error(f"--max-total-s must be positive, got {args.max_total_s:g}")
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.max_total_s is None:
+        args.max_total_s = 300.0 if args.quick else 900.0
+    if args.engine != "deterministic" and not (args.store and args.model):
+        print(
+            "bench_serving: --store and --model are required for the onnx and torch engines",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        results = run_benchmark(args)
+    except (DataError, StoreError, ValueError, LookupError, OSError) as exc:
+        print(f"bench_serving: {exc}", file=sys.stderr)
+        return 1
+    print(format_results(results))
+    for server, error in results["server_errors"].items():
+        print(f"bench_serving: {server} did not start: {error}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+        print(f"\nresults written to {args.out}")
+    return 1 if results["server_errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

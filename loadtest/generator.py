@@ -1,0 +1,286 @@
+"""Asynchronous HTTP load against a scoring endpoint, bounded in request count and time.
+
+`concurrency` httpx.AsyncClients of one connection each carry the load, in one of two modes:
+  closed loop (no rate): `concurrency` workers each send a request, wait for the answer,
+      and send the next, until `requests` have been sent;
+  open loop (`rate` req/s): request i is sent at start + i / rate whether or not earlier
+      ones have been answered, with at most `concurrency` in flight.
+Either way the run stops after `duration_s`: nothing new is sent, requests still in
+flight are abandoned and recorded as "unfinished".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from loadtest.data import ItemCycle
+from model_store.scoring import TextPair
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+ENDPOINTS = ("score", "rank", "compare")
+OK = "ok"
+UNFINISHED = "unfinished"
+
+
+class TargetError(ValueError):
+    """The URL to load-test is malformed, or not on this machine without --allow-remote."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for "localhost" and loopback IP literals; other names are never resolved."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_target(url: str, allow_remote: bool = False) -> None:
+    """Refuse a URL that is not http(s), or whose host is not loopback unless allowed."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise TargetError(f"invalid URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise TargetError(f"invalid URL {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+    if not allow_remote and not is_loopback_host(parsed.host):
+        raise TargetError(
+            f"refusing to load-test {url}: host {parsed.host!r} is not loopback "
+            "(localhost, 127.0.0.0/8, ::1); pass --allow-remote to target another machine"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    url: str = DEFAULT_URL
+    endpoint: str = "score"
+    concurrency: int = 8
+    requests: int = 100
+    items_per_request: int = 1
+    rate: float | None = None  # requests per second; None means closed loop
+    duration_s: float = 60.0
+    request_timeout_s: float = 30.0
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {self.endpoint!r}")
+        for name in ("concurrency", "requests", "items_per_request"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f"rate must be a positive number of requests per second, got {self.rate}")
+        if not self.duration_s > 0:
+            raise ValueError(f"duration_s must be positive, got {self.duration_s}")
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request: `outcome` is "ok", an HTTP status code ("503"), or a failure name."""
+
+    index: int
+    n_items: int
+    outcome: str
+    latency_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    config: LoadConfig
+    records: list[RequestRecord] = field(repr=False)
+    elapsed_s: float
+    stopped_by: str  # "requests" (all sent and answered) or "duration" (hit the time cap)
+
+
+def items_for(endpoint: str, cycle: ItemCycle, index: int, size: int) -> list[TextPair]:
+    """The items request `index` carries: a compare request needs two per comparison."""
+    return cycle.batch(index, 2 * size if endpoint == "compare" else size)
+
+
+def _score_payload(items: list[TextPair]) -> dict[str, Any]:
+    return {"items": [{"prompt": it.prompt, "response": it.response} for it in items]}
+
+
+def _rank_payload(items: list[TextPair]) -> dict[str, Any]:
+    # One prompt, many candidate responses: the first item's prompt stands for all.
+    return {"prompt": items[0].prompt, "responses": [it.response for it in items]}
+
+
+def _compare_payload(items: list[TextPair]) -> dict[str, Any]:
+    # Consecutive items pair up; the first one's prompt is the comparison's prompt.
+    pairs = zip(items[0::2], items[1::2], strict=True)
+    return {
+        "comparisons": [
+            {"prompt": a.prompt, "response_a": a.response, "response_b": b.response} for a, b in pairs
+        ]
+    }
+
+
+def _list_field_has(body: Any, key: str, n: int) -> bool:
+    return isinstance(body, dict) and isinstance(body.get(key), list) and len(body[key]) == n
+
+
+_PAYLOADS: dict[str, Callable[[list[TextPair]], dict[str, Any]]] = {
+    "score": _score_payload,
+    "rank": _rank_payload,
+    "compare": _compare_payload,
+}
+# A 200 only counts as "ok" when it answers every item: (body, n_items) -> bool.
+_ANSWER_CHECKS: dict[str, Callable[[Any, int], bool]] = {
+    "score": lambda body, n: _list_field_has(body, "scores", n),
+    "rank": lambda body, n: _list_field_has(body, "results", n),
+    "compare": lambda body, n: _list_field_has(body, "results", n // 2),
+}
+
+
+def endpoint_path(endpoint: str) -> str:
+    return f"/v1/{endpoint}"
+
+
+async def _send(
+    client: httpx.AsyncClient, config: LoadConfig, index: int, items: list[TextPair]
+) -> RequestRecord:
+    payload = _PAYLOADS[config.endpoint](items)
+    started = time.perf_counter()
+    try:
+        response = await client.post(endpoint_path(config.endpoint), json=payload)
+    except httpx.TimeoutException:
+        outcome = "timeout"
+    except httpx.ConnectError:
+        outcome = "connect_error"
+    except httpx.HTTPError:
+        outcome = "transport_error"
+    else:
+        if response.status_code != 200:
+            outcome = str(response.status_code)
+        else:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            answered = _ANSWER_CHECKS[config.endpoint](body, len(items))
+            outcome = OK if answered else "bad_response"
+    return RequestRecord(index, len(items), outcome, time.perf_counter() - started)
+
+
+class _Run:
+    """The state of one run: who is in flight, what has finished."""
+
+    def __init__(self, config: LoadConfig, items: ItemCycle) -> None:
+        self.config = config
+        self.items = items
+        self.records: list[RequestRecord] = []
+        self.in_flight: dict[int, tuple[float, int]] = {}  # index -> (perf_counter start, n_items)
+        self.next_index = 0
+
+    async def one(self, client: httpx.AsyncClient, index: int) -> None:
+        batch = items_for(self.config.endpoint, self.items, index, self.config.items_per_request)
+        self.in_flight[index] = (time.perf_counter(), len(batch))
+        record = await _send(client, self.config, index, batch)
+        del self.in_flight[index]  # only reached when not cancelled
+        self.records.append(record)
+
+    async def closed_loop(self, clients: list[httpx.AsyncClient]) -> None:
+        async def worker(client: httpx.AsyncClient) -> None:
+            # Single-threaded event loop: taking the next index needs no lock.
+            while self.next_index < self.config.requests:
+                index = self.next_index
+                self.next_index += 1
+                await self.one(client, index)
+
+        async with asyncio.TaskGroup() as group:
+            for client in clients:
+                group.create_task(worker(client))
+
+    async def open_loop(self, clients: list[httpx.AsyncClient], rate: float) -> None:
+        loop = asyncio.get_running_loop()
+        idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in clients:
+            idle.put_nowait(client)
+        start = loop.time()
+
+        async def paced(index: int, client: httpx.AsyncClient) -> None:
+            try:
+                await self.one(client, index)
+            finally:
+                idle.put_nowait(client)
+
+        async with asyncio.TaskGroup() as group:
+            for index in range(self.config.requests):
+                delay = start + index / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                client = await idle.get()  # never more than `concurrency` in flight
+                group.create_task(paced(index, client))
+
+    def abandon_in_flight(self, now: float) -> None:
+        for index, (started, n_items) in sorted(self.in_flight.items()):
+            self.records.append(RequestRecord(index, n_items, UNFINISHED, now - started))
+        self.in_flight.clear()
+
+
+def make_client(config: LoadConfig, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """A client holding one connection, used by one worker at a time.
+
+    One client per worker rather than one shared pool: httpcore scans every connection
+    of a pool on each request, which at concurrency 32 doubled the generator's CPU per
+    request, CPU that the server under test needs on a small machine.
+    """
+    return httpx.AsyncClient(
+        base_url=config.url,
+        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        timeout=httpx.Timeout(config.request_timeout_s),
+        verify=tls if tls is not None else True,
+        trust_env=False,  # a proxy from the environment must not sit between us and 127.0.0.1
+    )
+
+
+async def run_load(config: LoadConfig, items: ItemCycle) -> LoadResult:
+    """Run the load described by `config`; returns when done or when `duration_s` is up."""
+    check_target(config.url, config.allow_remote)
+    tls = ssl.create_default_context()  # built once: building one per client costs ~70 ms each
+    async with contextlib.AsyncExitStack() as stack:
+        n_clients = min(config.concurrency, config.requests)
+        clients = [
+            await stack.enter_async_context(make_client(config, tls)) for _ in range(n_clients)
+        ]
+        run = _Run(config, items)
+        started = time.perf_counter()
+        if config.rate is None:
+            body = run.closed_loop(clients)
+        else:
+            body = run.open_loop(clients, config.rate)
+        task = asyncio.create_task(body)
+        done, _ = await asyncio.wait({task}, timeout=config.duration_s)
+        stopped_by = "requests"
+        if task in done:
+            task.result()  # re-raise a bug in the generator itself
+        else:
+            stopped_by = "duration"
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            run.abandon_in_flight(time.perf_counter())
+        elapsed = time.perf_counter() - started
+    records = sorted(run.records, key=lambda r: r.index)
+    return LoadResult(config=config, records=records, elapsed_s=elapsed, stopped_by=stopped_by)
+
+
+def run_load_sync(config: LoadConfig, items: ItemCycle) -> LoadResult:
+    return asyncio.run(run_load(config, items))

@@ -1,0 +1,192 @@
+"""The baseline the service is measured against: the same model behind FastAPI, no batching.
+
+Each POST /v1/score runs `scorer.score(items)` directly in a worker thread (a plain
+`def` endpoint), which is how a reward model is usually first put behind HTTP. The
+request and response JSON match the service's /v1/score, so one load generator drives both.
+
+Run it with `uvicorn --factory loadtest.naive_server:create_naive_app`; settings come from
+the arguments or, when left out, from the same PLAUDIT_* variables the service reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from model_store.scoring import Scorer, ScoringError, TextPair
+
+DEFAULT_MAX_ITEMS_PER_REQUEST = 512  # the service's default for the same setting
+
+
+class NaiveConfigError(ValueError):
+    """The naive server is missing a setting or has a bad one; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class NaiveConfig:
+    """The subset of the service's settings that the baseline uses, with the same names."""
+
+    store_dir: str | None = None
+    model: str | None = None
+    engine: str = "onnx"
+    device: str = "cpu"
+    precision: str = "auto"
+    intra_op_threads: int | None = None
+    engine_options: Mapping[str, Any] = field(default_factory=dict)
+    max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "NaiveConfig":
+        def get(name: str) -> str | None:
+            value = environ.get(f"PLAUDIT_{name}")
+            return value if value else None
+
+        def get_int(name: str) -> int | None:
+            text = get(name)
+            if text is None:
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                raise NaiveConfigError(f"PLAUDIT_{name}={text!r} is not a whole number") from None
+
+        options_text = get("ENGINE_OPTIONS")
+        try:
+            options = json.loads(options_text) if options_text else {}
+        except json.JSONDecodeError as exc:
+            raise NaiveConfigError(f"PLAUDIT_ENGINE_OPTIONS is not valid JSON: {exc.msg}") from None
+        if not isinstance(options, dict):
+            raise NaiveConfigError('PLAUDIT_ENGINE_OPTIONS must be a JSON object, e.g. {"delay_s": 0.1}')
+        return cls(
+            store_dir=get("STORE_DIR"),
+            model=get("MODEL"),
+            engine=(get("ENGINE") or "onnx").strip().lower(),
+            device=get("DEVICE") or "cpu",
+            precision=get("PRECISION") or "auto",
+            intra_op_threads=get_int("INTRA_OP_THREADS"),
+            engine_options=options,
+            max_items_per_request=get_int("MAX_ITEMS_PER_REQUEST") or DEFAULT_MAX_ITEMS_PER_REQUEST,
+        )
+
+
+def load_configured_scorer(config: NaiveConfig) -> Scorer:
+    """Load the model as the service does: a test engine directly, else store -> verify -> load."""
+    from model_store.engines import TEST_ENGINES
+
+    if config.engine in TEST_ENGINES:
+        from model_store.engines.deterministic import make_test_engine
+
+        return make_test_engine(config.engine, config.engine_options)
+    if not config.store_dir or not config.model:
+        raise NaiveConfigError(
+            f"engine {config.engine!r} needs a stored model: set PLAUDIT_STORE_DIR and "
+            "PLAUDIT_MODEL (or pass store_dir and model_ref)"
+        )
+    from model_store.loading import load_scorer
+    from model_store.store import ModelStore
+
+    store = ModelStore(config.store_dir)
+    version = store.resolve(config.model)
+    store.verify(version)
+    return load_scorer(
+        version,
+        engine=config.engine,
+        device=config.device,
+        precision=config.precision,
+        intra_op_threads=config.intra_op_threads,
+    )
+
+
+class ItemIn(BaseModel):
+    prompt: str
+    response: str
+
+
+class ScoreRequest(BaseModel):
+    items: Annotated[list[ItemIn], Field(min_length=1)]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float]
+    model: ModelInfo
+    request_id: str
+
+
+def create_naive_app(
+    store_dir: str | None = None,
+    model_ref: str | None = None,
+    engine: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    intra_op_threads: int | None = None,
+    engine_options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """Build the baseline app; arguments left as None come from PLAUDIT_* variables."""
+    base = NaiveConfig.from_env(os.environ if environ is None else environ)
+    config = NaiveConfig(
+        store_dir=store_dir if store_dir is not None else base.store_dir,
+        model=model_ref if model_ref is not None else base.model,
+        engine=engine if engine is not None else base.engine,
+        device=device if device is not None else base.device,
+        precision=precision if precision is not None else base.precision,
+        intra_op_threads=intra_op_threads if intra_op_threads is not None else base.intra_op_threads,
+        engine_options=engine_options if engine_options is not None else base.engine_options,
+        max_items_per_request=base.max_items_per_request,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        scorer = load_configured_scorer(config)
+        scorer.warmup()
+        try:
+            yield {"scorer": scorer}
+        finally:
+            scorer.close()
+
+    app = FastAPI(title="Plaudit naive baseline", lifespan=lifespan)
+
+    @app.get("/readyz")
+    def readyz() -> dict[str, str]:
+        # Serving starts only after the lifespan loaded the model, so reaching here means ready.
+        return {"status": "ready"}
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # A plain `def` endpoint: FastAPI runs it in its thread pool, one scorer call per request.
+    @app.post("/v1/score", response_model=ScoreResponse)
+    def score(body: ScoreRequest, request: Request) -> ScoreResponse:
+        if len(body.items) > config.max_items_per_request:
+            raise HTTPException(
+                status_code=422,
+                detail=f"{len(body.items)} items in one request; the limit is "
+                f"{config.max_items_per_request} (PLAUDIT_MAX_ITEMS_PER_REQUEST)",
+            )
+        scorer: Scorer = request.state.scorer
+        pairs = [TextPair(it.prompt, it.response) for it in body.items]
+        try:
+            scores = scorer.score(pairs)
+        except ScoringError:
+            raise HTTPException(status_code=500, detail="scoring failed") from None
+        return ScoreResponse(
+            scores=[float(s) for s in scores],
+            model=ModelInfo(name=scorer.name, version=str(scorer.version)),
+            request_id=uuid.uuid4().hex,
+        )
+
+    return app

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadtest import bench_serving as bench
+from loadtest.data import ItemCycle, synthetic_items
+from loadtest.naive_server import NaiveConfig
+from loadtest.report import LatencySummary, LoadReport
+from model_store.engines.deterministic import DeterministicScorer
+
+
+def report(items_per_s: float, p50: float, p99: float) -> LoadReport:
+    return LoadReport(
+        endpoint="score", concurrency=32, items_per_request=1, rate=None,
+        requests=100, ok=100, failed=0, unfinished=0, items_ok=100, elapsed_s=1.0,
+        requests_per_s=items_per_s, items_per_s=items_per_s,
+        latency=LatencySummary(p50_ms=p50, p95_ms=p99, p99_ms=p99, max_ms=p99, mean_ms=p50),
+        errors={}, stopped_by="requests",
+    )
+
+
+def test_ratio_handles_missing_and_zero() -> None:
+    assert bench.ratio(6.0, 3.0) == 2.0
+    assert bench.ratio(None, 3.0) is None
+    assert bench.ratio(1.0, 0.0) is None
+    assert bench.ratio(math.nan, 1.0) is None
+
+
+def test_compare_on_literal_reports() -> None:
+    plaudit = {"c32_k1": report(400.0, 50.0, 80.0), bench.IDLE_SCENARIO: report(1.0, 12.0, 15.0)}
+    naive = {"c32_k1": report(100.0, 200.0, 320.0), bench.IDLE_SCENARIO: report(1.0, 10.0, 11.0)}
+    out = bench.compare(plaudit, naive, ceiling_items_per_s=500.0, direct_latency_ms=8.0)
+    assert out["c32_k1"] == {
+        "plaudit_over_naive_items_per_s": 4.0,
+        "plaudit_over_ceiling": 0.8,
+        "naive_over_ceiling": 0.2,
+        "plaudit_p99_ms": 80.0,
+        "naive_p99_ms": 320.0,
+        "p99_plaudit_over_naive": 0.25,
+    }
+    idle = out[bench.IDLE_SCENARIO]
+    assert idle["plaudit_over_direct"] == 1.5
+    assert idle["plaudit_overhead_ms"] == 4.0
+    assert idle["plaudit_p50_ms"] == 12.0 and idle["naive_p50_ms"] == 10.0
+    assert idle["direct_single_item_ms"] == 8.0
+
+
+def test_compare_with_a_skipped_scenario() -> None:
+    out = bench.compare({"c32_k16": report(300.0, 1.0, 2.0)}, {"c32_k16": None}, 600.0, 5.0)
+    assert out["c32_k16"]["plaudit_over_naive_items_per_s"] is None
+    assert out["c32_k16"]["plaudit_over_ceiling"] == 0.5
+
+
+def test_scenarios_cover_the_three_loads() -> None:
+    for quick in (True, False):
+        plan = {sc.name: sc for sc in bench.scenarios(quick)}
+        assert (plan["c32_k1"].concurrency, plan["c32_k1"].items_per_request) == (32, 1)
+        assert (plan["c32_k16"].concurrency, plan["c32_k16"].items_per_request) == (32, 16)
+        idle = plan[bench.IDLE_SCENARIO]
+        assert (idle.concurrency, idle.rate) == (1, 1.0)
+        # A 1 req/s scenario must be allowed to last as long as its requests take.
+        assert idle.duration_s > idle.requests / idle.rate
+
+
+def test_format_results_prints_every_row() -> None:
+    plaudit = {"c32_k1": report(400.0, 50.0, 80.0), bench.IDLE_SCENARIO: report(1.0, 12.0, 15.0)}
+    naive = {"c32_k1": report(100.0, 200.0, 320.0), bench.IDLE_SCENARIO: None}
+    results = {
+        "ceiling": {"items_per_s_by_batch": {1: 50.0, 8: 500.0}, "best_batch_size": 8,
+                    "best_items_per_s": 500.0, "direct_latency_ms": 8.0},
+        "servers": {
+            "plaudit": {k: v.to_json() for k, v in plaudit.items()},
+            "naive": {k: (v.to_json() if v else None) for k, v in naive.items()},
+        },
+        "comparison": bench.compare(plaudit, naive, 500.0, 8.0),
+    }
+    text = bench.format_results(results)
+    assert "b8: 500.0" in text and "(best b8)" in text
+    assert "Plaudit/naive items/s x4," in text and "p99 Plaudit/naive 0.25" in text
+    assert "Plaudit/ceiling 0.8," in text
+    assert "naive    idle_c1_1rps  (not run: no time left or server did not start)" in text
+    assert "Plaudit/direct x1.5)" in text
+
+
+def test_measure_ceiling_tries_every_batch_size() -> None:
+    items = synthetic_items(40)
+    ceiling = bench.measure_ceiling(DeterministicScorer(), items, n_single=5, time_limit_s=60.0)
+    assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
+    assert ceiling.best_items_per_s == max(ceiling.items_per_s_by_batch.values())
+    assert ceiling.items_per_s_by_batch[ceiling.best_batch_size] == ceiling.best_items_per_s
+    assert ceiling.direct_latency_ms > 0
+
+
+def test_server_env_sets_settings_and_threads() -> None:
+    config = NaiveConfig(
+        store_dir="/m", model="rm:3", engine="onnx", precision="int8", intra_op_threads=2
+    )
+    base = {"PATH": "/bin", "PLAUDIT_MAX_WAIT_MS": "2", "PLAUDIT_MODEL": "old"}
+    env = bench.server_env(base, config, 8123)
+    assert env["PLAUDIT_MODEL"] == "rm:3" and env["PLAUDIT_STORE_DIR"] == "/m"
+    assert env["PLAUDIT_PRECISION"] == "int8" and env["PLAUDIT_PORT"] == "8123"
+    assert env["PLAUDIT_INTRA_OP_THREADS"] == "2" and env["OMP_NUM_THREADS"] == "2"
+    assert env["PLAUDIT_MAX_WAIT_MS"] == "2" and env["PATH"] == "/bin"
+    assert "PLAUDIT_ENGINE_OPTIONS" not in env
+    slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.1})
+    assert json.loads(bench.server_env({}, slow, 8123)["PLAUDIT_ENGINE_OPTIONS"]) == {"delay_s": 0.1}
+
+
+def test_server_process_serves_the_naive_app_and_stops() -> None:
+    config = NaiveConfig(engine="deterministic", intra_op_threads=1)
+    port = bench.free_port()
+    with bench.ServerProcess(bench.SERVERS["naive"], bench.server_env({}, config, port), port) as proc:
+        proc.wait_ready(timeout_s=60)
+        response = httpx.post(
+            f"{proc.url}/v1/score", json={"items": [{"prompt": "p", "response": "r"}]}, trust_env=False
+        )
+        assert response.status_code == 200 and len(response.json()["scores"]) == 1
+        assert proc.running
+    assert not proc.running
+
+
+def test_run_server_restarts_after_a_cut_scenario_and_reports_both() -> None:
+    slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.1}, intra_op_threads=1)
+    plan = [
+        bench.Scenario("cut", concurrency=2, items_per_request=1, requests=100, duration_s=0.5),
+        bench.Scenario("whole", concurrency=2, items_per_request=3, requests=4, duration_s=60.0),
+    ]
+    reports, error = bench.run_server(
+        bench.SERVERS["naive"],
+        lambda port: bench.server_env({}, slow, port),
+        ItemCycle(synthetic_items(10)),
+        plan,
+        bench.Budget(300.0),
+        reserve_s=0.0,
+    )
+    assert error is None
+    cut, whole = reports["cut"], reports["whole"]
+    assert cut is not None and whole is not None
+    assert (cut.stopped_by, cut.unfinished, cut.failed) == ("duration", 2, 0)
+    assert (whole.stopped_by, whole.ok, whole.items_ok, whole.unfinished) == ("requests", 4, 12, 0)
+
+
+def test_run_server_reports_a_server_that_cannot_start() -> None:
+    config = NaiveConfig(engine="onnx")  # no store: the naive app refuses to start
+    plan = bench.scenarios(quick=True)
+    reports, error = bench.run_server(
+        bench.SERVERS["naive"],
+        lambda port: bench.server_env({}, config, port),
+        ItemCycle(synthetic_items(4)),
+        plan,
+        bench.Budget(120.0),
+    )
+    assert error is not None and "exited with code" in error and "PLAUDIT_STORE_DIR" in error
+    assert reports == {sc.name: None for sc in plan}
+
+
+def test_main_skips_what_its_time_bound_leaves_no_room_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    argv = ["--engine", "deterministic", "--quick", "--max-total-s", "11", "--out", str(out)]
+    assert bench.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert set(results["ceiling"]["items_per_s_by_batch"]) == {str(b) for b in bench.BATCH_SIZES}
+    # Less than the 10 s kept in reserve + 3 s: no server starts, no scenario runs.
+    assert results["servers"] == {
+        server: {sc.name: None for sc in bench.scenarios(quick=True)} for server in bench.SERVERS
+    }
+    assert results["comparison"]["c32_k1"]["plaudit_over_naive_items_per_s"] is None
+    assert results["server_errors"] == {}
+    assert "(not run: no time left or server did not start)" in capsys.readouterr().out
+
+
+def test_main_needs_a_store_for_model_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--engine", "onnx"]) == 2
+    assert "--store and --model are required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_measure_ceiling_on_a_stored_onnx_model(trained_store: Path, precision: str) -> None:
+    from loadtest.naive_server import load_configured_scorer
+
+    config = NaiveConfig(
+        store_dir=str(trained_store), model="tiny@production", precision=precision, intra_op_threads=1
+    )
+    scorer = load_configured_scorer(config)
+    try:
+        ceiling = bench.measure_ceiling(scorer, synthetic_items(24), n_single=3, time_limit_s=60.0)
+    finally:
+        scorer.close()
+    assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
+    assert ceiling.best_items_per_s > 0 and ceiling.direct_latency_ms > 0

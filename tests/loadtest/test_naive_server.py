@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from loadtest.naive_server import NaiveConfig, NaiveConfigError, create_naive_app
+from model_store.engines.deterministic import DeterministicScorer
+from model_store.scoring import TextPair
+
+ITEMS = [
+    {"prompt": "How do I boil an egg?", "response": "Sure, here is how: simmer it for nine minutes."},
+    {"prompt": "How do I boil an egg?", "response": "No."},
+]
+
+
+def test_scores_match_the_engine_and_shape_matches_the_service() -> None:
+    app = create_naive_app(engine="deterministic", environ={})
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        response = client.post("/v1/score", json={"items": ITEMS})
+    assert response.status_code == 200
+    body = response.json()
+    expected = DeterministicScorer().score([TextPair(**it) for it in ITEMS])
+    assert body["scores"] == pytest.approx([float(s) for s in expected])
+    assert body["model"] == {"name": "deterministic", "version": "0"}
+    assert isinstance(body["request_id"], str) and body["request_id"]
+
+
+def test_empty_and_oversized_requests_are_refused() -> None:
+    environ = {"PLAUDIT_ENGINE": "deterministic", "PLAUDIT_MAX_ITEMS_PER_REQUEST": "1"}
+    app = create_naive_app(environ=environ)
+    with TestClient(app) as client:
+        assert client.post("/v1/score", json={"items": []}).status_code == 422
+        too_many = client.post("/v1/score", json={"items": ITEMS})
+        assert too_many.status_code == 422
+        assert "PLAUDIT_MAX_ITEMS_PER_REQUEST" in too_many.json()["detail"]
+        assert client.post("/v1/score", json={"items": ITEMS[:1]}).status_code == 200
+
+
+def test_engine_failure_is_a_500_without_details() -> None:
+    with TestClient(create_naive_app(engine="failing", environ={})) as client:
+        response = client.post("/v1/score", json={"items": ITEMS})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "scoring failed"}
+
+
+def test_engine_options_reach_the_test_engine() -> None:
+    app = create_naive_app(engine="deterministic", engine_options={"name": "slow-one"}, environ={})
+    with TestClient(app) as client:
+        body = client.post("/v1/score", json={"items": ITEMS[:1]}).json()
+    assert body["model"]["name"] == "slow-one"
+
+
+def test_model_engine_without_store_fails_at_startup_naming_the_variables() -> None:
+    app = create_naive_app(engine="onnx", environ={})
+    with pytest.raises(NaiveConfigError, match="PLAUDIT_STORE_DIR and PLAUDIT_MODEL"):
+        with TestClient(app):
+            pass
+
+
+def test_config_from_env() -> None:
+    config = NaiveConfig.from_env(
+        {
+            "PLAUDIT_STORE_DIR": "/models",
+            "PLAUDIT_MODEL": "rm@production",
+            "PLAUDIT_ENGINE": "ONNX",
+            "PLAUDIT_PRECISION": "int8",
+            "PLAUDIT_INTRA_OP_THREADS": "2",
+            "PLAUDIT_ENGINE_OPTIONS": '{"delay_s": 0.1}',
+        }
+    )
+    assert (config.store_dir, config.model, config.engine, config.precision) == (
+        "/models", "rm@production", "onnx", "int8"
+    )
+    assert config.intra_op_threads == 2 and config.engine_options == {"delay_s": 0.1}
+    with pytest.raises(NaiveConfigError, match="PLAUDIT_INTRA_OP_THREADS='two'"):
+        NaiveConfig.from_env({"PLAUDIT_INTRA_OP_THREADS": "two"})
+    with pytest.raises(NaiveConfigError, match="PLAUDIT_ENGINE_OPTIONS is not valid JSON"):
+        NaiveConfig.from_env({"PLAUDIT_ENGINE_OPTIONS": "{"})
+
+
+def test_serves_a_stored_onnx_model_with_the_same_scores_as_in_process(trained_store: Path) -> None:
+    from model_store.loading import load_scorer
+    from model_store.store import ModelStore
+
+    app = create_naive_app(store_dir=str(trained_store), model_ref="tiny", engine="onnx", environ={})
+    with TestClient(app) as client:
+        body = client.post("/v1/score", json={"items": ITEMS}).json()
+    in_process = load_scorer(ModelStore(trained_store).resolve("tiny"))
+    expected = in_process.score([TextPair(**it) for it in ITEMS])
+    assert body["model"] == {"name": "tiny", "version": "1"}
+    assert body["scores"] == pytest.approx([float(s) for s in expected], abs=1e-5)
