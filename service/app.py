@@ -14,17 +14,21 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from model_store.errors import StoreError
+from service.auth import load_api_keys, require_probe_access, require_scope
 from service.batching import Batcher
 from service.deps import AppState
 from service.errors import install_error_handlers
+from service.feedback_state import open_feedback_store
+from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
 from service.model_loading import ModelLoadError, load_model
-from service.routes import models, ops, scoring
+from service.routes import feedback, lifecycle, models, ops, scoring
 from service.settings import Settings
 
 log = logging.getLogger("plaudit.service")
@@ -67,13 +71,25 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         holder = ModelHolder()
         loading = asyncio.create_task(load_and_publish(settings, metrics, holder), name="plaudit-model-load")
+        swapper = ModelSwapper(settings, metrics, holder)
+        api_keys = load_api_keys(settings)
+        feedback_store = await open_feedback_store(settings)  # never raises; 503s say why
         try:
-            yield AppState(settings=settings, metrics=metrics, holder=holder)
+            yield AppState(
+                settings=settings,
+                metrics=metrics,
+                holder=holder,
+                swapper=swapper,
+                feedback=feedback_store,
+                api_keys=api_keys,
+            )
         finally:
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
+            await swapper.aclose()
             await holder.close()
+            await feedback_store.close()
 
     return lifespan
 
@@ -89,8 +105,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, metrics),
     )
     install_error_handlers(app)
-    app.include_router(scoring.router)
-    app.include_router(models.router)
-    app.include_router(ops.router)
+    app.include_router(scoring.router, dependencies=[Depends(require_scope("score"))])
+    app.include_router(models.router, dependencies=[Depends(require_scope("score"))])
+    app.include_router(feedback.router)  # its routes need feedback or admin
+    app.include_router(lifecycle.router)
+    app.include_router(ops.router, dependencies=[Depends(require_probe_access)])
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    if settings.cors_origins:
+        # Outermost, so that every answer a browser may read (413, 500 too) carries the headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
+        )
     return app

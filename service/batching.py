@@ -13,6 +13,10 @@ Failure rules: a batch that fails fails every request with an item in it (none i
 hanging) and the collector goes on with the next batch. Cancelled and expired requests
 have their waiting items dropped before they reach the engine. If the collector task
 itself dies, `alive` turns False and every outstanding request is failed.
+
+Retiring (a model swap): `drain` stops accepting new requests, lets every accepted one
+finish (tokenizing, waiting and running items alike), then stops; `stop` fails what is
+still outstanding at once (shutdown).
 """
 
 from __future__ import annotations
@@ -96,10 +100,12 @@ class Batcher:
         self._accepted_items = 0  # items of live requests: tokenizing, waiting or running
         self._tokenizing = 0  # requests inside Scorer.encode right now
         self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None  # set while no request is outstanding
         self._collector: asyncio.Task[None] | None = None
         self._tokenize_pool: ThreadPoolExecutor | None = None
         self._engine_pool: ThreadPoolExecutor | None = None
         self._stopping = False
+        self._accepting = True
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -108,6 +114,8 @@ class Batcher:
         if self._collector is not None:
             raise RuntimeError("Batcher.start() called twice")
         self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._tokenize_pool = ThreadPoolExecutor(
             self._tokenize_workers, thread_name_prefix="plaudit-tokenize"
         )
@@ -134,6 +142,33 @@ class Batcher:
             # Let a running batch finish, so the scorer is not closed under it.
             await asyncio.to_thread(self._engine_pool.shutdown, True)
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop accepting requests, wait for every accepted one to be answered, then stop.
+
+        True if all were answered within `timeout_s`; if not, `stop` fails the rest
+        (NotReady), as at shutdown. The batcher stays `alive` while it drains, so items
+        still being tokenized are queued and scored as usual.
+        """
+        self._accepting = False
+        drained = True
+        if self._idle is not None and self._accepted_items:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+            except TimeoutError:
+                drained = False
+                log.warning(
+                    "drain timed out after %.1f s with %d item(s) outstanding; failing them",
+                    timeout_s,
+                    self._accepted_items,
+                )
+        await self.stop()
+        return drained
+
+    @property
+    def accepting(self) -> bool:
+        """Whether `submit` takes new requests (False once draining or stopped)."""
+        return self._accepting and self.alive
+
     @property
     def alive(self) -> bool:
         return self._collector is not None and not self._collector.done() and not self._stopping
@@ -155,6 +190,8 @@ class Batcher:
             return np.zeros(0, dtype=np.float32)
         if not self.alive:
             raise NotReady("the batcher is not running")
+        if not self._accepting:
+            raise NotReady("this model version is being replaced; retry")
         n = len(pairs)
         if self._accepted_items + n > self.max_queue_items:
             raise QueueFullError(
@@ -206,6 +243,8 @@ class Batcher:
     def _accept(self, request: _Request) -> None:
         self._live.add(request)
         self._accepted_items += request.n_items
+        if self._idle is not None:
+            self._idle.clear()
         self.metrics.queue_depth.set(self._accepted_items)
 
     def _enqueue(self, request: _Request, encoded: list[Encoded]) -> None:
@@ -225,6 +264,8 @@ class Batcher:
         self._live.discard(request)
         self._accepted_items -= request.n_items
         self.metrics.queue_depth.set(self._accepted_items)
+        if self._accepted_items == 0 and self._idle is not None:
+            self._idle.set()
         return True
 
     def _drop_waiting(self, request: _Request, reason: str) -> None:

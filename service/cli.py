@@ -37,6 +37,11 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument(
         "--threads", dest="intra_op_threads", type=int, help="engine threads (default: all cores)"
     )
+    parser.add_argument(
+        "--feedback-db",
+        help="feedback database: sqlite:///PATH or postgresql://USER@HOST/DB "
+        "(default: sqlite:///plaudit-data/feedback.db)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     parser.set_defaults(func=serve)
 
@@ -52,6 +57,7 @@ _SETTING_ARGS = (
     "max_batch_items",
     "max_wait_ms",
     "intra_op_threads",
+    "feedback_db",
 )
 
 

@@ -5,10 +5,14 @@ They are `async def` so FastAPI calls them on the event loop instead of a worker
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
+from service.auth import ApiKeyTable
+from service.feedback_state import FeedbackStoreHolder
+from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, ModelHolder
 from service.settings import Settings
@@ -20,6 +24,9 @@ class AppState(TypedDict):
     settings: Settings
     metrics: ServiceMetrics
     holder: ModelHolder
+    swapper: ModelSwapper
+    feedback: FeedbackStoreHolder
+    api_keys: ApiKeyTable
 
 
 async def get_settings(request: Request) -> Settings:
@@ -37,9 +44,25 @@ async def get_holder(request: Request) -> ModelHolder:
     return holder
 
 
-async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> LoadedModel:
-    """The model serving this request; 503 (NotReady) while none is."""
-    return holder.get()
+async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> AsyncIterator[LoadedModel]:
+    """The model serving this request; 503 (NotReady) while none is.
+
+    Taken once per request and held until the request is done, so a hot swap retires
+    the old model only after every request that took it has finished.
+    """
+    model = holder.get()
+    with model.requests.hold():
+        yield model
+
+
+async def get_swapper(request: Request) -> ModelSwapper:
+    swapper: ModelSwapper = request.state.swapper
+    return swapper
+
+
+async def get_feedback(request: Request) -> FeedbackStoreHolder:
+    feedback: FeedbackStoreHolder = request.state.feedback
+    return feedback
 
 
 async def get_request_id(request: Request) -> str:
@@ -50,4 +73,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
+SwapperDep = Annotated[ModelSwapper, Depends(get_swapper)]
+FeedbackDep = Annotated[FeedbackStoreHolder, Depends(get_feedback)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -2,12 +2,16 @@
 
 Routes take the `LoadedModel` once per request (its scorer and batcher travel together),
 so a later hot-swap only has to assign `ModelHolder.current`; requests already running
-finish on the model they started with.
+finish on the model they started with. Each request holds the model's `InFlight` count
+while it runs, so the swap knows when the old model is no longer used.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Literal
 
 from model_store.scoring import Scorer
@@ -30,11 +34,47 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()
 
 
+class InFlight:
+    """How many requests are using one model right now.
+
+    A request takes its model before it reaches the batcher, so the batcher's own queue
+    cannot see it yet; this count can, and a swap waits for it to reach zero before it
+    drains and closes the old model.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """True once no request holds the model; False if some still do after `timeout_s`."""
+        if self.count == 0:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     info: ModelInfo
     scorer: Scorer
     batcher: Batcher
+    requests: InFlight = field(default_factory=InFlight, compare=False, repr=False)
 
     @property
     def name(self) -> str:

@@ -71,7 +71,11 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         max_length=getattr(scorer, "max_length", None),
         aliases=aliases,
     )
-    scorer.warmup()
+    try:
+        scorer.warmup()
+    except BaseException:
+        scorer.close()  # a model that cannot warm up is never served; free its session now
+        raise
     return scorer, info
 
 

@@ -190,3 +190,18 @@ class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
     model: ModelField
     request_id: RequestIdField
+
+
+# -- model lifecycle (admin) ---------------------------------------------------------------
+
+
+class PromoteRequest(_Strict):
+    version: int = Field(ge=1, description="The stored version to promote.", examples=[2])
+    alias: str = Field(default="production", description="The alias to point at it.", examples=["production"])
+
+
+class SwapResponse(BaseModel):
+    old: ModelRefOut | None = Field(description="What was served before; None if nothing was.")
+    new: ModelRefOut = Field(description="What is served now.")
+    swapped: bool = Field(description="False when the configured model already named the served version.")
+    request_id: RequestIdField

@@ -6,11 +6,22 @@ setting's name, its environment variable and what to put there instead.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.api_keys import ApiKeyError, ScopeName, merge_keys, parse_key_mapping, read_key_file
 
 ENV_PREFIX = "PLAUDIT_"
 ENGINES = ("onnx", "torch", "deterministic", "failing")
@@ -29,7 +40,10 @@ def env_name(field: str) -> str:
 class Settings(BaseSettings):
     """Everything the service needs to start; no instance exists until someone builds one."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value may be an API key or a database password.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # -- which model, on what ------------------------------------------------------------
     store_dir: Path = Field(default=Path("plaudit-data/models"), description="Model store root.")
@@ -59,6 +73,40 @@ class Settings(BaseSettings):
     max_items_per_request: int = 512
     max_chars_per_text: int = 32000
     max_body_bytes: int = 8 * 1024 * 1024
+
+    # -- feedback ------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path("plaudit-data"), description="Home of the default feedback database.")
+    feedback_enabled: bool = Field(
+        default=True, description="False: no feedback store, /v1/feedback* answer 503."
+    )
+    feedback_db: str | None = Field(
+        default=None,
+        repr=False,  # a PostgreSQL URL may carry a password
+        description="sqlite:///PATH or postgresql://USER@HOST/DB; None = sqlite:///<data_dir>/feedback.db.",
+    )
+    comparison_retention_hours: float = Field(
+        default=168.0, description="How long /v1/compare results stay resolvable by {request_id, choice}."
+    )
+    rating_min: float = Field(default=1.0, description="Bottom of this deployment's rating scale.")
+    rating_max: float = Field(default=5.0, description="Top of this deployment's rating scale.")
+    max_feedback_metadata_bytes: int = Field(
+        default=16 * 1024, description="Largest metadata object (as JSON)."
+    )
+
+    # -- security ------------------------------------------------------------------------
+    api_keys: dict[SecretStr, frozenset[ScopeName]] = Field(
+        default_factory=dict,
+        description='{"KEY": ["score", "feedback", "admin"]} (JSON in the env var); none = auth off.',
+    )
+    api_keys_file: Path | None = Field(default=None, description="File of `KEY scope,scope` lines.")
+    open_probes: bool = Field(
+        default=True, description="False: /healthz, /readyz, /metrics need a valid key."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API, e.g. ["https://app.example"].',
+    )
+    _key_scopes: dict[str, frozenset[ScopeName]] = PrivateAttr(default_factory=dict)
 
     @field_validator("engine", "device", "precision", mode="before")
     @classmethod
@@ -155,6 +203,88 @@ class Settings(BaseSettings):
                 f"not engine={self.engine}; unset {env_name('engine_options')}"
             )
         return self
+
+    # -- feedback and security (checked here so that `plaudit serve` fails fast, in one line) --
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: Any) -> Any:
+        # Checked before pydantic sees it: its own messages would put the key in the error location.
+        if isinstance(value, dict):
+            keys = {k.get_secret_value() if isinstance(k, SecretStr) else k: v for k, v in value.items()}
+            try:
+                return parse_key_mapping(keys, env_name("api_keys"))
+            except ApiKeyError as exc:
+                raise ValueError(str(exc)) from None
+        if value is None:
+            return {}
+        raise ValueError(f'api_keys must be a JSON object {{"KEY": ["score"]}}; fix {env_name("api_keys")}')
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            scheme, _, host = origin.partition("://")
+            if origin == "*":
+                continue
+            if scheme not in ("http", "https") or not host or "/" in host:
+                raise ValueError(
+                    f"cors_origins entry {origin!r} is not an origin; set {env_name('cors_origins')} to a JSON "
+                    'list of scheme://host[:port] without a path or trailing slash, e.g. ["https://app.example"]'
+                )
+        return value
+
+    @field_validator("comparison_retention_hours")
+    @classmethod
+    def _retention(cls, value: float) -> float:
+        if not 0 < value < float("inf"):
+            raise ValueError(
+                f"comparison_retention_hours={value} must be positive; set "
+                f"{env_name('comparison_retention_hours')} to the hours a comparison stays resolvable, e.g. 168"
+            )
+        return value
+
+    @field_validator("max_feedback_metadata_bytes")
+    @classmethod
+    def _metadata_limit(cls, value: int) -> int:
+        if value < 2:  # "{}" must fit
+            raise ValueError(
+                f"max_feedback_metadata_bytes={value} is too small; set "
+                f"{env_name('max_feedback_metadata_bytes')} to a few kilobytes, e.g. 16384"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _feedback_and_keys(self) -> Self:
+        if not (
+            math.isfinite(self.rating_min)
+            and math.isfinite(self.rating_max)
+            and self.rating_min < self.rating_max
+        ):
+            raise ValueError(
+                f"rating scale {self.rating_min:g}-{self.rating_max:g} is empty; set {env_name('rating_min')} "
+                f"below {env_name('rating_max')}, e.g. 1 and 5"
+            )
+        keys = {key.get_secret_value(): scopes for key, scopes in self.api_keys.items()}
+        if self.api_keys_file is not None:
+            try:
+                keys = merge_keys(keys, read_key_file(self.api_keys_file), self.api_keys_file)
+            except ApiKeyError as exc:
+                raise ValueError(str(exc)) from None
+        self._key_scopes = keys
+        return self
+
+    def feedback_url(self) -> str | None:
+        """The feedback database URL, or None when the store is disabled."""
+        if not self.feedback_enabled:
+            return None
+        if self.feedback_db is not None and self.feedback_db.strip():
+            return self.feedback_db.strip()
+        return f"sqlite:///{(self.data_dir / 'feedback.db').absolute()}"
+
+    def api_key_scopes(self) -> dict[str, frozenset[ScopeName]]:
+        """Every configured key (PLAUDIT_API_KEYS and api_keys_file) with its scopes; empty = auth off."""
+        return dict(self._key_scopes)
 
 
 def describe_settings_error(error: ValidationError) -> str:

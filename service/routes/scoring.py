@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
 from model_store.scoring import TextPair
-from service.deps import ModelDep, RequestIdDep, SettingsDep
+from service.deps import FeedbackDep, ModelDep, RequestIdDep, SettingsDep
 from service.dispatch import enforce_limits, score_pairs
+from service.feedback_state import comparison_key, remember_comparisons
 from service.model import LoadedModel
 from service.schemas import (
     CompareBatchResponse,
     CompareRequest,
     CompareResponse,
     CompareResult,
+    Comparison,
     ModelRefOut,
     RankedResponse,
     RankRequest,
@@ -22,6 +25,9 @@ from service.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+
+if TYPE_CHECKING:
+    from service.feedback import ScoredComparison
 
 router = APIRouter(prefix="/v1", tags=["scoring"])
 
@@ -59,8 +65,15 @@ async def score(
     summary="Probability that response_a is preferred to response_b",
 )
 async def compare(
-    body: CompareRequest, request: Request, model: ModelDep, settings: SettingsDep, request_id: RequestIdDep
+    body: CompareRequest,
+    request: Request,
+    model: ModelDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+    feedback: FeedbackDep,
 ) -> CompareResponse | CompareBatchResponse:
+    """Each comparison is remembered (before the answer goes out) so that a later POST
+    /v1/feedback {request_id, choice} resolves to it; remembering never fails the comparison."""
     comparisons = body.as_comparisons()
     prefix = "comparisons.{i}." if body.comparisons is not None else ""
     texts = (
@@ -75,9 +88,36 @@ async def compare(
         CompareResult(p_a_preferred=sigmoid(a - b), score_a=a, score_b=b)
         for a, b in zip(scores[0::2], scores[1::2], strict=True)
     ]
+    if feedback.store is not None:
+        await remember_comparisons(feedback, scored_comparisons(body, comparisons, results, model, request_id))
     if body.comparisons is None:
         return CompareResponse(**results[0].model_dump(), model=model_ref(model), request_id=request_id)
     return CompareBatchResponse(results=results, model=model_ref(model), request_id=request_id)
+
+
+def scored_comparisons(
+    body: CompareRequest,
+    comparisons: list[Comparison],
+    results: list[CompareResult],
+    model: LoadedModel,
+    request_id: str,
+) -> list[ScoredComparison]:
+    from service.feedback import ScoredComparison
+
+    single = body.comparisons is None
+    return [
+        ScoredComparison(
+            request_id=comparison_key(request_id, None if single else i),
+            prompt=c.prompt,
+            response_a=c.response_a,
+            response_b=c.response_b,
+            score_a=r.score_a,
+            score_b=r.score_b,
+            model_name=model.name,
+            model_version=model.version,
+        )
+        for i, (c, r) in enumerate(zip(comparisons, results, strict=True))
+    ]
 
 
 @router.post("/rank", response_model=RankResponse, summary="Order responses to one prompt, best first")

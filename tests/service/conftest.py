@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,19 @@ def _live_server(settings: Settings, app: FastAPI | None = None) -> Iterator[Liv
 
 
 ServerFactory = Callable[..., AbstractContextManager[LiveServer]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _feedback_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers built without feedback_db keep their default feedback database in a temporary
+    folder, not in ./plaudit-data of whoever runs the tests."""
+    previous = os.environ.get("PLAUDIT_DATA_DIR")
+    os.environ["PLAUDIT_DATA_DIR"] = str(tmp_path_factory.mktemp("plaudit-data"))
+    yield
+    if previous is None:
+        os.environ.pop("PLAUDIT_DATA_DIR", None)
+    else:
+        os.environ["PLAUDIT_DATA_DIR"] = previous
 
 
 @pytest.fixture

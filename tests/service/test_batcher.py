@@ -224,3 +224,61 @@ def test_stop_fails_outstanding_requests_and_waits_for_the_running_batch():
             await batcher.submit(pairs("late"))
 
     asyncio.run(main())
+
+
+def test_drain_finishes_queued_and_running_items_then_stops():
+    async def main() -> None:
+        metrics = ServiceMetrics()
+        batcher = Batcher(DeterministicScorer(delay_s=0.2), Settings(engine="deterministic"), metrics)
+        batcher.start()
+        running = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        queued = [asyncio.create_task(batcher.submit(pairs(f"queued {i}", "and another"))) for i in range(3)]
+        await eventually(lambda: batcher.queue_depth == 7, "the queued requests")
+
+        draining = asyncio.create_task(batcher.drain(timeout_s=30))
+        await eventually(lambda: not batcher.accepting, "the drain to begin")
+        with pytest.raises(NotReady, match="being replaced"):
+            await batcher.submit(pairs("too late"))
+        assert batcher.alive  # still scoring what it accepted
+
+        assert await draining is True
+        results = [await running, *[await task for task in queued]]
+        want = [DeterministicScorer().score(pairs("first"))] + [
+            DeterministicScorer().score(pairs(f"queued {i}", "and another")) for i in range(3)
+        ]
+        for got, expected in zip(results, want, strict=True):
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+        assert value(metrics, "plaudit_batch_size_items_sum") == 7.0
+        assert not batcher.alive and batcher.queue_depth == 0
+        with pytest.raises(NotReady):
+            await batcher.submit(pairs("after"))
+
+    asyncio.run(main())
+
+
+def test_drain_of_an_idle_batcher_stops_it_at_once():
+    async def main() -> None:
+        batcher = Batcher(DeterministicScorer(), Settings(engine="deterministic"), ServiceMetrics())
+        batcher.start()
+        await batcher.submit(pairs("one"))
+        assert await batcher.drain(timeout_s=0) is True
+        assert not batcher.alive
+
+    asyncio.run(main())
+
+
+def test_drain_that_times_out_fails_what_is_left_like_stop():
+    async def main() -> None:
+        batcher = Batcher(DeterministicScorer(delay_s=1.0), Settings(engine="deterministic"), ServiceMetrics())
+        batcher.start()
+        slow = asyncio.create_task(batcher.submit(pairs("slow")))
+        waiting = asyncio.create_task(batcher.submit(pairs("behind it")))
+        await eventually(lambda: batcher.queue_depth == 2, "both requests")
+        assert await batcher.drain(timeout_s=0.05) is False
+        for task in (slow, waiting):
+            with pytest.raises(NotReady, match="shutting down"):
+                await task
+        assert not batcher.alive and batcher.queue_depth == 0
+
+    asyncio.run(main())

@@ -1,0 +1,140 @@
+"""From a POST /v1/feedback body to a committed row: the rules between the edge and the store.
+
+- metadata is bounded (max_feedback_metadata_bytes, as compact UTF-8 JSON): 413 past it;
+- a rating is stored on this deployment's scale (rating_min..rating_max);
+- a choice {request_id, choice} becomes the pair /v1/compare scored (404 when unknown);
+- the model is the one the caller names, else the comparison's, else the one serving now;
+- the store's refusals become HTTP errors: invalid 422, feedback_id reused 409.
+
+The store is synchronous; everything here that touches it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from service.errors import InvalidInput, PayloadTooLarge, ServiceError
+from service.feedback_state import FeedbackUnavailable, comparison_key
+from service.schemas_feedback import FeedbackRequest
+from service.settings import Settings, env_name
+
+if TYPE_CHECKING:
+    from service.feedback import AddResult, FeedbackStore, NewFeedback
+    from service.model import LoadedModel
+
+log = logging.getLogger("plaudit.service")
+
+
+class FeedbackIdConflict(ServiceError):
+    status_code = 409
+    code = "feedback_conflict"
+
+
+class ComparisonNotFound(ServiceError):
+    status_code = 404
+    code = "unknown_comparison"
+
+
+def check_metadata_size(body: FeedbackRequest, settings: Settings) -> None:
+    if body.metadata is None:
+        return
+    size = len(json.dumps(body.metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    limit = settings.max_feedback_metadata_bytes
+    if size > limit:
+        raise PayloadTooLarge(
+            f"metadata is {size} bytes as JSON, over max_feedback_metadata_bytes={limit} "
+            f"({env_name('max_feedback_metadata_bytes')}); keep only what training or analysis needs"
+        )
+
+
+async def record_feedback(
+    body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
+) -> AddResult:
+    """Store `body` once per feedback_id; returns the row (the original one on a replay)."""
+    from sqlalchemy.exc import OperationalError
+
+    from service.feedback import FeedbackConflict, InvalidFeedback, UnknownComparison
+
+    check_metadata_size(body, settings)
+    try:
+        return await asyncio.to_thread(_store, body, store, serving, settings)
+    except InvalidFeedback as exc:
+        raise InvalidInput(str(exc)) from None
+    except FeedbackConflict as exc:
+        raise FeedbackIdConflict(str(exc)) from None
+    except UnknownComparison as exc:
+        raise ComparisonNotFound(str(exc)) from None
+    except OperationalError as exc:  # database unreachable, locked past its timeout, disk full...
+        log.warning("feedback not stored: the database failed: %s", str(exc.orig or exc).splitlines()[0])
+        raise FeedbackUnavailable("the feedback database is unavailable; retry later") from None
+
+
+def _store(
+    body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
+) -> AddResult:
+    from service.feedback import FeedbackConflict
+
+    item = _new_feedback(body, store, serving, settings)
+    try:
+        return store.add(item)
+    except FeedbackConflict as conflict:
+        # A retry without `model` that arrives after a model swap differs from the original only
+        # in the model we filled in; the original's model stands, so it is a replay, not a conflict.
+        old = conflict.existing
+        model_was_ours = body.model is None and body.shape != "choice"
+        if not model_was_ours or (old.model_name, old.model_version) == (item.model_name, item.model_version):
+            raise
+        return store.add(
+            dataclasses.replace(item, model_name=old.model_name, model_version=old.model_version)
+        )
+
+
+def _new_feedback(
+    body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
+) -> NewFeedback:
+    from service.feedback import NewFeedback
+
+    shape = body.shape
+    model = (serving.name, serving.version) if serving is not None else (None, None)
+    if shape == "choice":
+        assert body.request_id is not None and body.choice is not None
+        key = comparison_key(body.request_id, body.index)
+        resolved = store.resolve_choice(key, body.choice)
+        model = (resolved.model_name, resolved.model_version)  # what the user saw
+        item = NewFeedback(
+            kind="pair",
+            prompt=resolved.prompt,
+            chosen=resolved.chosen,
+            rejected=resolved.rejected,
+            request_id=key,
+        )
+    else:
+        assert body.prompt is not None  # every other shape has one (FeedbackRequest.shape)
+        if shape == "like":
+            item = NewFeedback(kind="like", prompt=body.prompt, response=body.response, liked=body.liked)
+        elif shape == "rating":
+            item = NewFeedback(
+                kind="rating",
+                prompt=body.prompt,
+                response=body.response,
+                rating=body.rating,
+                rating_min=settings.rating_min,
+                rating_max=settings.rating_max,
+            )
+        else:
+            item = NewFeedback(kind="pair", prompt=body.prompt, chosen=body.chosen, rejected=body.rejected)
+    if body.model is not None:
+        model = (body.model.name, body.model.version)
+    return dataclasses.replace(
+        item,
+        user=body.user,
+        source=body.source,
+        metadata=body.metadata or {},
+        feedback_id=body.feedback_id,
+        model_name=model[0],
+        model_version=model[1],
+    )

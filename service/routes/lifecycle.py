@@ -1,0 +1,52 @@
+"""POST /v1/models/reload and /v1/models/{name}/promote (admin): hot-swap the served model.
+
+The CLI path: `plaudit models promote NAME:V` moves the alias in the store, then
+`curl -X POST -H "Authorization: Bearer $ADMIN_KEY" http://HOST/v1/models/reload`
+makes a running service serve it. The work is done by service.lifecycle.ModelSwapper.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from service.auth import require_scope
+from service.deps import RequestIdDep, SwapperDep
+from service.lifecycle import ServedRef, SwapOutcome
+from service.schemas import ModelRefOut, PromoteRequest, SwapResponse
+
+router = APIRouter(prefix="/v1/models", tags=["lifecycle"], dependencies=[Depends(require_scope("admin"))])
+
+_REFUSALS = {
+    409: {"description": "A reload is already in progress, or the version failed its checksums"},
+    422: {"description": "The version could not be loaded or warmed up (the old one keeps serving)"},
+}
+
+
+def _ref_out(ref: ServedRef | None) -> ModelRefOut | None:
+    return ModelRefOut(name=ref.name, version=ref.version) if ref is not None else None
+
+
+def _response(outcome: SwapOutcome, request_id: str) -> SwapResponse:
+    new = _ref_out(outcome.new)
+    assert new is not None
+    return SwapResponse(old=_ref_out(outcome.old), new=new, swapped=outcome.swapped, request_id=request_id)
+
+
+@router.post(
+    "/reload",
+    response_model=SwapResponse,
+    summary="Re-resolve the configured model (e.g. NAME -> its production alias) and swap if it changed",
+    responses=_REFUSALS,
+)
+async def reload(swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
+    return _response(await swapper.reload(), request_id)
+
+
+@router.post(
+    "/{name}/promote",
+    response_model=SwapResponse,
+    summary="Point an alias at a stored version, then reload; the alias is restored if the reload fails",
+    responses={**_REFUSALS, 404: {"description": "No such model or version in the store"}},
+)
+async def promote(name: str, body: PromoteRequest, swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
+    return _response(await swapper.promote(name, body.version, body.alias), request_id)
