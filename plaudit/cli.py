@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -77,12 +78,46 @@ def cmd_up(args: argparse.Namespace) -> int:
     return int(serve_args.func(serve_args))
 
 
+def is_database_url(source: str) -> bool:
+    return source.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://"))
+
+
+def export_database_sources(sources: list[str], workdir: Path) -> list[str]:
+    """Replace feedback-database URLs in `--data` by JSONL exports of them (training reads files).
+
+    This lives in the dispatcher because `training` does not depend on `service`.
+    """
+    out: list[str] = []
+    for i, source in enumerate(sources):
+        if not is_database_url(source):
+            out.append(source)
+            continue
+        from service.feedback import FeedbackStore, export_jsonl
+
+        target = workdir / f"feedback-{i}.jsonl"
+        with FeedbackStore.open(source, create=False) as store:
+            rows = export_jsonl(store, target)
+        print(f"exported {rows} feedback rows from the database for training")
+        out.append(str(target))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "train" and any(is_database_url(d) for d in args.data):
+        from service.feedback import FeedbackStoreError
+
+        with tempfile.TemporaryDirectory(prefix="plaudit-feedback-") as workdir:
+            try:
+                args.data = export_database_sources(args.data, Path(workdir))
+            except FeedbackStoreError as exc:  # says what is wrong with the URL or database
+                print(f"error: cannot read feedback from the database: {exc}", file=sys.stderr)
+                return 2
+            return int(args.func(args))
     return int(args.func(args))
 
 

@@ -202,9 +202,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     weights = mv.metadata.get("weights")
     if mv.metadata.get("kind") != "linear" or not weights:
         return _fail(f"{mv.ref} is a {mv.metadata.get('kind')} model; explain shows the weights of linear models")
-    ranked = sorted(weights, key=lambda w: -abs(w["weight"]))[: args.top]
-    print(f"{mv.ref}: the {len(ranked)} largest weights (positive = preferred)")
-    for row in ranked:
+    from model_store.features import HAND_FEATURES
+
+    hand = [w for w in weights if w["name"] in HAND_FEATURES]
+    terms = sorted((w for w in weights if w["name"] not in HAND_FEATURES), key=lambda w: -abs(w["weight"]))[: args.top]
+    print(f"{mv.ref}: weights per standard deviation of each feature (positive = preferred)")
+    print("features:")
+    for row in hand:
+        print(f"  {row['weight']:+.4f}  {row['name']}")
+    print(f"the {len(terms)} strongest terms (TF-IDF of the response):")
+    for row in terms:
         print(f"  {row['weight']:+.4f}  {row['name']}")
     return 0
 

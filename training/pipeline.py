@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model_store.loading import load_scorer_from_dir
+from model_store.loading import load_scorer, load_scorer_from_dir
 from model_store.scoring import TextPair
 from model_store.store import ModelStore, ModelVersion
 from training.data.examples import Example, PairExample
@@ -98,6 +98,7 @@ def _fit_transformer(job: TrainJob, train: list[Example], val: list[Example], ou
 
 
 def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Path) -> dict[str, Any]:
+    from model_store.features import HAND_FEATURES
     from training.linear import export_linear, train_linear, weights_table
 
     model = train_linear(train, val, max_terms=job.linear_max_terms, seed=job.seed)
@@ -109,7 +110,9 @@ def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Pa
         "featurizer": "featurizer.json",
         "onnx": {"fp32": "model.onnx"},
         "default_precision": "fp32",
-        "weights": weights_table(model)[:50],
+        # every readable hand feature, plus the strongest TF-IDF terms (the full table is in the ONNX graph)
+        "weights": [r for r in weights_table(model) if r["name"] in HAND_FEATURES]
+        + [r for r in weights_table(model) if r["name"] not in HAND_FEATURES][:50],
     }
 
 
@@ -147,6 +150,9 @@ def run_training(job: TrainJob) -> TrainOutcome:
         report.pop("model", None)
         report.pop("plots", None)
         metadata["metrics"] = {**headline(report), "validation": report}
+        previous = _evaluate_previous(store, job.name, val)
+        if previous is not None:
+            metadata["metrics"]["previous"] = previous
         metadata["train_seconds"] = round(time.perf_counter() - started, 2)
         version = store.register(job.name, staging, metadata)
     if job.promote_to:
@@ -154,14 +160,40 @@ def run_training(job: TrainJob) -> TrainOutcome:
     return TrainOutcome(version=version, metrics=metadata["metrics"], wall_seconds=time.perf_counter() - started)
 
 
+def _evaluate_previous(store: ModelStore, name: str, val: list[Example]) -> dict[str, Any] | None:
+    """How the version now in place (production, else newest) does on the new validation split.
+
+    After retraining on fresh feedback this is the number to beat; None when there is no
+    earlier version or it cannot be loaded (its failure must not block the new one).
+    """
+    if not val or name not in store.names() or not store.list(name):
+        return None
+    try:
+        mv = store.resolve(name)
+        store.verify(mv)
+        scorer = load_scorer(mv)
+        try:
+            report = evaluate(scorer, val)
+        finally:
+            scorer.close()
+    except Exception as exc:  # an old or damaged version: report it, do not fail training
+        log.warning("could not evaluate the previous version of %s: %s", name, exc)
+        return None
+    return {"ref": mv.ref, **headline(report)}
+
+
 def _quality_summary(dataset: Dataset) -> dict[str, Any]:
+    """Counts of what `plaudit data check` lists in full, plus alpha per shape."""
     full = describe(dataset)
-    keep = ("duplicates", "contradictions", "agreement", "warnings")
-    summary: dict[str, Any] = {}
-    for key in keep:
-        value = full.get(key)
-        summary[key] = len(value) if isinstance(value, list) else value
-    return summary
+    return {
+        "duplicates": len(full["duplicates"]),
+        "contradictions": len(full["contradictions"]),
+        "warnings": len(full["warnings"]),
+        "agreement": {
+            shape: {"alpha": a["alpha"], "items": a["items"], "low_agreement": len(a["low_agreement"])}
+            for shape, a in full["agreement"].items()
+        },
+    }
 
 
 def split_for_eval(examples: list[Example], metadata: dict[str, Any]) -> list[Example]:

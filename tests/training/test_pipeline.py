@@ -82,8 +82,14 @@ def test_train_linear_end_to_end_and_explain(tmp_path: Path, capsys: pytest.Capt
     assert result["ref"] == "lin:1" and 0.5 < result["metrics"]["pairwise_accuracy"] <= 1.0
     assert ModelStore(store).aliases("lin") == {"candidate": 1}
     assert main(["explain", "--store", str(store), "--model", "lin@candidate", "--top", "5"]) == 0
+    from model_store.features import HAND_FEATURES
+
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("lin:1: the 5 largest weights") and len(lines) == 6
+    assert lines[0].startswith("lin:1: weights")
+    assert lines[1] == "features:" and len(lines) == 1 + 1 + len(HAND_FEATURES) + 1 + 5
+    assert lines[2 + len(HAND_FEATURES)] == "the 5 strongest terms (TF-IDF of the response):"
+    shown = {line.split(None, 1)[1] for line in lines[2 : 2 + len(HAND_FEATURES)]}
+    assert shown == set(HAND_FEATURES)
 
 
 def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_path: Path) -> None:
