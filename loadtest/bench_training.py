@@ -78,11 +78,10 @@ def run_trl(data: str, args: argparse.Namespace) -> dict[str, Any]:
     def rows(examples: list) -> dict[str, list]:
         chosen = tok.encode([TextPair(e.prompt, e.chosen) for e in examples])
         rejected = tok.encode([TextPair(e.prompt, e.rejected) for e in examples])
+        # TRL's pre-tokenized form: it then skips its own tokenization (and its max_length filter)
         return {
-            "input_ids_chosen": [c.input_ids.tolist() for c in chosen],
-            "attention_mask_chosen": [[1] * len(c) for c in chosen],
-            "input_ids_rejected": [r.input_ids.tolist() for r in rejected],
-            "attention_mask_rejected": [[1] * len(r) for r in rejected],
+            "chosen_ids": [c.input_ids.tolist() for c in chosen],
+            "rejected_ids": [r.input_ids.tolist() for r in rejected],
         }
 
     torch.manual_seed(args.seed)
@@ -94,8 +93,9 @@ def run_trl(data: str, args: argparse.Namespace) -> dict[str, Any]:
             num_train_epochs=args.epochs,
             per_device_train_batch_size=args.batch_size,
             learning_rate=args.lr,
-            warmup_ratio=0.1,
+            warmup_steps=max(1, int(0.1 * args.epochs * len(train) / args.batch_size)),  # Plaudit's 10%
             max_length=args.max_length,
+            gradient_checkpointing=False,  # TRL's default recomputes activations: slower, and Plaudit does not
             logging_steps=20,
             save_strategy="no",
             report_to=[],
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/hh-harmless/pairs.jsonl")
     parser.add_argument("--backbone", default=None, help="default: all-MiniLM-L6-v2")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip", action="append", default=[], choices=("transformer", "linear", "trl"))

@@ -32,7 +32,7 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default: auto)")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default: 8000)")
-    parser.add_argument("--max-batch-items", type=int, help="most items per engine call (default: 32)")
+    parser.add_argument("--max-batch-items", type=int, help="most items per engine call (default: 8)")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
     parser.add_argument(
         "--threads", dest="intra_op_threads", type=int, help="engine threads (default: all cores)"

@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, description="TCP port; 0 picks a free one.")
 
     # -- batching ------------------------------------------------------------------------
-    max_batch_items: int = 32
-    max_batch_tokens: int = 16384
+    max_batch_items: int = 8  # on 2 CPU cores batches of 8 beat 32 even length-sorted (bench_serving ceiling)
+    max_batch_tokens: int = 2048
     max_wait_ms: float = 5.0
     max_queue_items: int = 2048
     tokenize_workers: int = 1

@@ -59,7 +59,10 @@ class ParityReport:
 def export_onnx(model: RewardModel, path: Path) -> list[str]:
     """Trace the model to ONNX with dynamic batch and sequence axes; returns the input names."""
     model = model.eval()
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if model.uses_token_types else [])
+    # token_type_ids feed the backbone where it takes them, and the response pooling always
+    names = ["input_ids", "attention_mask"] + (
+        ["token_type_ids"] if model.uses_token_types or model.pooling == "response" else []
+    )
     dummy = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["scores"] = {0: "batch"}

@@ -90,7 +90,7 @@ def _fit_transformer(job: TrainJob, train: list[Example], val: list[Example], ou
         "backbone_name": result.backbone_dir.name if result.backbone_dir.name != "model" else "all-MiniLM-L6-v2",
         "tokenizer": "tokenizer/",
         "max_length": cfg.max_length,
-        "pooling": "mean",
+        "pooling": cfg.pooling,
         "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_dir", "resume")},
         "train_history": result.history,
         **fragment,

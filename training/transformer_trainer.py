@@ -58,6 +58,8 @@ class TransformerConfig:
     seed: int = 0
     threads: int | None = None
     freeze_embeddings: bool = True
+    pooling: str = "response"
+    disable_dropout: bool = False  # True is faster (~30% on CPU), but cost accuracy on HH here
     checkpoint_dir: str | None = None
     resume: bool = False
     max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
@@ -115,7 +117,11 @@ class TransformerTrainer:
         self.backbone_dir = cfg.backbone_dir()
         self.tokenizer = PairTokenizer.from_dir(self.backbone_dir, cfg.max_length)
         backbone = AutoModel.from_pretrained(self.backbone_dir, local_files_only=True)
-        self.model = RewardModel(backbone, hidden_size=int(backbone.config.hidden_size))
+        self.model = RewardModel(backbone, hidden_size=int(backbone.config.hidden_size), pooling=cfg.pooling)
+        if cfg.disable_dropout:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
         pooler = getattr(self.model.backbone, "pooler", None)
         if isinstance(pooler, torch.nn.Module):  # unused: the head reads the masked mean
             pooler.requires_grad_(False)
@@ -174,7 +180,7 @@ class TransformerTrainer:
         lengths = [t.length for t in train_tok]
         steps_per_epoch = math.ceil(len(train_tok) / cfg.batch_size)
         total_steps = steps_per_epoch * cfg.epochs
-        eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+        eval_every = max(1, math.ceil(steps_per_epoch / max(1, cfg.evals_per_epoch)))
         optimizer, scheduler = self._optimizer(total_steps)
 
         state = {"step": 0, "best_score": -math.inf, "bad_evals": 0, "history": []}

@@ -18,12 +18,24 @@ STATE_FILE = "reward_model.safetensors"
 HEAD_CONFIG_FILE = "reward_head.json"
 
 
-class RewardModel(nn.Module):
-    """Scores a tokenized (prompt, response) pair with one scalar."""
+POOLINGS = ("response", "mean")
 
-    def __init__(self, backbone: nn.Module, hidden_size: int) -> None:
+
+class RewardModel(nn.Module):
+    """Scores a tokenized (prompt, response) pair with one scalar.
+
+    Pooling "response" averages the encoder states of the response segment only
+    (token type 1). Chosen and rejected share their whole prompt, so averaging over all
+    tokens would dilute the very difference the reward has to capture. Tokenizers that
+    mark no second segment fall back to the mean over all tokens.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int, pooling: str = "response") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.backbone = backbone
+        self.pooling = pooling
         self.head = nn.Linear(hidden_size, 1)
         # Some encoders (DistilBERT, ...) take no token types; pass them only where accepted.
         self.uses_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
@@ -38,7 +50,12 @@ class RewardModel(nn.Module):
         if self.uses_token_types and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.backbone(**kwargs).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask
+        if self.pooling == "response" and token_type_ids is not None:
+            response = attention_mask * (token_type_ids > 0).to(attention_mask.dtype)
+            has_response = response.sum(dim=1, keepdim=True) > 0
+            mask = torch.where(has_response, response, attention_mask)
+        mask = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return self.head(pooled).squeeze(-1)
 
@@ -51,7 +68,7 @@ class RewardModel(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(directory / STATE_FILE))
         (directory / HEAD_CONFIG_FILE).write_text(
-            json.dumps({"pooling": "mean", "hidden_size": self.head.in_features}) + "\n"
+            json.dumps({"pooling": self.pooling, "hidden_size": self.head.in_features}) + "\n"
         )
 
     @classmethod
@@ -62,7 +79,7 @@ class RewardModel(nn.Module):
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         backbone = AutoModel.from_config(config)
         head = json.loads((directory / HEAD_CONFIG_FILE).read_text())
-        model = cls(backbone, hidden_size=int(head["hidden_size"]))
+        model = cls(backbone, hidden_size=int(head["hidden_size"]), pooling=head.get("pooling", "mean"))
         model.load_state_dict(load_file(str(directory / STATE_FILE)))
         model.eval()
         return model

@@ -28,7 +28,7 @@ def test_defaults(monkeypatch):
         "auto",
     )
     assert (s.host, s.port, s.intra_op_threads) == ("127.0.0.1", 8000, None)
-    assert (s.max_batch_items, s.max_batch_tokens, s.max_wait_ms, s.max_queue_items) == (32, 16384, 5.0, 2048)
+    assert (s.max_batch_items, s.max_batch_tokens, s.max_wait_ms, s.max_queue_items) == (8, 2048, 5.0, 2048)
     assert (s.request_timeout_s, s.max_items_per_request, s.max_chars_per_text) == (30, 512, 32000)
     assert (s.max_body_bytes, s.tokenize_workers) == (8 * 1024 * 1024, 1)
 
