@@ -37,7 +37,7 @@ from tests.service.conftest import LiveServer, ServerFactory
 ADMIN_KEY = "admin-key-0123456789abcdef"
 SCORE_KEY = "score-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-LOAD_WORKERS = 16
+LOAD_WORKERS = 32  # the issue asks for a swap under a load at concurrency 32
 MAX_REQUESTS_PER_WORKER = 400  # a bound, so a stuck swap cannot make the load run forever
 
 
