@@ -127,3 +127,28 @@ def test_training_changes_every_trainable_parameter(tiny_backbone: Path) -> None
             assert not torch.equal(before[name], param), f"{name} did not change"
         else:  # frozen word embeddings stay as they were
             assert torch.equal(before[name], param), name
+
+
+def test_frozen_lower_layers_stay_put_and_the_rest_trains(tiny_backbone: Path) -> None:
+    import torch
+
+    from training.data.loaders import load_dataset
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    examples = list(load_dataset([SAMPLE_FILES[0]]).examples[:32])
+    trainer = TransformerTrainer(
+        TransformerConfig(backbone=str(tiny_backbone), max_length=48, epochs=1, batch_size=16, lr=1e-3, freeze_layers=1)
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit(examples, [], progress=False)
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
+    frozen = {n for n in before if n.startswith(("backbone.embeddings.", "backbone.encoder.layer.0."))}
+    assert frozen and not frozen & changed
+    assert {n for n in before if n.startswith(("backbone.encoder.layer.1.", "head."))} <= changed
+
+
+def test_freezing_more_layers_than_the_backbone_has_is_refused(tiny_backbone: Path) -> None:
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    with pytest.raises(ValueError, match="freeze_layers must be between 1 and 2"):
+        TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), freeze_layers=3))
