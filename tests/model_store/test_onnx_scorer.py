@@ -8,6 +8,7 @@ import pytest
 from model_store.loading import load_scorer
 from model_store.scoring import Scorer, TextPair
 from model_store.store import ModelStore
+from training.export import INT8_RECIPES
 
 TEXTS = [
     TextPair("How do I boil an egg?", "Put it in boiling water for nine minutes, then cool it in cold water."),
@@ -46,6 +47,14 @@ def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     mv = ModelStore(trained_store).resolve("tiny")
     assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     assert 0.0 <= mv.metadata["int8"]["decision_agreement_vs_fp32"] <= 1.0
+    # Every recipe was tried and the kept one is the best of them; no candidate file is left behind.
+    int8 = mv.metadata["int8"]
+    assert set(int8["recipes"]) == set(INT8_RECIPES)
+    kept = int8["recipes"][int8["recipe"]]["decision_agreement_vs_fp32"]
+    assert kept == int8["decision_agreement_vs_fp32"]
+    assert kept == max(r["decision_agreement_vs_fp32"] for r in int8["recipes"].values())
+    assert sorted(p.name for p in Path(mv.path).glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
+    assert mv.metadata["default_precision"] == "fp32"  # int8 is batch-dependent: opt-in only
     scores = load_scorer(mv, precision="int8").score(TEXTS)
     assert scores.shape == (len(TEXTS),) and np.all(np.isfinite(scores))
 
