@@ -35,8 +35,10 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--max-batch-items", type=int, help="most items per engine call (default: 8)")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
     parser.add_argument(
-        "--threads", dest="intra_op_threads", type=int, help="engine threads (default: all cores)"
+        "--threads", dest="intra_op_threads", type=int,
+        help="threads per engine call (default: all cores / engine workers)",
     )
+    parser.add_argument("--engine-workers", type=int, help="batches run at once (default: 1)")
     parser.add_argument(
         "--feedback-db",
         help="feedback database: sqlite:///PATH or postgresql://USER@HOST/DB "
@@ -57,6 +59,7 @@ _SETTING_ARGS = (
     "max_batch_items",
     "max_wait_ms",
     "intra_op_threads",
+    "engine_workers",
     "feedback_db",
 )
 

@@ -59,7 +59,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         engine=settings.engine,
         device=settings.device,
         precision=settings.precision,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=settings.threads_per_engine_call,
     )
     aliases = tuple(sorted(alias for alias, v in store.aliases(mv.name).items() if v == mv.version))
     info = ModelInfo(

@@ -7,6 +7,7 @@ setting's name, its environment variable and what to put there instead.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -33,6 +34,13 @@ DeviceName = Literal["cpu", "cuda"]
 PrecisionName = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 
 
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
@@ -51,7 +59,7 @@ class Settings(BaseSettings):
     engine: EngineName = Field(default="onnx", description="onnx | torch | deterministic | failing.")
     device: DeviceName = "cpu"
     precision: PrecisionName = "auto"
-    intra_op_threads: int | None = Field(default=None, description="Engine threads; None = all cores.")
+    intra_op_threads: int | None = Field(default=None, description="Threads per engine call; None = all cores / engine_workers.")
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
         description='Options for the test engines, e.g. {"delay_s": 0.1} (JSON in the env var).',
@@ -67,6 +75,10 @@ class Settings(BaseSettings):
     max_wait_ms: float = 5.0
     max_queue_items: int = 2048
     tokenize_workers: int = 1
+    engine_workers: int = Field(
+        default=1,
+        description="Batches the engine runs at once, each on intra_op_threads threads.",
+    )
 
     # -- per-request limits --------------------------------------------------------------
     request_timeout_s: float = 30.0
@@ -108,6 +120,13 @@ class Settings(BaseSettings):
     )
     _key_scopes: dict[str, frozenset[ScopeName]] = PrivateAttr(default_factory=dict)
 
+    @property
+    def threads_per_engine_call(self) -> int:
+        """intra_op_threads if set, else the cores shared out among the engine workers."""
+        if self.intra_op_threads is not None:
+            return self.intra_op_threads
+        return max(1, available_cores() // self.engine_workers)
+
     @field_validator("engine", "device", "precision", mode="before")
     @classmethod
     def _known_choice(cls, value: Any, info: ValidationInfo) -> Any:
@@ -135,6 +154,7 @@ class Settings(BaseSettings):
         "max_batch_tokens",
         "max_queue_items",
         "tokenize_workers",
+        "engine_workers",
         "max_items_per_request",
         "max_chars_per_text",
         "max_body_bytes",

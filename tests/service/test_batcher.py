@@ -52,7 +52,8 @@ def with_batcher(scorer: Any, body: Callable[[Batcher, ServiceMetrics], Awaitabl
     return asyncio.run(main())
 
 
-def test_scores_match_the_engine_alone_whatever_the_batch():
+@pytest.mark.parametrize("engine_workers", [1, 2])
+def test_scores_match_the_engine_alone_whatever_the_batch(engine_workers: int):
     texts = [f"answer {i} " + "because here is an example " * (i % 4) for i in range(20)]
     want = DeterministicScorer().score(pairs(*texts))
     alone = np.concatenate([DeterministicScorer().run(DeterministicScorer().encode(pairs(t))) for t in texts])
@@ -63,7 +64,9 @@ def test_scores_match_the_engine_alone_whatever_the_batch():
             await asyncio.gather(*(batcher.submit(pairs(*texts[i : i + 3])) for i in range(0, 20, 3)))
         )
 
-    got = with_batcher(DeterministicScorer(delay_s=0.05), body, max_batch_items=4)
+    got = with_batcher(
+        DeterministicScorer(delay_s=0.05), body, max_batch_items=4, engine_workers=engine_workers
+    )
     np.testing.assert_allclose(np.concatenate(got), want, atol=1e-5)
 
 
@@ -107,6 +110,31 @@ def test_requests_arriving_while_the_engine_is_busy_share_the_next_batch():
         )
 
     assert with_batcher(DeterministicScorer(delay_s=0.3), body) == (2.0, 4.0)
+
+
+def test_with_two_engine_workers_a_second_batch_starts_while_the_first_runs():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        first = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        second = asyncio.create_task(batcher.submit(pairs("second")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 2, "the second batch")
+        # One worker would hold the second item back until the first batch's 1 s were over.
+        assert not first.done()
+        scores = await asyncio.gather(first, second)
+        assert [s.shape for s in scores] == [(1,), (1,)]
+
+    with_batcher(DeterministicScorer(delay_s=1.0), body, engine_workers=2)
+
+
+def test_a_failed_batch_with_two_workers_fails_only_its_own_requests():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        results = await asyncio.gather(
+            *(batcher.submit(pairs(f"item {i}")) for i in range(4)), return_exceptions=True
+        )
+        assert all(isinstance(r, ScoringFailed) for r in results)
+        assert batcher.alive and batcher.queue_depth == 0
+
+    with_batcher(FailingScorer(delay_s=0.05), body, engine_workers=2, max_batch_items=1)
 
 
 def test_item_and_token_limits_split_batches():

@@ -33,6 +33,17 @@ def test_defaults(monkeypatch):
     assert (s.max_body_bytes, s.tokenize_workers) == (8 * 1024 * 1024, 1)
 
 
+def test_engine_threads_are_the_cores_shared_out_among_workers_unless_set():
+    from service.settings import available_cores
+
+    assert Settings(engine_workers=1).threads_per_engine_call == available_cores()
+    assert Settings(engine_workers=2).threads_per_engine_call == max(1, available_cores() // 2)
+    assert Settings(engine_workers=64).threads_per_engine_call == 1
+    assert Settings(engine_workers=2, intra_op_threads=3).threads_per_engine_call == 3
+    with pytest.raises(ValidationError, match="engine_workers"):
+        Settings(engine_workers=0)
+
+
 def test_environment_variables_with_prefix(monkeypatch):
     monkeypatch.setenv("PLAUDIT_ENGINE", "Deterministic")
     monkeypatch.setenv("PLAUDIT_MAX_BATCH_ITEMS", "8")
