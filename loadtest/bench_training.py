@@ -37,7 +37,12 @@ def run_plaudit(kind: str, data: str, store: Path, args: argparse.Namespace) -> 
         kind=kind,
         seed=args.seed,
         transformer=TransformerConfig(
-            backbone=args.backbone, max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr
+            backbone=args.backbone,
+            max_length=args.max_length,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            evals_per_epoch=args.evals_per_epoch,
         ),
         quantize=kind == "transformer",
         progress=not args.no_progress,
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evals-per-epoch", type=int, default=4, help="validation checks (and early-stopping points) per epoch")
     parser.add_argument("--skip", action="append", default=[], choices=("transformer", "linear", "trl"))
     parser.add_argument("--out", default="bench-out/training.json")
     parser.add_argument("--store", default="bench-out/store", help="where the trained models are registered (the serving benchmark reuses them)")

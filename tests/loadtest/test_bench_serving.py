@@ -72,6 +72,7 @@ def test_format_results_prints_every_row() -> None:
     naive = {"c32_k1": report(100.0, 200.0, 320.0), bench.IDLE_SCENARIO: None}
     results = {
         "ceiling": {"items_per_s_by_batch": {1: 50.0, 8: 500.0}, "best_batch_size": 8,
+                    "best_workers": 2, "items_per_s_by_workers": {1: 400.0, 2: 500.0},
                     "best_items_per_s": 500.0, "direct_latency_ms": 8.0},
         "servers": {
             "plaudit": {k: v.to_json() for k, v in plaudit.items()},
@@ -80,18 +81,23 @@ def test_format_results_prints_every_row() -> None:
         "comparison": bench.compare(plaudit, naive, 500.0, 8.0),
     }
     text = bench.format_results(results)
-    assert "b8: 500.0" in text and "(best b8)" in text
+    assert "b8: 500.0" in text and "(best b8 with 2 concurrent call(s)" in text
+    assert "1 worker(s): 400.0, 2 worker(s): 500.0" in text
     assert "Plaudit/naive items/s x4," in text and "p99 Plaudit/naive 0.25" in text
     assert "Plaudit/ceiling 0.8," in text
     assert "naive    idle_c1_1rps  (not run: no time left or server did not start)" in text
     assert "Plaudit/direct x1.5)" in text
 
 
-def test_measure_ceiling_tries_every_batch_size() -> None:
+def test_measure_ceiling_tries_every_batch_size_and_worker_count() -> None:
     items = synthetic_items(40)
-    ceiling = bench.measure_ceiling(DeterministicScorer(), items, n_single=5, time_limit_s=60.0)
+    ceiling = bench.measure_ceiling(
+        DeterministicScorer(), items, idle_items=items[:5], time_limit_s=60.0, worker_counts=(1, 2)
+    )
     assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
-    assert ceiling.best_items_per_s == max(ceiling.items_per_s_by_batch.values())
+    assert list(ceiling.items_per_s_by_workers) == [1, 2]
+    assert ceiling.best_items_per_s == max(ceiling.items_per_s_by_workers.values())
+    assert ceiling.items_per_s_by_workers[ceiling.best_workers] == ceiling.best_items_per_s
     assert ceiling.items_per_s_by_batch[ceiling.best_batch_size] == ceiling.best_items_per_s
     assert ceiling.direct_latency_ms > 0
 
@@ -190,7 +196,8 @@ def test_measure_ceiling_on_a_stored_onnx_model(trained_store: Path, precision: 
     )
     scorer = load_configured_scorer(config)
     try:
-        ceiling = bench.measure_ceiling(scorer, synthetic_items(24), n_single=3, time_limit_s=60.0)
+        items = synthetic_items(24)
+        ceiling = bench.measure_ceiling(scorer, items, idle_items=items[:3], time_limit_s=60.0)
     finally:
         scorer.close()
     assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
