@@ -139,7 +139,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if parity:
         print(f"  onnx parity: max |diff| {parity['max_abs_diff']:.2e}, decision agreement {parity['decision_agreement']:.4f}")
     if "int8" in mv.metadata:
-        print(f"  int8 decision agreement vs fp32: {mv.metadata['int8']['decision_agreement_vs_fp32']:.4f}")
+        int8 = mv.metadata["int8"]
+        recipe = f" ({int8['recipe']} recipe)" if "recipe" in int8 else ""
+        print(f"  int8 decision agreement vs fp32: {int8['decision_agreement_vs_fp32']:.4f}{recipe}")
     return 0
 
 

@@ -37,6 +37,8 @@ def test_serve_options_parse_into_settings_fields(tmp_path):
             "2.5",
             "--threads",
             "2",
+            "--engine-workers",
+            "2",
         ]
     )
     assert args.func is serve
@@ -53,6 +55,7 @@ def test_serve_options_parse_into_settings_fields(tmp_path):
         2.5,
         2,
     )
+    assert args.engine_workers == 2
     assert args.access_log is False
 
 
