@@ -7,9 +7,9 @@ Tokenizing happens in its own threads, so it overlaps inference. The collector n
 waits for a fuller batch when nothing else is on its way: it lingers (up to
 max_wait_ms, counted from the oldest waiting item) only while other accepted requests
 are still being tokenized. While the engine runs a batch, new items simply pile up and
-form the next one. With engine_workers > 1, up to that many batches run at once: on a
-small CPU two single-threaded engine calls overlap each other's serial parts and beat one
-call on two threads (bench_serving measures both).
+form the next one. With engine_workers > 1, up to that many batches run at once (for
+engines whose calls overlap well, e.g. separate GPU streams or single-threaded CPU calls);
+bench_serving measures the engine at 1 and N concurrent calls before you pick N.
 
 Failure rules: a batch that fails fails every request with an item in it (none is left
 hanging) and the collector goes on with the next batch. Cancelled and expired requests
