@@ -142,17 +142,21 @@ def measure_ceiling(
     """The engine alone, the most any server around it could get: items/s on length-sorted
     batches at each batch size and number of concurrent engine calls, and the direct latency.
 
-    Encoding happens once, outside the timing. Batch sizes are tried largest first until
-    `time_limit_s` is spent; at least one is always measured per worker count.
+    Encoding happens once, outside the timing. Each worker count gets an equal share of
+    `time_limit_s`; within it, batch sizes are tried smallest first (a batch that holds
+    every item leaves all but one worker idle) until the share is spent, and at least one
+    is always measured.
     """
-    started = time.monotonic()
     encoded = scorer.encode(list(items))
     encoded.sort(key=lambda e: e.n_tokens)
+    counts = sorted(set(worker_counts))
+    share_s = time_limit_s / len(counts)
     table: dict[int, dict[int, float]] = {}
-    for workers in sorted(set(worker_counts)):
+    for workers in counts:
+        started = time.monotonic()
         by_batch: dict[int, float] = {}
-        for size in sorted(BATCH_SIZES, reverse=True):
-            if by_batch and time.monotonic() - started > time_limit_s:
+        for size in sorted(BATCH_SIZES):
+            if by_batch and time.monotonic() - started > share_s:
                 break
             by_batch[size] = engine_items_per_s(scorer, encoded, size, workers)
         table[workers] = dict(sorted(by_batch.items()))
@@ -493,7 +497,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             scorer,
             ceiling_items,
             idle_items=[cycle.batch(i, 1)[0] for i in range(idle.requests)],
-            time_limit_s=min(180.0, 0.2 * budget.left()),
+            time_limit_s=min(240.0, 0.3 * budget.left()),
             worker_counts=(1, args.engine_workers),
         )
     finally:
@@ -552,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.engine_workers < 1:
         parser.error(f"--engine-workers must be at least 1, got {args.engine_workers}")
     if args.max_total_s is None:
-        args.max_total_s = 300.0 if args.quick else 900.0
+        args.max_total_s = 360.0 if args.quick else 900.0
     if args.engine != "deterministic" and not (args.store and args.model):
         print(
             "bench_serving: --store and --model are required for the onnx and torch engines",
