@@ -95,7 +95,7 @@ INT8_RECIPES: dict[str, dict[str, object]] = {
 }
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, recipe: str = "per_channel") -> None:
+def quantize_int8(fp32_path: Path, int8_path: Path, recipe: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     options = INT8_RECIPES[recipe]
@@ -111,23 +111,18 @@ def best_int8(
     n_pairs: int,
 ) -> dict[str, object]:
     """Quantize with every recipe, keep the one closest to fp32 at `int8_path`, report all."""
+    candidates = {recipe: int8_path.with_name(f"{int8_path.stem}.{recipe}.onnx") for recipe in INT8_RECIPES}
     reports: dict[str, ParityReport] = {}
-    best: str | None = None
-    for recipe in INT8_RECIPES:
-        candidate = int8_path.with_name(f"{int8_path.stem}.{recipe}.onnx")
-        quantize_int8(fp32_path, candidate, recipe)
-        scorer = TransformerOnnxScorer(candidate, tokenizer, name="export", version="0")
+    for recipe, path in candidates.items():
+        quantize_int8(fp32_path, path, recipe)
+        scorer = TransformerOnnxScorer(path, tokenizer, name="export", version="0")
         reports[recipe] = check_parity(reference, scorer.score(parity_texts), n_pairs, atol=float("inf"))
         scorer.close()
-        key = (reports[recipe].decision_agreement, -reports[recipe].max_abs_diff)
-        if best is None or key > (reports[best].decision_agreement, -reports[best].max_abs_diff):
-            if best is not None:
-                int8_path.with_name(f"{int8_path.stem}.{best}.onnx").unlink()
-            best = recipe
-        else:
-            candidate.unlink()
-    assert best is not None
-    int8_path.with_name(f"{int8_path.stem}.{best}.onnx").replace(int8_path)
+    # Most pairwise decisions kept first; the smaller worst-case difference breaks a tie.
+    best = max(reports, key=lambda r: (reports[r].decision_agreement, -reports[r].max_abs_diff))
+    candidates.pop(best).replace(int8_path)
+    for path in candidates.values():
+        path.unlink()
     return {
         "recipe": best,
         "decision_agreement_vs_fp32": reports[best].decision_agreement,

@@ -109,7 +109,6 @@ def freeze_lower_layers(backbone: torch.nn.Module, n: int) -> None:
     layers = encoder_layers(backbone)
     if not 0 < n <= len(layers):
         raise ValueError(f"freeze_layers must be between 1 and {len(layers)} for this backbone, got {n}")
-    backbone.get_input_embeddings()  # fails early on a backbone without embeddings
     embeddings = getattr(backbone, "embeddings", None)
     modules = ([embeddings] if isinstance(embeddings, torch.nn.Module) else []) + list(layers[:n])
     for module in modules:
