@@ -47,7 +47,7 @@ import httpx
 
 from loadtest.bench_serving import ServerProcess, ServerStartError, free_port, server_env
 from loadtest.naive_server import NaiveConfig
-from loadtest.report import LatencySummary, json_safe
+from loadtest.report import LatencySummary, write_json
 
 FACTORY = "service.app:create_app"
 FEEDBACK_PATH = "/v1/feedback"
@@ -894,7 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_results(results))
     if args.out:
-        Path(args.out).write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+        write_json(args.out, results)
         print(f"results written to {args.out}")
     return 0 if results["passed"] else 1
 

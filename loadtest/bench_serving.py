@@ -35,8 +35,9 @@ import httpx
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import LoadConfig, run_load_sync
 from loadtest.naive_server import NaiveConfig
-from loadtest.report import LoadReport, json_safe, summarize
+from loadtest.report import LoadReport, summarize, write_json
 from model_store.errors import StoreError
+from service.settings import available_cores
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,11 +109,8 @@ def engine_items_per_s(scorer: Any, encoded: Sequence[Any], size: int, workers: 
             scorer.run(batch)
 
     t0 = time.perf_counter()
-    if workers == 1:
-        work(shares[0])
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(work, shares))
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, shares))
     return len(encoded) / (time.perf_counter() - t0)
 
 
@@ -458,14 +456,6 @@ def format_results(results: Mapping[str, Any]) -> str:
 # -- the run -------------------------------------------------------------------------------
 
 
-def default_threads() -> int:
-    """All cores this process may use: the server runs one engine call at a time."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from loadtest.naive_server import load_configured_scorer
 
@@ -535,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="onnx", choices=("onnx", "torch", "deterministic"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"))
-    p.add_argument("--threads", type=int, default=default_threads(), help="threads per engine call, both servers")
+    p.add_argument("--threads", type=int, default=available_cores(), help="threads per engine call, both servers")
     p.add_argument(
         "--engine-workers", type=int, default=1,
         help="Plaudit's engine_workers (batches run at once); the ceiling is measured at 1 and at this count",
@@ -572,7 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for server, error in results["server_errors"].items():
         print(f"bench_serving: {server} did not start: {error}", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+        write_json(args.out, results)
         print(f"\nresults written to {args.out}")
     return 1 if results["server_errors"] else 0
 

@@ -8,10 +8,12 @@ time cap are "unfinished", counted apart from failures (the server refused nothi
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from loadtest.generator import UNFINISHED, LoadResult
@@ -78,6 +80,11 @@ class LoadReport:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types; NaN (no successful request) becomes null."""
         return json_safe(asdict(self))
+
+
+def write_json(path: str | Path, results: Any) -> None:
+    """Write benchmark results as strict JSON (NaN and infinities become null)."""
+    Path(path).write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
 
 
 def json_safe(value: Any) -> Any:
