@@ -10,6 +10,8 @@ PostgreSQL goes through psycopg 3.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,8 +107,8 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        (mode,) = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-        if str(mode).lower() != "wal":
+        mode = _switch_to_wal(cursor)
+        if mode != "wal":
             raise FeedbackStoreError(
                 f"SQLite refused WAL journal mode (got {mode!r}); put the feedback database on a "
                 "local filesystem, not a network share"
@@ -115,6 +117,30 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> str:
+    """Put the file in WAL mode and return the journal mode it ends up in.
+
+    The mode is stored in the file, so only the first connection to a new file has to
+    switch it. That switch needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without calling the busy handler, when connections to a brand-new
+    file race for it. So a locked switch is retried until the busy timeout runs out.
+    """
+    (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay_s = 0.005
+    while str(mode).lower() != "wal":
+        try:
+            (mode,) = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay_s > deadline:
+                raise
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.2)
+            continue
+        break
+    return str(mode).lower()
 
 
 def _begin_sqlite_transaction(connection: sa.Connection) -> None:
