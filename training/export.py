@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def export_onnx(model: RewardModel, path: Path) -> list[str]:
     # The tracer warns wherever the model turns a tensor into a Python bool (mask helpers in
     # transformers). Those branches do not depend on the batch or sequence size here, and the
     # parity gate below checks the traced graph on real inputs of many lengths.
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _eager_attention(model.backbone):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
@@ -83,6 +84,29 @@ def export_onnx(model: RewardModel, path: Path) -> list[str]:
             dynamo=False,
         )
     return names
+
+
+@contextmanager
+def _eager_attention(backbone: torch.nn.Module) -> Iterator[None]:
+    """Trace attention as explicit MatMul/Softmax rather than torch's SDPA kernel.
+
+    The traced SDPA graph materialises a padded [B, heads, T, T] mask in a form ONNX Runtime
+    runs slowly on CPU: on 2 cores, MiniLM-L6 over HH items ran length-sorted batches of 8 at
+    38.9 items/s traced from SDPA and 43.3 traced eager, batches of 32 at 27.6 and 35.9, and
+    single items at the same speed. The weights and the maths are the same; the parity gate
+    still compares the graph with the torch model as trained.
+    """
+    switch = getattr(backbone, "set_attn_implementation", None)
+    config = getattr(backbone, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if switch is None or before in (None, "eager"):
+        yield
+        return
+    switch("eager")
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 # Dynamic int8 recipes tried at export, most accurate last; the one that agrees best with

@@ -52,3 +52,24 @@ def test_export_fails_past_tolerance(tiny_backbone: Path, tmp_path: Path) -> Non
     texts = [TextPair("q", "good answer"), TextPair("q", "bad")]
     with pytest.raises(ParityError, match="tolerance"):
         export_transformer(model, tok, tiny_backbone, tmp_path / "m", texts, 1, atol=-1.0)
+
+
+def test_export_traces_eager_attention_and_leaves_the_trained_model_as_it_was(
+    tiny_backbone: Path, tmp_path: Path
+) -> None:
+    import onnx
+    import torch
+    from transformers import AutoModel
+
+    from model_store.engines.torch_model import RewardModel
+    from training.export import export_onnx
+
+    torch.manual_seed(0)
+    backbone = AutoModel.from_pretrained(tiny_backbone, attn_implementation="sdpa")
+    model = RewardModel(backbone, hidden_size=32).eval()
+    export_onnx(model, tmp_path / "model.onnx")
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node}
+    # Traced SDPA guards fully masked rows with IsNaN/Where around each Softmax (the slow
+    # graph); eager attention is a plain Softmax over QK^T. The trainer's SDPA comes back after.
+    assert "Softmax" in ops and "IsNaN" not in ops
+    assert backbone.config._attn_implementation == "sdpa"
