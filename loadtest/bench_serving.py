@@ -8,6 +8,8 @@ under the same load, in one run.
    items (best items/s kept), and the direct latency of scoring one item at a time.
 2. Each server runs as `uvicorn --factory` on a free 127.0.0.1 port, settings in PLAUDIT_*
    variables, and gets the scenarios: c=32 k=1, c=32 k=16, c=1 at 1 req/s (idle latency).
+   Both load the same stored model; the naive server opens its ONNX file with ORT's default
+   session options unless --naive-onnx-options plaudit gives it the service's tuned ones.
 3. A table and the ratios; `--out` writes everything as JSON.
 The whole run is bounded by --max-total-s: every phase gets only what is left.
 """
@@ -34,7 +36,7 @@ import httpx
 
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import LoadConfig, run_load_sync
-from loadtest.naive_server import NaiveConfig
+from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, summarize, write_json
 from model_store.errors import StoreError
 from service.settings import available_cores
@@ -477,6 +479,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         precision=args.precision,
         intra_op_threads=args.threads,
+        onnx_options="plaudit",  # the ceiling is Plaudit's own engine
     )
     scorer = load_configured_scorer(model_config)
     try:
@@ -496,7 +499,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     reports: dict[str, dict[str, LoadReport | None]] = {}
     errors: dict[str, str] = {}
-    extra_env = {"plaudit": {"PLAUDIT_ENGINE_WORKERS": str(args.engine_workers)}, "naive": {}}
+    extra_env = {
+        "plaudit": {"PLAUDIT_ENGINE_WORKERS": str(args.engine_workers)},
+        "naive": {"PLAUDIT_NAIVE_ONNX_OPTIONS": args.naive_onnx_options},
+    }
     for server, factory in SERVERS.items():
         env = {**os.environ, **extra_env[server]}
         reports[server], error = run_server(
@@ -529,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine-workers", type=int, default=1,
         help="Plaudit's engine_workers (batches run at once); the ceiling is measured at 1 and at this count",
+    )
+    p.add_argument(
+        "--naive-onnx-options", default="ort-defaults", choices=ONNX_OPTION_CHOICES,
+        help="the naive server opens the ONNX file with ORT's default session options (a first "
+        "deployment), or with Plaudit's tuned ones (isolates what batching adds)",
     )
     p.add_argument("--quick", action="store_true", help="fewer requests, shorter scenarios")
     p.add_argument("--max-total-s", type=float, default=None, help="bound on the whole run")

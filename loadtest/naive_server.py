@@ -4,6 +4,12 @@ Each POST /v1/score runs `scorer.score(items)` directly in a worker thread (a pl
 `def` endpoint), which is how a reward model is usually first put behind HTTP. The
 request and response JSON match the service's /v1/score, so one load generator drives both.
 
+It loads the same stored model file and tokenizer as the service. By default it opens the
+ONNX file as a first deployment would, `onnxruntime.InferenceSession(path)` with ORT's
+default session options, because the issue counts Plaudit's engine tuning as part of what
+the service adds. PLAUDIT_NAIVE_ONNX_OPTIONS=plaudit gives it Plaudit's tuned session
+options instead, which isolates what batching and the serving path add on their own.
+
 Run it with `uvicorn --factory loadtest.naive_server:create_naive_app`; settings come from
 the arguments or, when left out, from the same PLAUDIT_* variables the service reads.
 """
@@ -24,6 +30,7 @@ from pydantic import BaseModel, Field
 from model_store.scoring import Scorer, ScoringError, TextPair
 
 DEFAULT_MAX_ITEMS_PER_REQUEST = 512  # the service's default for the same setting
+ONNX_OPTION_CHOICES = ("ort-defaults", "plaudit")
 
 
 class NaiveConfigError(ValueError):
@@ -42,6 +49,13 @@ class NaiveConfig:
     intra_op_threads: int | None = None
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST
+    onnx_options: str = "ort-defaults"  # one of ONNX_OPTION_CHOICES
+
+    def __post_init__(self) -> None:
+        if self.onnx_options not in ONNX_OPTION_CHOICES:
+            raise NaiveConfigError(
+                f"PLAUDIT_NAIVE_ONNX_OPTIONS={self.onnx_options!r}: use one of {', '.join(ONNX_OPTION_CHOICES)}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "NaiveConfig":
@@ -74,6 +88,7 @@ class NaiveConfig:
             intra_op_threads=get_int("INTRA_OP_THREADS"),
             engine_options=options,
             max_items_per_request=get_int("MAX_ITEMS_PER_REQUEST") or DEFAULT_MAX_ITEMS_PER_REQUEST,
+            onnx_options=(get("NAIVE_ONNX_OPTIONS") or "ort-defaults").strip().lower(),
         )
 
 
@@ -96,12 +111,20 @@ def load_configured_scorer(config: NaiveConfig) -> Scorer:
     store = ModelStore(config.store_dir)
     version = store.resolve(config.model)
     store.verify(version)
+    onnx_options = None
+    if config.onnx_options == "ort-defaults":
+        import onnxruntime as ort
+
+        onnx_options = ort.SessionOptions()
+        if config.intra_op_threads:
+            onnx_options.intra_op_num_threads = config.intra_op_threads
     return load_scorer(
         version,
         engine=config.engine,
         device=config.device,
         precision=config.precision,
         intra_op_threads=config.intra_op_threads,
+        onnx_options=onnx_options,
     )
 
 
@@ -146,6 +169,7 @@ def create_naive_app(
         intra_op_threads=intra_op_threads if intra_op_threads is not None else base.intra_op_threads,
         engine_options=engine_options if engine_options is not None else base.engine_options,
         max_items_per_request=base.max_items_per_request,
+        onnx_options=base.onnx_options,
     )
 
     @asynccontextmanager

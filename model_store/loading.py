@@ -25,8 +25,13 @@ def load_scorer_from_dir(
     device: str = "cpu",
     precision: str = "auto",
     intra_op_threads: int | None = None,
+    onnx_options: Any = None,
 ) -> Scorer:
-    """Load a model folder laid out as the store keeps it (model.onnx, tokenizer/, torch/...)."""
+    """Load a model folder laid out as the store keeps it (model.onnx, tokenizer/, torch/...).
+
+    `onnx_options` (an onnxruntime.SessionOptions) replaces the tuned options of the
+    transformer ONNX engine; only the naive benchmark baseline passes it (ORT's defaults).
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
@@ -72,6 +77,7 @@ def load_scorer_from_dir(
         version=version,
         device=device,
         intra_op_threads=intra_op_threads,
+        options=onnx_options,
     )
 
 
@@ -81,6 +87,7 @@ def load_scorer(
     device: str = "cpu",
     precision: str = "auto",
     intra_op_threads: int | None = None,
+    onnx_options: Any = None,
 ) -> Scorer:
     """Load a `ModelVersion` from the store. The caller verifies checksums first (store.verify)."""
     return load_scorer_from_dir(
@@ -92,4 +99,5 @@ def load_scorer(
         device=device,
         precision=precision,
         intra_op_threads=intra_op_threads,
+        onnx_options=onnx_options,
     )

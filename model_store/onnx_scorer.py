@@ -51,14 +51,16 @@ class TransformerOnnxScorer(BaseScorer):
         version: str,
         device: str = "cpu",
         intra_op_threads: int | None = None,
+        options: ort.SessionOptions | None = None,
     ) -> None:
+        """`options` replaces Plaudit's tuned session options (`session_options`) when given."""
         self.name = name
         self.version = version
         self.tokenizer = tokenizer
         self.max_length = tokenizer.max_length
         self._session = ort.InferenceSession(
             str(onnx_path),
-            sess_options=session_options(intra_op_threads),
+            sess_options=options if options is not None else session_options(intra_op_threads),
             providers=execution_providers(device),
         )
         self._inputs = [i.name for i in self._session.get_inputs()]

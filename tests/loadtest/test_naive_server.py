@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from loadtest.naive_server import NaiveConfig, NaiveConfigError, create_naive_app
+from loadtest.naive_server import NaiveConfig, NaiveConfigError, create_naive_app, load_configured_scorer
 from model_store.engines.deterministic import DeterministicScorer
 from model_store.scoring import TextPair
 
@@ -79,6 +79,37 @@ def test_config_from_env() -> None:
         NaiveConfig.from_env({"PLAUDIT_INTRA_OP_THREADS": "two"})
     with pytest.raises(NaiveConfigError, match="PLAUDIT_ENGINE_OPTIONS is not valid JSON"):
         NaiveConfig.from_env({"PLAUDIT_ENGINE_OPTIONS": "{"})
+
+
+def test_onnx_options_default_to_ort_defaults_and_refuse_unknown_values() -> None:
+    assert NaiveConfig.from_env({}).onnx_options == "ort-defaults"
+    assert NaiveConfig.from_env({"PLAUDIT_NAIVE_ONNX_OPTIONS": "Plaudit"}).onnx_options == "plaudit"
+    with pytest.raises(NaiveConfigError, match="PLAUDIT_NAIVE_ONNX_OPTIONS='tuned'.*ort-defaults, plaudit"):
+        NaiveConfig.from_env({"PLAUDIT_NAIVE_ONNX_OPTIONS": "tuned"})
+
+
+@pytest.mark.parametrize("onnx_options", ["ort-defaults", "plaudit"])
+def test_naive_engine_opens_the_stored_file_with_the_chosen_session_options(
+    trained_store: Path, onnx_options: str
+) -> None:
+    config = NaiveConfig(store_dir=str(trained_store), model="tiny", onnx_options=onnx_options)
+    scorer = load_configured_scorer(config)
+    try:
+        options = scorer._session.get_session_options()  # type: ignore[attr-defined]
+        try:
+            tuned = options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        except RuntimeError:  # ORT's defaults carry no such entry
+            tuned = False
+        assert tuned == (onnx_options == "plaudit")
+        # Either way it is the same model: the same scores as the service's engine.
+        from model_store.loading import load_scorer
+        from model_store.store import ModelStore
+
+        pairs = [TextPair(**it) for it in ITEMS]
+        expected = load_scorer(ModelStore(trained_store).resolve("tiny")).score(pairs)
+        assert scorer.score(pairs) == pytest.approx(expected, abs=1e-5)
+    finally:
+        scorer.close()
 
 
 def test_serves_a_stored_onnx_model_with_the_same_scores_as_in_process(trained_store: Path) -> None:
