@@ -92,13 +92,17 @@ def test_train_linear_end_to_end_and_explain(tmp_path: Path, capsys: pytest.Capt
     assert shown == set(HAND_FEATURES)
 
 
-def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_path: Path, ema_decay: float) -> None:
     from training.data.loaders import load_dataset
     from training.transformer_trainer import TransformerConfig, TransformerTrainer
 
     examples = load_dataset([SAMPLE_FILES[0]]).examples
     train, val = list(examples[:64]), list(examples[64:80])
-    cfg = dict(backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2, patience=99)
+    cfg = dict(
+        backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2,
+        patience=99, ema_decay=ema_decay,
+    )
     full = TransformerTrainer(TransformerConfig(**cfg)).fit(train, val, progress=False)
 
     ckpt = str(tmp_path / "ckpt")
@@ -110,6 +114,48 @@ def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_
     assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history] == [2, 4, 6, 8]
     for got, want in zip(resumed.history, full.history, strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-5)
+
+
+def test_weight_average_matches_hand_computed_values_and_swaps_back() -> None:
+    import torch
+
+    from training.transformer_trainer import WeightAverage
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    average = WeightAverage([param], decay=0.5)
+    with torch.no_grad():
+        param.fill_(1.0)
+    average.update()  # warm-up decay min(0.5, 2/11) = 2/11: 0 + (9/11) * (1 - 0)
+    assert average.average[0].tolist() == pytest.approx([9 / 11] * 2)
+    with torch.no_grad():
+        param.fill_(3.0)
+    average.update()  # min(0.5, 3/12) = 0.25
+    assert average.average[0].tolist() == pytest.approx([0.25 * 9 / 11 + 0.75 * 3.0] * 2)
+    with average.applied():
+        assert param.tolist() == pytest.approx([0.25 * 9 / 11 + 0.75 * 3.0] * 2)
+    assert param.tolist() == [3.0, 3.0]
+    with pytest.raises(ValueError, match="ema_decay must be between 0 and 1"):
+        WeightAverage([param], decay=1.0)
+
+
+def test_with_ema_the_returned_model_is_the_averaged_one_that_scored_best(tiny_backbone: Path) -> None:
+    from training.collate import tokenize_examples
+    from training.data.loaders import load_dataset
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    examples = load_dataset([SAMPLE_FILES[0]]).examples
+    train, val = list(examples[:64]), list(examples[64:80])
+    trainer = TransformerTrainer(
+        TransformerConfig(
+            backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3,
+            evals_per_epoch=2, patience=99, ema_decay=0.9,
+        )
+    )
+    result = trainer.fit(train, val, progress=False)
+    best = max(result.history, key=lambda h: h["val_accuracy"])  # the first of equal scores wins
+    best = next(h for h in result.history if h["val_accuracy"] == best["val_accuracy"])
+    again = trainer.evaluate(tokenize_examples(val, trainer.tokenizer))
+    assert again["val_loss"] == pytest.approx(best["val_loss"], abs=1e-6)
 
 
 def test_training_changes_every_trainable_parameter(tiny_backbone: Path) -> None:
