@@ -73,7 +73,8 @@ def test_format_results_prints_every_row() -> None:
     results = {
         "ceiling": {"items_per_s_by_batch": {1: 50.0, 8: 500.0}, "best_batch_size": 8,
                     "best_workers": 2, "items_per_s_by_workers": {1: 400.0, 2: 500.0},
-                    "best_items_per_s": 500.0, "direct_latency_ms": 8.0},
+                    "best_items_per_s": 500.0, "direct_latency_ms": 8.0,
+                    "direct_latency_back_to_back_ms": 6.5},
         "servers": {
             "plaudit": {k: v.to_json() for k, v in plaudit.items()},
             "naive": {k: (v.to_json() if v else None) for k, v in naive.items()},
@@ -87,6 +88,27 @@ def test_format_results_prints_every_row() -> None:
     assert "Plaudit/ceiling 0.8," in text
     assert "naive    idle_c1_1rps  (not run: no time left or server did not start)" in text
     assert "Plaudit/direct x1.5)" in text
+    assert "8.00 ms paced like the idle scenario, 6.50 ms back to back" in text
+
+
+def test_paced_direct_latency_calls_the_engine_on_the_idle_scenarios_schedule() -> None:
+    import time
+
+    calls: list[float] = []
+
+    class Recording(DeterministicScorer):
+        def score(self, pairs):  # type: ignore[no-untyped-def]
+            calls.append(time.perf_counter())
+            return super().score(pairs)
+
+    items = synthetic_items(4)
+    assert bench.direct_latency_ms(Recording(), items, interval_s=0.05) > 0
+    assert len(calls) == 4  # one call per item, none repeated
+    for index, at in enumerate(calls):
+        assert at - calls[0] >= index * 0.05 - 1e-3
+    calls.clear()
+    bench.direct_latency_ms(Recording(), items)
+    assert len(calls) == 12  # back to back: the fastest of three per item
 
 
 def test_measure_ceiling_tries_every_batch_size_and_worker_count() -> None:
