@@ -45,6 +45,7 @@ def run_plaudit(kind: str, data: str, store: Path, args: argparse.Namespace) -> 
             evals_per_epoch=args.evals_per_epoch,
             freeze_layers=args.freeze_layers,
             ema_decay=args.ema_decay,
+            label_smoothing=args.label_smoothing,
         ),
         quantize=kind == "transformer",
         progress=not args.no_progress,
@@ -146,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Plaudit freezes the embeddings and this many lower encoder layers (MiniLM-L6 has 6); TRL trains all",
     )
     parser.add_argument("--ema-decay", type=float, default=0.0, help="Plaudit validates and exports an EMA of its weights (0 = off)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="Plaudit's Bradley-Terry label smoothing (0 = off)")
     parser.add_argument("--evals-per-epoch", type=int, default=4, help="validation checks (and early-stopping points) per epoch")
     parser.add_argument("--skip", action="append", default=[], choices=("transformer", "linear", "trl"))
     parser.add_argument("--out", default="bench-out/training.json")

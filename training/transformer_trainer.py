@@ -63,6 +63,7 @@ class TransformerConfig:
     pooling: str = "response"
     disable_dropout: bool = False  # True is faster (~30% on CPU), but cost accuracy on HH here
     ema_decay: float = 0.0  # > 0: validate, select and export an exponential moving average of the weights
+    label_smoothing: float = 0.0  # pairs: trust each label with probability 1 - this (validation loss stays plain)
     checkpoint_dir: str | None = None
     resume: bool = False
     max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
@@ -117,14 +118,16 @@ def freeze_lower_layers(backbone: torch.nn.Module, n: int) -> None:
         module.requires_grad_(False)
 
 
-def batch_loss(rewards: torch.Tensor, batch: RewardBatch) -> tuple[torch.Tensor, dict[str, float]]:
+def batch_loss(
+    rewards: torch.Tensor, batch: RewardBatch, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum of the per-shape mean losses present in the batch, plus pair accuracy."""
     p, r = batch.n_pairs, batch.n_ratings
     terms: list[torch.Tensor] = []
     stats: dict[str, float] = {}
     if p:
         chosen, rejected = rewards[:p], rewards[p : 2 * p]
-        terms.append(bradley_terry_loss(chosen, rejected, batch.margins))
+        terms.append(bradley_terry_loss(chosen, rejected, batch.margins, label_smoothing))
         diff = (chosen - rejected).detach()
         stats["acc"] = float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
     if r:
@@ -288,7 +291,7 @@ class TransformerTrainer:
                 if step < state["step"]:
                     continue  # already done before a resume
                 batch = collate([train_tok[j] for j in idx], self.tokenizer.pad_id)
-                loss, stats = batch_loss(self.model(**batch.inputs), batch)
+                loss, stats = batch_loss(self.model(**batch.inputs), batch, cfg.label_smoothing)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 optimizer.step()

@@ -26,6 +26,14 @@ def test_bradley_terry_margin_is_subtracted() -> None:
     assert bradley_terry_loss(chosen, rejected, margin).item() == pytest.approx(expected, abs=1e-6)
 
 
+def test_bradley_terry_label_smoothing_trusts_the_label_with_probability_one_minus_eps() -> None:
+    chosen, rejected = torch.tensor([2.0, -1.0]), torch.tensor([0.0, 0.0])
+    expected = (0.9 * _nls(2.0) + 0.1 * _nls(-2.0) + 0.9 * _nls(-1.0) + 0.1 * _nls(1.0)) / 2
+    got = bradley_terry_loss(chosen, rejected, label_smoothing=0.1).item()
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got == pytest.approx(0.77009, abs=1e-5)  # (0.9*0.12693 + 0.1*2.12693 + 0.9*1.31326 + 0.1*0.31326) / 2
+
+
 def test_rating_loss_is_mean_squared_error() -> None:
     assert rating_loss(torch.tensor([0.5, -1.0]), torch.tensor([1.0, 0.0])).item() == pytest.approx((0.25 + 1.0) / 2)
 
