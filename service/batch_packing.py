@@ -29,38 +29,54 @@ def is_full(items: Sequence[Sized], max_items: int, max_tokens: int) -> bool:
     return len(items) >= max_items or padded_tokens(items) >= max_tokens
 
 
-def select_batch(waiting: Sequence[T], max_items: int, max_tokens: int) -> list[T]:
+def select_batch(
+    waiting: Sequence[T], max_items: int, max_tokens: int, max_padding_waste: float | None = None
+) -> list[T]:
     """Pick the next batch from `waiting` (oldest first). A lone item is always allowed,
-    even past `max_tokens`, so an oversized item still gets scored."""
+    even past `max_tokens`, so an oversized item still gets scored.
+
+    `max_padding_waste` caps the padding a batch may carry, as a fraction of its real
+    tokens. On CPU a padded token costs as much as a real one while a bigger batch gains
+    little (MiniLM-L6 on 2 cores: length-sorted batches of 8 run about 10% faster per item
+    than single items), so a batch of 8 that pads 15% is slower than no batching at all;
+    a smaller, tighter batch is faster.
+    """
     if not waiting:
         return []
     anchor = waiting[0]
     by_length = sorted(waiting, key=lambda it: it.n_tokens)
     pos = next(i for i, it in enumerate(by_length) if it is anchor)
     chosen = [anchor]
-    longest = anchor.n_tokens
+    longest, real = anchor.n_tokens, anchor.n_tokens
+
+    def fits(candidate: T) -> bool:
+        new_longest = max(longest, candidate.n_tokens)
+        padded = (len(chosen) + 1) * new_longest
+        if padded > max_tokens:
+            return False
+        return max_padding_waste is None or padded <= (1.0 + max_padding_waste) * (real + candidate.n_tokens)
+
+    # Grow outwards from the anchor, nearest length first. A side that no longer fits is
+    # closed: the next item on it is further away, so it would fit even less.
     lo, hi = pos - 1, pos + 1
     while len(chosen) < max_items and (lo >= 0 or hi < len(by_length)):
         shorter = by_length[lo] if lo >= 0 else None
         longer = by_length[hi] if hi < len(by_length) else None
-        take_longer = longer is not None and (
+        if longer is not None and (
             shorter is None or longer.n_tokens - anchor.n_tokens < anchor.n_tokens - shorter.n_tokens
-        )
-        if take_longer:
-            assert longer is not None
-            new_longest = max(longest, longer.n_tokens)
-            if (len(chosen) + 1) * new_longest <= max_tokens:
+        ):
+            if fits(longer):
                 chosen.append(longer)
-                longest = new_longest
+                longest, real = max(longest, longer.n_tokens), real + longer.n_tokens
                 hi += 1
-                continue
-            # The longer side no longer fits; shorter items still might.
-            hi = len(by_length)
-            if shorter is None:
-                break
+            else:
+                hi = len(by_length)
+            continue
         assert shorter is not None
-        if (len(chosen) + 1) * longest > max_tokens:
-            break  # adding any item costs at least `longest` more tokens
-        chosen.append(shorter)
-        lo -= 1
+        if fits(shorter):
+            chosen.append(shorter)
+            real += shorter.n_tokens
+            lo -= 1
+        else:
+            lo = -1
     return chosen

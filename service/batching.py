@@ -53,6 +53,8 @@ class BatchLimits(Protocol):
     @property
     def max_batch_tokens(self) -> int: ...
     @property
+    def max_padding_waste(self) -> float: ...
+    @property
     def max_wait_ms(self) -> float: ...
     @property
     def max_queue_items(self) -> int: ...
@@ -95,6 +97,7 @@ class Batcher:
         self.scorer = scorer
         self.max_batch_items = limits.max_batch_items
         self.max_batch_tokens = limits.max_batch_tokens
+        self.max_padding_waste = limits.max_padding_waste
         self.max_wait_s = limits.max_wait_ms / 1000.0
         self.max_queue_items = limits.max_queue_items
         self._tokenize_workers = limits.tokenize_workers
@@ -373,7 +376,7 @@ class Batcher:
         for request in {it.request for it in self._waiting}:
             if request.deadline is not None and request.deadline <= now:
                 self._fail(request, DeadlineExceeded(self._deadline_message(request)), "deadline")
-        batch = select_batch(self._waiting, self.max_batch_items, self.max_batch_tokens)
+        batch = select_batch(self._waiting, self.max_batch_items, self.max_batch_tokens, self.max_padding_waste)
         taken = set(map(id, batch))
         self._waiting = [it for it in self._waiting if id(it) not in taken]
         return batch

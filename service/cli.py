@@ -33,6 +33,10 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default: 8000)")
     parser.add_argument("--max-batch-items", type=int, help="most items per engine call (default: 8)")
+    parser.add_argument(
+        "--max-padding-waste", type=float,
+        help="padding a batch may carry, as a fraction of its real tokens (default: 0.1)",
+    )
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
     parser.add_argument(
         "--threads", dest="intra_op_threads", type=int,
@@ -57,6 +61,7 @@ _SETTING_ARGS = (
     "host",
     "port",
     "max_batch_items",
+    "max_padding_waste",
     "max_wait_ms",
     "intra_op_threads",
     "engine_workers",

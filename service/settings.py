@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # -- batching ------------------------------------------------------------------------
     max_batch_items: int = 8  # on 2 CPU cores batches of 8 beat 32 even length-sorted (bench_serving ceiling)
     max_batch_tokens: int = 2048
+    max_padding_waste: float = Field(
+        default=0.1,
+        description="Padding a batch may carry, as a fraction of its real tokens (0.1 = 10%); "
+        "items that would pad more go in a later batch.",
+    )
     max_wait_ms: float = 5.0
     max_queue_items: int = 2048
     tokenize_workers: int = 1
@@ -185,6 +190,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_wait_ms={value} must be between 0 and 1000; set {env_name('max_wait_ms')} "
                 "to a few milliseconds (0 = never wait for a fuller batch)"
+            )
+        return value
+
+    @field_validator("max_padding_waste")
+    @classmethod
+    def _padding(cls, value: float) -> float:
+        if not 0 <= value <= 100:
+            raise ValueError(
+                f"max_padding_waste={value} must be between 0 and 100; set {env_name('max_padding_waste')} "
+                "to the padding a batch may carry as a fraction of its real tokens, e.g. 0.1"
             )
         return value
 

@@ -201,7 +201,8 @@ def test_disconnected_clients_items_are_dropped_before_inference(live_server):
 
 
 def test_metrics_move_after_requests(live_server):
-    with live_server(engine="deterministic") as srv:
+    # No padding cap, so that each request's items of different lengths make one batch.
+    with live_server(engine="deterministic", max_padding_waste=100) as srv:
         srv.wait_ready()
         assert srv.metric("plaudit_batch_size_items_count") == 0
         for n in (1, 3):

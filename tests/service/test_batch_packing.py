@@ -53,3 +53,20 @@ def test_is_full():
     assert is_full([Waiting(1)] * 4, max_items=4, max_tokens=1000)
     assert is_full([Waiting(300), Waiting(10)], max_items=4, max_tokens=600)
     assert not is_full([Waiting(10)] * 3, max_items=4, max_tokens=1000)
+
+
+def test_padding_waste_cap_keeps_only_items_that_pad_little():
+    waiting = [Waiting(100), Waiting(104), Waiting(120), Waiting(60)]
+    # 100 + 104 pad to 208 for 204 real tokens (2%); adding 120 pads 360 for 324 (11%),
+    # adding 60 instead pads 312 for 264 (18%): both over 10%.
+    assert lengths(select_batch(waiting, max_items=8, max_tokens=10_000, max_padding_waste=0.1)) == [100, 104]
+    # At 20% the 120 fits (11%), and then the 60 would pad 480 for 384 (25%).
+    assert lengths(select_batch(waiting, max_items=8, max_tokens=10_000, max_padding_waste=0.2)) == [100, 104, 120]
+    assert len(select_batch(waiting, max_items=8, max_tokens=10_000)) == 4  # no cap
+
+
+def test_zero_waste_batches_only_equal_lengths_and_a_lone_item_always_runs():
+    waiting = [Waiting(50), Waiting(51), Waiting(50), Waiting(49)]
+    assert lengths(select_batch(waiting, max_items=8, max_tokens=10_000, max_padding_waste=0.0)) == [50, 50]
+    lone = [Waiting(7), Waiting(8)]
+    assert select_batch(lone, max_items=8, max_tokens=1, max_padding_waste=0.0) == [lone[0]]

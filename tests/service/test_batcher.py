@@ -310,3 +310,17 @@ def test_drain_that_times_out_fails_what_is_left_like_stop():
         assert not batcher.alive and batcher.queue_depth == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("waste", "batches"), [(0.1, 2), (100.0, 1)])
+def test_padding_cap_keeps_a_long_item_out_of_a_batch_of_short_ones(waste: float, batches: int):
+    texts = ["short answer one", "short answer two", "short answer six", "a long answer " * 40]
+    want = DeterministicScorer().score(pairs(*texts))
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[np.ndarray, float]:
+        got = await batcher.submit(pairs(*texts))
+        return got, value(metrics, "plaudit_batch_size_items_count")
+
+    got, ran = with_batcher(DeterministicScorer(), body, max_padding_waste=waste)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert ran == batches
