@@ -108,6 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # httpx logs every request at INFO: a line per request under `plaudit loadtest`,
+        # and CPU taken from the server it measures on the same machine.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "train" and any(is_database_url(d) for d in args.data):
         from service.feedback import FeedbackStoreError
 
