@@ -11,7 +11,9 @@ Layout under the store root::
 A version appears by renaming a fully written, fsynced temporary directory into
 `versions/`, and disappears by renaming it out again, so readers never see half a
 version. Temporary (`.register-*`) and tombstone (`.trash-*`) directories left by a
-crash live outside `versions/` and are ignored.
+crash live outside `versions/` and are ignored; the next registration of that name
+removes tombstones and temporary directories untouched for a day (a registration copies
+its files outside the lock, so a younger temporary directory may still be filling).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +51,7 @@ _LOCK_FILE = ".lock"
 _COUNTER_FILE = ".last_version"
 _REGISTER_PREFIX = ".register-"
 _TRASH_PREFIX = ".trash-"
+_ABANDONED_AFTER_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,7 @@ class ModelStore:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 files[relpath] = copy_file_hashed(staging / relpath, target)
             with self._locked(name):
+                _purge_crash_leftovers(model_dir, keep=tmp)
                 version = self._allocate_version(name)
                 full_metadata = {
                     **metadata,
@@ -426,3 +431,25 @@ def _describe_aliases(aliases: dict[str, int]) -> str:
     if not aliases:
         return "(none)"
     return ", ".join(f"{alias} -> {version}" for alias, version in sorted(aliases.items()))
+
+
+def _purge_crash_leftovers(model_dir: Path, keep: Path) -> None:
+    """Remove what crashed registrations and deletions left in `model_dir` (call under its lock).
+
+    Tombstones are only ever removed, so any present now is abandoned. A temporary
+    registration directory is filled before its owner takes the lock, so only one that
+    has not changed for a day counts as abandoned.
+    """
+    now = time.time()
+    for entry in model_dir.iterdir():
+        if entry == keep or not entry.is_dir():
+            continue
+        if entry.name.startswith(_TRASH_PREFIX):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(_REGISTER_PREFIX):
+            try:
+                idle_s = now - entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if idle_s > _ABANDONED_AFTER_S:
+                shutil.rmtree(entry, ignore_errors=True)

@@ -160,6 +160,27 @@ def test_leftovers_of_crashed_registrations_are_ignored(store: ModelStore, stagi
     assert store.register("rm", staging, {}).version == 2
 
 
+def test_next_registration_purges_tombstones_and_day_old_temporary_folders(
+    store: ModelStore, staging: Path
+) -> None:
+    import os
+    import time
+
+    store.register("rm", staging, {})
+    model_dir = store.root / "rm"
+    abandoned, filling, tombstone = (model_dir / n for n in (".register-old", ".register-new", ".trash-1-x"))
+    for folder in (abandoned, filling, tombstone):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half")
+    day_and_a_bit = time.time() - 25 * 3600
+    os.utime(abandoned, (day_and_a_bit, day_and_a_bit))
+
+    assert store.register("rm", staging, {}).version == 2
+    assert not abandoned.exists() and not tombstone.exists()
+    assert filling.exists()  # a registration may still be copying into it
+    assert [mv.version for mv in store.list("rm")] == [1, 2]
+
+
 def test_version_numbers_are_never_reused(store: ModelStore, tmp_path: Path) -> None:
     register_n(store, tmp_path, 3)
     store.delete("rm", 3)
