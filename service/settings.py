@@ -34,6 +34,15 @@ DeviceName = Literal["cpu", "cuda"]
 PrecisionName = Literal["auto", "fp32", "fp16", "bf16", "int8"]
 
 
+# Settings that must lie in [low, high], with what to set instead when one does not.
+_BOUNDED: dict[str, tuple[float, float, str]] = {
+    "max_wait_ms": (0, 1000, "to a few milliseconds (0 = never wait for a fuller batch)"),
+    "max_padding_waste": (
+        0, 100, "to the padding a batch may carry as a fraction of its real tokens, e.g. 0.1"
+    ),
+}
+
+
 def available_cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -183,24 +192,13 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("max_wait_ms")
+    @field_validator(*_BOUNDED)
     @classmethod
-    def _wait(cls, value: float) -> float:
-        if not 0 <= value <= 1000:
-            raise ValueError(
-                f"max_wait_ms={value} must be between 0 and 1000; set {env_name('max_wait_ms')} "
-                "to a few milliseconds (0 = never wait for a fuller batch)"
-            )
-        return value
-
-    @field_validator("max_padding_waste")
-    @classmethod
-    def _padding(cls, value: float) -> float:
-        if not 0 <= value <= 100:
-            raise ValueError(
-                f"max_padding_waste={value} must be between 0 and 100; set {env_name('max_padding_waste')} "
-                "to the padding a batch may carry as a fraction of its real tokens, e.g. 0.1"
-            )
+    def _within_bounds(cls, value: float, info: ValidationInfo) -> float:
+        field = str(info.field_name)
+        low, high, advice = _BOUNDED[field]
+        if not low <= value <= high:
+            raise ValueError(f"{field}={value} must be between {low} and {high}; set {env_name(field)} {advice}")
         return value
 
     @field_validator("request_timeout_s")
