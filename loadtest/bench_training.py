@@ -27,8 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def run_plaudit(kind: str, data: str, store: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from training.cli import transformer_config
     from training.pipeline import TrainJob, run_training
-    from training.transformer_trainer import TransformerConfig
 
     job = TrainJob(
         data=[data],
@@ -36,17 +36,7 @@ def run_plaudit(kind: str, data: str, store: Path, args: argparse.Namespace) -> 
         name=f"hh-{kind}",
         kind=kind,
         seed=args.seed,
-        transformer=TransformerConfig(
-            backbone=args.backbone,
-            max_length=args.max_length,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            evals_per_epoch=args.evals_per_epoch,
-            freeze_layers=args.freeze_layers,
-            ema_decay=args.ema_decay,
-            label_smoothing=args.label_smoothing,
-        ),
+        transformer=transformer_config(args),
         quantize=kind == "transformer",
         progress=not args.no_progress,
     )

@@ -10,7 +10,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.transformer_trainer import TransformerConfig
 
 DEFAULT_STORE = "./plaudit-data/models"
 
@@ -92,13 +95,32 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+# The transformer flags `plaudit train` and loadtest.bench_training both take (their defaults differ).
+TRANSFORMER_FLAGS = (
+    "backbone",
+    "max_length",
+    "epochs",
+    "batch_size",
+    "lr",
+    "evals_per_epoch",
+    "freeze_layers",
+    "ema_decay",
+    "label_smoothing",
+)
+
+
+def transformer_config(args: argparse.Namespace, **extra: Any) -> TransformerConfig:
+    """The TransformerConfig for parsed TRANSFORMER_FLAGS, plus `extra` fields."""
+    from training.transformer_trainer import TransformerConfig
+
+    return TransformerConfig(**{name: getattr(args, name) for name in TRANSFORMER_FLAGS}, **extra)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from model_store.errors import StoreError
     from training.data.errors import DataValidationError
     from training.pipeline import TrainJob, run_training
-    from training.transformer_trainer import TransformerConfig
-
     try:
         job = TrainJob(
             data=args.data,
@@ -108,19 +130,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             rating_scale=args.rating_scale,
             val_fraction=args.val_fraction,
             seed=args.seed,
-            transformer=TransformerConfig(
-                backbone=args.backbone,
-                max_length=args.max_length,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                evals_per_epoch=args.evals_per_epoch,
-                freeze_layers=args.freeze_layers,
-                ema_decay=args.ema_decay,
-                label_smoothing=args.label_smoothing,
-                threads=args.threads,
-                checkpoint_dir=args.checkpoint_dir,
-                resume=args.resume,
+            transformer=transformer_config(
+                args, threads=args.threads, checkpoint_dir=args.checkpoint_dir, resume=args.resume
             ),
             quantize=args.quantize,
             promote_to=args.promote,
