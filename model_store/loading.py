@@ -52,7 +52,7 @@ def load_scorer_from_dir(
     if engine == "torch":
         from model_store.engines.torch_engine import TorchScorer
 
-        return TorchScorer(
+        return TorchScorer.load(
             model_dir / "torch",
             tokenizer,
             name=name,

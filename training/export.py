@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_store.engines.torch_engine import TorchScorer
 from model_store.engines.torch_model import RewardModel
 from model_store.onnx_scorer import TransformerOnnxScorer
 from model_store.scoring import TextPair
-from model_store.tokenization import PairTokenizer, pad_batch
+from model_store.tokenization import PairTokenizer
 
 ONNX_OPSET = 17
 TOKENIZER_FILES = (
@@ -166,18 +167,6 @@ def copy_tokenizer(backbone_dir: Path, out_dir: Path) -> None:
             shutil.copy2(backbone_dir / name, out_dir / name)
 
 
-@torch.inference_mode()
-def torch_scores(model: RewardModel, tokenizer: PairTokenizer, texts: Sequence[TextPair], batch_size: int = 32) -> np.ndarray:
-    encoded = tokenizer.encode(texts)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    out = np.zeros(len(encoded), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        feeds = pad_batch([encoded[i] for i in idx], pad_id=tokenizer.pad_id)
-        out[idx] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).float().numpy()
-    return out
-
-
 def decision_agreement(a_first: np.ndarray, a_second: np.ndarray, b_first: np.ndarray, b_second: np.ndarray) -> float:
     """Share of pairs on which two engines pick the same winner."""
     if a_first.size == 0:
@@ -221,7 +210,9 @@ def export_transformer(
     model.save(out_dir / "torch")
 
     served = PairTokenizer.from_dir(out_dir / "tokenizer", tokenizer.max_length)
-    reference = torch_scores(model, tokenizer, parity_texts)
+    # The reference runs through the torch engine's scorer: the same length-sorted batching
+    # and output checks as the ONNX side, so only the engines differ.
+    reference = TorchScorer(model, tokenizer, name="export", version="0").score(parity_texts)
     onnx = TransformerOnnxScorer(out_dir / "model.onnx", served, name="export", version="0")
     parity = check_parity(reference, onnx.score(parity_texts), n_parity_pairs, atol)
     if not parity.passed:

@@ -19,9 +19,12 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchScorer(BaseScorer):
+    """Scores with a RewardModel: one loaded from a stored version (`load`), or the one
+    training holds in memory, which the export's parity gate compares with ONNX."""
+
     def __init__(
         self,
-        torch_dir: Path,
+        model: RewardModel,
         tokenizer: PairTokenizer,
         *,
         name: str,
@@ -41,7 +44,12 @@ class TorchScorer(BaseScorer):
         self.max_length = tokenizer.max_length
         self.device = torch.device(device)
         self.dtype = DTYPES[precision]
-        self.model = RewardModel.load(torch_dir).to(self.device, dtype=self.dtype).eval()
+        self.model = model.to(self.device, dtype=self.dtype).eval()
+
+    @classmethod
+    def load(cls, torch_dir: Path, tokenizer: PairTokenizer, **options: str) -> TorchScorer:
+        """The model in a stored version's `torch/` folder; `options` as for the constructor."""
+        return cls(RewardModel.load(torch_dir), tokenizer, **options)
 
     def encode(self, pairs: Sequence[TextPair]) -> list[Encoded]:
         return [Encoded(n_tokens=len(t), payload=t) for t in self.tokenizer.encode(pairs)]
