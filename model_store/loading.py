@@ -13,6 +13,19 @@ from model_store.scoring import Scorer
 
 ENGINES = ("onnx", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+# int8 is a quantised ONNX file; fp16/bf16 are torch dtypes for the GPU.
+ENGINE_PRECISIONS = {"onnx": ("auto", "fp32", "int8"), "torch": ("auto", "fp32", "fp16", "bf16")}
+
+
+def check_engine_precision(engine: str, precision: str) -> None:
+    """Refuse a precision the engine cannot run, rather than silently running another."""
+    allowed = ENGINE_PRECISIONS.get(engine)
+    if allowed is not None and precision not in allowed:
+        others = [e for e, p in ENGINE_PRECISIONS.items() if precision in p]
+        hint = f"; {precision} runs on --engine {others[0]}" if others else ""
+        raise ValueError(
+            f"--engine {engine} cannot run precision {precision}: choose one of {', '.join(allowed)}{hint}"
+        )
 
 
 def load_scorer_from_dir(
@@ -36,6 +49,7 @@ def load_scorer_from_dir(
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_engine_precision(engine, precision)
     kind = metadata.get("kind")
     if kind == "linear":
         if engine != "onnx":
@@ -58,7 +72,7 @@ def load_scorer_from_dir(
             name=name,
             version=version,
             device=device,
-            precision="fp32" if precision in ("auto", "int8") else precision,
+            precision="fp32" if precision == "auto" else precision,
         )
 
     from model_store.onnx_scorer import TransformerOnnxScorer

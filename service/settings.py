@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model_store.loading import check_engine_precision
 from service.api_keys import ApiKeyError, ScopeName, merge_keys, parse_key_mapping, read_key_file
 
 ENV_PREFIX = "PLAUDIT_"
@@ -230,6 +231,10 @@ class Settings(BaseSettings):
                 f"accepted; lower {env_name('max_items_per_request')} or raise "
                 f"{env_name('max_queue_items')}"
             )
+        try:
+            check_engine_precision(self.engine, self.precision)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (set {env_name('engine')} and {env_name('precision')})") from None
         if self.engine_options and self.engine not in ("deterministic", "failing"):
             raise ValueError(
                 f"engine_options are for the test engines only (deterministic, failing), "

@@ -63,6 +63,11 @@ def test_unknown_precision_and_missing_file_are_refused(trained_store: Path) -> 
     mv = ModelStore(trained_store).resolve("tiny")
     with pytest.raises(ValueError, match="unknown precision"):
         load_scorer(mv, precision="fp8")
+    # Each engine refuses the precisions it cannot run instead of quietly running fp32.
+    with pytest.raises(ValueError, match="--engine torch cannot run precision int8"):
+        load_scorer(mv, engine="torch", precision="int8")
+    with pytest.raises(ValueError, match="--engine onnx cannot run precision fp16"):
+        load_scorer(mv, engine="onnx", precision="fp16")
     with pytest.raises(ValueError, match="linear model runs on the onnx engine"):
         from model_store.loading import load_scorer_from_dir
 

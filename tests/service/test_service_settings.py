@@ -76,3 +76,7 @@ def test_inconsistent_settings_are_refused():
     message = problem(max_items_per_request=100, max_queue_items=10)
     assert "max_items_per_request=100 exceeds max_queue_items=10" in message
     assert "for the test engines only" in problem(engine="onnx", engine_options={"delay_s": 1})
+    message = problem(engine="torch", precision="int8")
+    assert "--engine torch cannot run precision int8" in message and "int8 runs on --engine onnx" in message
+    assert "PLAUDIT_PRECISION" in message
+    assert "bf16 runs on --engine torch" in problem(engine="onnx", precision="bf16")
