@@ -198,3 +198,29 @@ def test_freezing_more_layers_than_the_backbone_has_is_refused(tiny_backbone: Pa
 
     with pytest.raises(ValueError, match="freeze_layers must be between 1 and 2"):
         TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), freeze_layers=3))
+
+
+def test_layer_lr_decay_gives_each_block_its_own_rate(tiny_backbone: Path) -> None:
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), lr=1e-3, head_lr=1e-2, layer_lr_decay=0.5))
+    optimizer, _ = trainer._optimizer(total_steps=10)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(trainer.model.named_parameters())
+    # The tiny backbone has two blocks: the top one learns at lr, the one below at half,
+    # the (trainable part of the) embeddings at a quarter, the head at head_lr.
+    assert lr_of[id(named["backbone.encoder.layer.1.output.dense.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["backbone.encoder.layer.0.output.dense.weight"])] == pytest.approx(5e-4)
+    assert lr_of[id(named["backbone.embeddings.LayerNorm.weight"])] == pytest.approx(2.5e-4)
+    assert lr_of[id(named["head.weight"])] == pytest.approx(1e-2)
+    # Frozen word embeddings get no optimizer state at all; every trainable tensor is in exactly one group.
+    assert id(named["backbone.embeddings.word_embeddings.weight"]) not in lr_of
+    assert len(lr_of) == sum(len(g["params"]) for g in optimizer.param_groups)
+    assert set(lr_of) == {id(p) for p in trainer.model.parameters() if p.requires_grad}
+
+
+def test_layer_lr_decay_outside_zero_to_one_is_refused(tiny_backbone: Path) -> None:
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\], got 1.5"):
+        TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), layer_lr_decay=1.5))
