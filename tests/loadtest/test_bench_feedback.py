@@ -12,6 +12,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from loadtest import bench_feedback as bench
+from loadtest.feedback_bench.config import BenchConfig
+from loadtest.feedback_bench.databases import postgres_database_exists, read_stored_rows
+from loadtest.feedback_bench.load import Answer, FeedbackLoad, ServiceUnderTest
+from loadtest.feedback_bench.plan import Job, plan_jobs, planned_posts
+from loadtest.feedback_bench.verify import verify
 from service.feedback import FeedbackStore, NewFeedback
 from service.schemas_feedback import FeedbackRequest
 
@@ -34,8 +39,8 @@ def postgres_url() -> str:
     return url
 
 
-def small(db_url: str, **overrides: Any) -> bench.BenchConfig:
-    return bench.BenchConfig(
+def small(db_url: str, **overrides: Any) -> BenchConfig:
+    return BenchConfig(
         db_url=db_url, posts=300, concurrency=16, retry_fraction=0.1, max_total_s=150.0, **overrides
     )
 
@@ -58,8 +63,8 @@ def assert_every_post_stored_once(results: dict[str, Any]) -> None:
 
 def test_plan_mixes_shapes_and_places_reposts() -> None:
     rng = random.Random(1)
-    posts = bench.planned_posts(100, "t", rng)
-    jobs = bench.plan_jobs(posts, retry_fraction=0.2, concurrency=4, rng=rng)
+    posts = planned_posts(100, "t", rng)
+    jobs = plan_jobs(posts, retry_fraction=0.2, concurrency=4, rng=rng)
 
     assert len({p.feedback_id for p in posts}) == 100
     assert Counter(p.shape for p in posts).keys() == {"like", "rating", "pair", "choice"}
@@ -73,7 +78,7 @@ def test_plan_mixes_shapes_and_places_reposts() -> None:
 
 
 def test_planned_bodies_are_valid_feedback_requests() -> None:
-    for post in bench.planned_posts(40, "t", random.Random(2)):
+    for post in planned_posts(40, "t", random.Random(2)):
         body = dict(post.body, feedback_id=post.feedback_id)
         if post.shape == "choice":
             body = {k: v for k, v in body.items() if k != "compare"} | {"request_id": "r1"}
@@ -100,7 +105,7 @@ def test_postgres_every_acknowledged_post_stored_once(postgres_url: str) -> None
     assert results["database"]["backend"] == "postgresql"
     name = results["database"]["name"]
     assert name.startswith("plaudit_bench_")
-    assert not bench.postgres_database_exists(postgres_url, name)
+    assert not postgres_database_exists(postgres_url, name)
 
 
 def test_sigkill_mid_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -115,23 +120,23 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
 
 def test_verify_reports_a_lost_row_and_a_wrong_export(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'feedback.db'}"
-    posts = bench.planned_posts(3, "t", random.Random(3))
+    posts = planned_posts(3, "t", random.Random(3))
     assert [p.shape for p in posts] == ["like"] * 3
-    config = bench.BenchConfig(db_url=url, posts=3)
-    load = bench.FeedbackLoad(config, [bench.Job(p) for p in posts], bench.ServiceUnderTest(url), deadline=0.0)
+    config = BenchConfig(db_url=url, posts=3)
+    load = FeedbackLoad(config, [Job(p) for p in posts], ServiceUnderTest(url), deadline=0.0)
     with FeedbackStore.open(url) as store:
         for post in posts[:2]:  # the third is acknowledged below but never stored
             row = store.add(
                 NewFeedback(kind="like", feedback_id=post.feedback_id, model_name="m", model_version="1", **post.body)
             ).row
             load.answers.append(
-                bench.Answer(post.feedback_id, False, 201, "ok", 1, {}, False, row.created_at.isoformat(), "like")
+                Answer(post.feedback_id, False, 201, "ok", 1, {}, False, row.created_at.isoformat(), "like")
             )
         exported = list(store.export())
-    load.answers.append(bench.Answer(posts[2].feedback_id, False, 201, "ok", 1, {}, False, None, "like"))
+    load.answers.append(Answer(posts[2].feedback_id, False, 201, "ok", 1, {}, False, None, "like"))
     exported[1]["prompt"] = "something else"
 
-    check = bench.verify(posts, load, bench.read_stored_rows(url), exported, (1.0, 5.0), ("m", "1"))
+    check = verify(posts, load, read_stored_rows(url), exported, (1.0, 5.0), ("m", "1"))
 
     assert f"{posts[2].feedback_id} was acknowledged but is stored 0 times" in check.problems
     assert any("differs in prompt" in p for p in check.problems)
