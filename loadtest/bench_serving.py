@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
-from loadtest.generator import LoadConfig, run_load_sync
+from loadtest.generator import LoadConfig, LoadResult, run_load_sync
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, summarize, write_json
 from model_store.errors import StoreError
@@ -151,6 +151,7 @@ def measure_ceiling(
     time_limit_s: float,
     worker_counts: Sequence[int] = (1,),
     idle_interval_s: float | None = None,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
 ) -> Ceiling:
     """The engine alone, the most any server around it could get: items/s on length-sorted
     batches at each batch size and number of concurrent engine calls, and the direct latency.
@@ -168,7 +169,7 @@ def measure_ceiling(
     for workers in counts:
         started = time.monotonic()
         by_batch: dict[int, float] = {}
-        for size in sorted(BATCH_SIZES):
+        for size in sorted(batch_sizes):
             if by_batch and time.monotonic() - started > share_s:
                 break
             by_batch[size] = engine_items_per_s(scorer, encoded, size, workers)
@@ -318,8 +319,10 @@ def run_server(
     plan: Sequence[Scenario],
     budget: Budget,
     reserve_s: float = 10.0,
+    load: Callable[[LoadConfig, ItemCycle], LoadResult] = run_load_sync,
 ) -> tuple[dict[str, LoadReport | None], str | None]:
     """Run `plan` against `factory`, returning a report per scenario and the start error if any.
+    `load` runs one scenario's load (one generator process by default).
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
@@ -347,7 +350,7 @@ def run_server(
                 rate=sc.rate,
                 duration_s=min(sc.duration_s, time_left),
             )
-            report = summarize(run_load_sync(config, items))
+            report = summarize(load(config, items))
             reports[sc.name] = report
             if report.stopped_by == "duration":
                 server.stop()

@@ -1,0 +1,218 @@
+"""GPU serving benchmark: the engine's in-process ceiling, then Plaudit over HTTP under
+concurrent 32-item requests, on the same machine and the same items.
+
+    python -m loadtest.bench_gpu --store DIR --model REF --data PAIRS.jsonl
+        [--engine torch] [--device cuda] [--precision bf16] [--load-processes 4]
+        [--quick] [--max-total-s 420] [--out FILE]
+
+1. Ceiling: `scorer.run` on length-sorted batches of 32 to 512 items (what a GPU wants),
+   from 1 and from --engine-workers threads; the best items/s is the ceiling.
+2. Plaudit (`uvicorn --factory service.app:create_app`) with GPU batching settings
+   (GPU_SERVER_SETTINGS; any PLAUDIT_* variable already set wins) gets closed-loop loads
+   of 32-item /v1/score requests, sent by --load-processes generator processes so that
+   the generator is not what is measured.
+3. Issue 3's bar, printed as PASS or FAIL per load: served items/s at least
+   MIN_SHARE_OF_CEILING of the ceiling, and at least MIN_ITEMS_PER_S.
+There is no naive server here: the GPU bar is against the engine itself.
+On a CPU machine (--device cpu --engine onnx or deterministic) the same code runs, which is
+how its tests and a dry run check it; the figures then mean nothing for the GPU bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from loadtest.bench_serving import (
+    SERVERS,
+    Budget,
+    Scenario,
+    measure_ceiling,
+    run_server,
+    server_env,
+)
+from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
+from loadtest.generator import run_load_processes
+from loadtest.naive_server import NaiveConfig, load_configured_scorer
+from loadtest.report import LoadReport, write_json
+from model_store.errors import StoreError
+from service.settings import available_cores
+
+GPU_BATCH_SIZES = (32, 64, 128, 256, 512)
+MIN_SHARE_OF_CEILING = 0.6
+MIN_ITEMS_PER_S = 8000.0
+# Batching for a GPU: big batches (a padded token is cheap next to a kernel launch, so the
+# padding cap is looser than on CPU), two engine workers so that one batch's host-side work
+# (padding, copies) overlaps the other's kernels, and a queue deep enough for every item
+# the load keeps in flight.
+GPU_SERVER_SETTINGS = {
+    "PLAUDIT_MAX_BATCH_ITEMS": "512",
+    "PLAUDIT_MAX_BATCH_TOKENS": "65536",
+    "PLAUDIT_MAX_PADDING_WASTE": "0.25",
+    "PLAUDIT_MAX_WAIT_MS": "2",
+    "PLAUDIT_MAX_QUEUE_ITEMS": "32768",
+    "PLAUDIT_TOKENIZE_WORKERS": "4",
+    "PLAUDIT_ENGINE_WORKERS": "2",
+}
+ITEMS_PER_REQUEST = 32
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """Closed-loop 32-item loads at two concurrencies (64 and 128 requests in flight)."""
+    requests, duration = (200, 30.0) if quick else (3000, 60.0)
+    return [
+        Scenario(f"c{c}_k{ITEMS_PER_REQUEST}", c, ITEMS_PER_REQUEST, requests=requests, duration_s=duration)
+        for c in (64, 128)
+    ]
+
+
+def verdicts(
+    reports: Mapping[str, LoadReport | None], ceiling_items_per_s: float
+) -> dict[str, dict[str, Any]]:
+    """Per load: served items/s, its share of the ceiling, and whether both bars hold."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, report in reports.items():
+        if report is None:
+            out[name] = {"items_per_s": None, "share_of_ceiling": None, "passed": False}
+            continue
+        share = report.items_per_s / ceiling_items_per_s if ceiling_items_per_s > 0 else None
+        out[name] = {
+            "items_per_s": report.items_per_s,
+            "share_of_ceiling": share,
+            "failed_requests": report.failed,
+            "passed": (
+                share is not None
+                and share >= MIN_SHARE_OF_CEILING
+                and report.items_per_s >= MIN_ITEMS_PER_S
+                and report.failed == 0
+            ),
+        }
+    return out
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    budget = Budget(args.max_total_s)
+    items = load_items(args.data, limit=args.max_items) if args.data else synthetic_items(min(512, args.max_items))
+    plan = scenarios(args.quick)
+    model = NaiveConfig(
+        store_dir=args.store,
+        model=args.model,
+        engine=args.engine,
+        device=args.device,
+        precision=args.precision,
+        intra_op_threads=args.threads,
+        onnx_options="plaudit",
+    )
+    scorer = load_configured_scorer(model)
+    try:
+        ceiling = measure_ceiling(
+            scorer,
+            items,
+            idle_items=items[:5],
+            time_limit_s=min(120.0, 0.3 * budget.left()),
+            worker_counts=(1, int(GPU_SERVER_SETTINGS["PLAUDIT_ENGINE_WORKERS"])),
+            batch_sizes=GPU_BATCH_SIZES,
+        )
+    finally:
+        scorer.close()
+
+    base = {**os.environ}
+    for key, value in GPU_SERVER_SETTINGS.items():
+        base.setdefault(key, value)
+    item_list = list(items)
+    reports, error = run_server(
+        SERVERS["plaudit"],
+        lambda port: server_env(base, model, port),
+        ItemCycle(item_list),
+        plan,
+        budget,
+        load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
+    )
+    return {
+        "settings": vars(args),
+        "server_settings": {k: base[k] for k in GPU_SERVER_SETTINGS},
+        "n_items": len(items),
+        "scenarios": [asdict(sc) for sc in plan],
+        "ceiling": asdict(ceiling),
+        "servers": {"plaudit": {n: (r.to_json() if r else None) for n, r in reports.items()}},
+        "verdicts": verdicts(reports, ceiling.best_items_per_s),
+        "server_error": error,
+    }
+
+
+def format_results(results: Mapping[str, Any]) -> str:
+    ceiling = results["ceiling"]
+    sizes = ", ".join(f"b{b}: {v:.0f}" for b, v in ceiling["items_per_s_by_batch"].items())
+    lines = [
+        f"engine ceiling (items/s)  {sizes}  (best b{ceiling['best_batch_size']} with "
+        f"{ceiling['best_workers']} concurrent call(s): {ceiling['best_items_per_s']:.0f})",
+        "",
+        f"{'load':<10} {'items/s':>9} {'of ceiling':>11} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'failed':>6}  verdict",
+    ]
+    for name, report in results["servers"]["plaudit"].items():
+        verdict = results["verdicts"][name]
+        if report is None:
+            lines.append(f"{name:<10} (not run: no time left or the server did not start)  FAIL")
+            continue
+        share = verdict["share_of_ceiling"]
+        lines.append(
+            f"{name:<10} {report['items_per_s']:>9.0f} {'-' if share is None else f'{share:.2f}':>11} "
+            f"{report['latency']['p50_ms']:>8.1f} {report['latency']['p99_ms']:>8.1f} "
+            f"{report['ok']:>6} {report['failed']:>6}  {'PASS' if verdict['passed'] else 'FAIL'}"
+        )
+    lines.append(
+        f"(bar: served items/s >= {MIN_SHARE_OF_CEILING:.0%} of the ceiling and >= {MIN_ITEMS_PER_S:,.0f}, "
+        "with no failed request)"
+    )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_gpu", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", help="model store folder")
+    p.add_argument("--model", help="model reference: NAME, NAME@ALIAS or NAME:VERSION")
+    p.add_argument("--data", help="HH pairs or items JSONL; built-in synthetic items if omitted")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnx", "deterministic"))
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--precision", default="bf16", choices=("auto", "fp32", "fp16", "bf16", "int8"))
+    p.add_argument("--threads", type=int, default=available_cores(), help="CPU threads per engine call")
+    p.add_argument("--load-processes", type=int, default=4, help="generator processes sharing the load")
+    p.add_argument("--max-items", type=int, default=8192, help="distinct items to load and measure the ceiling on")
+    p.add_argument("--quick", action="store_true", help="fewer requests (a dry run)")
+    p.add_argument("--max-total-s", type=float, default=420.0, help="bound on the whole run")
+    p.add_argument("--out", help="write the results as JSON here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.load_processes < 1:
+        parser.error(f"--load-processes must be at least 1, got {args.load_processes}")
+    if args.max_items < 1:
+        parser.error(f"--max-items must be at least 1, got {args.max_items}")
+    if not args.max_total_s > 0:
+        parser.error(f"--max-total-s must be positive, got {args.max_total_s:g}")
+    if args.engine != "deterministic" and not (args.store and args.model):
+        print("bench_gpu: --store and --model are required for the torch and onnx engines", file=sys.stderr)
+        return 2
+    try:
+        results = run_benchmark(args)
+    except (DataError, StoreError, ValueError, LookupError, OSError, RuntimeError) as exc:
+        print(f"bench_gpu: {exc}", file=sys.stderr)
+        return 1
+    print(format_results(results))
+    if results["server_error"]:
+        print(f"bench_gpu: the server did not start: {results['server_error']}", file=sys.stderr)
+    if args.out:
+        write_json(args.out, results)
+        print(f"\nresults written to {args.out}")
+    return 0 if results["server_error"] is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The GPU benchmark's code, run on CPU: the deterministic engine stands in for the GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest import bench_gpu
+from loadtest.generator import LoadConfig, run_load_processes
+from loadtest.report import LatencySummary, LoadReport
+
+
+def report(items_per_s: float, failed: int = 0) -> LoadReport:
+    return LoadReport(
+        endpoint="score", concurrency=64, items_per_request=32, rate=None,
+        requests=100, ok=100 - failed, failed=failed, unfinished=0, items_ok=3200, elapsed_s=1.0,
+        requests_per_s=items_per_s / 32, items_per_s=items_per_s,
+        latency=LatencySummary(p50_ms=5.0, p95_ms=9.0, p99_ms=10.0, max_ms=11.0, mean_ms=5.0),
+        errors={"503": failed} if failed else {}, stopped_by="requests",
+    )
+
+
+def test_verdicts_need_both_bars_and_no_failure() -> None:
+    out = bench_gpu.verdicts(
+        {
+            "fast": report(9000.0),  # 0.75 of 12k and above 8k
+            "low_share": report(8500.0 * 0.8),  # 6.8k: below 8k
+            "failed": report(9000.0, failed=1),
+            "skipped": None,
+        },
+        ceiling_items_per_s=12000.0,
+    )
+    assert out["fast"]["passed"] and out["fast"]["share_of_ceiling"] == pytest.approx(0.75)
+    assert not out["low_share"]["passed"]
+    assert not out["failed"]["passed"]
+    assert out["skipped"] == {"items_per_s": None, "share_of_ceiling": None, "passed": False}
+    # Above 8k but under 60% of a 20k ceiling fails too.
+    assert not bench_gpu.verdicts({"x": report(9000.0)}, 20000.0)["x"]["passed"]
+
+
+def test_load_processes_must_be_at_least_one() -> None:  # the split and merge: the end-to-end test below
+    with pytest.raises(ValueError, match="processes must be at least 1"):
+        run_load_processes(LoadConfig(), [], 0)
+
+
+def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gpu.json"
+    argv = [
+        "--engine", "deterministic", "--device", "cpu", "--precision", "auto", "--quick",
+        "--load-processes", "2", "--max-items", "64", "--max-total-s", "90", "--out", str(out),
+    ]
+    assert bench_gpu.main(argv) == 0
+    results = json.loads(out.read_text())
+    assert list(results["ceiling"]["items_per_s_by_batch"]) == [str(b) for b in bench_gpu.GPU_BATCH_SIZES]
+    assert results["server_settings"]["PLAUDIT_MAX_BATCH_ITEMS"] == "512"
+    for sc in bench_gpu.scenarios(quick=True):
+        rep = results["servers"]["plaudit"][sc.name]
+        # Two generator processes, merged: every request answered once, 32 items each.
+        assert (rep["requests"], rep["ok"], rep["failed"], rep["items_ok"]) == (sc.requests, sc.requests, 0, 32 * sc.requests)
+        verdict = results["verdicts"][sc.name]
+        share = rep["items_per_s"] / results["ceiling"]["best_items_per_s"]
+        assert verdict["share_of_ceiling"] == pytest.approx(share)
+        assert verdict["passed"] == (share >= 0.6 and rep["items_per_s"] >= 8000)
+    text = capsys.readouterr().out
+    assert "engine ceiling (items/s)  b32:" in text and "verdict" in text
+
+
+def test_bench_gpu_needs_a_store_for_model_engines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_gpu.main(["--engine", "torch"]) == 2
+    assert "--store and --model are required" in capsys.readouterr().err
