@@ -139,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ema-decay", type=float, default=0.0, help="Plaudit validates and exports an EMA of its weights (0 = off)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="Plaudit's Bradley-Terry label smoothing (0 = off)")
     parser.add_argument("--layer-lr-decay", type=float, default=1.0, help="Plaudit's layer-wise lr decay (1 = off)")
-    parser.add_argument("--probe-head", action="store_true", help="Plaudit fits its head on frozen features before fine-tuning (LP-FT)")
     parser.add_argument("--evals-per-epoch", type=int, default=4, help="validation checks (and early-stopping points) per epoch")
     parser.add_argument("--skip", action="append", default=[], choices=("transformer", "linear", "trl"))
     parser.add_argument("--out", default="bench-out/training.json")

@@ -50,7 +50,6 @@ def register_commands(subparsers: Any) -> None:
     train.add_argument("--ema-decay", type=float, default=0.0, metavar="D", help="validate and export an exponential moving average of the weights (e.g. 0.95; 0 = off)")
     train.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help="pairs: trust each label with probability 1 - EPS (noisy preferences; 0 = plain Bradley-Terry)")
     train.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="D", help="each encoder block learns at D times the lr of the block above (e.g. 0.8; 1 = one lr)")
-    train.add_argument("--probe-head", action="store_true", help="fit the head on frozen features first, then fine-tune (LP-FT)")
     train.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX")
     train.add_argument("--quantize", action="store_true", help="also export an int8 model and report its agreement")
     train.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint after each evaluation")
@@ -109,7 +108,6 @@ TRANSFORMER_FLAGS = (
     "ema_decay",
     "label_smoothing",
     "layer_lr_decay",
-    "probe_head",
 )
 
 

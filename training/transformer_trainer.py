@@ -65,8 +65,6 @@ class TransformerConfig:
     ema_decay: float = 0.0  # > 0: validate, select and export an exponential moving average of the weights
     label_smoothing: float = 0.0  # pairs: trust each label with probability 1 - this (validation loss stays plain)
     layer_lr_decay: float = 1.0  # < 1: each encoder block below the top learns at this times the lr of the one above
-    probe_head: bool = False  # fit the head alone on frozen features first, then fine-tune everything (LP-FT)
-    probe_l2: float = 1e-3  # the probe's L2 penalty on the head weights
     checkpoint_dir: str | None = None
     resume: bool = False
     max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
@@ -276,42 +274,6 @@ class TransformerTrainer:
             out["val_accuracy"] = acc_sum / n_pairs
         return out
 
-    @torch.no_grad()  # not inference_mode: the probe's head takes gradients through these
-    def _pooled(self, data: Sequence[TokenizedExample]) -> list[tuple[torch.Tensor, RewardBatch]]:
-        """The frozen encoder's pooled features for `data`, in length-sorted batches, no dropout."""
-        self.model.eval()
-        order = sorted(range(len(data)), key=lambda i: data[i].length)
-        out = []
-        for start in range(0, len(order), 64):
-            batch = collate([data[i] for i in order[start : start + 64]], self.tokenizer.pad_id)
-            out.append((self.model.embed(**batch.inputs), batch))
-        self.model.train()
-        return out
-
-    def probe_head(self, train: Sequence[TokenizedExample], val: Sequence[TokenizedExample]) -> dict[str, float]:
-        """Linear probing before fine-tuning (LP-FT, Kumar et al. 2022): fit the head alone on the
-        pretrained encoder's features, so that fine-tuning starts from a head that already ranks
-        and the first, largest gradients do not tear the pretrained features apart to fit a
-        random head. The features are computed once; L-BFGS then fits the head in seconds.
-        """
-        head = self.model.head
-        features = self._pooled(train)
-        n = sum(len(f) for f, _ in features)
-        optimizer = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = sum(batch_loss(head(f).squeeze(-1), b)[0] * len(f) for f, b in features) / n
-            loss = loss + self.cfg.probe_l2 * head.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        final = float(optimizer.step(closure))
-        out = {"probe_train_loss": final}
-        if val:
-            out.update({f"probe_{k}": v for k, v in self.evaluate(val).items()})
-        return out
-
     def fit(self, train: Sequence[Example], val: Sequence[Example], progress: bool = True) -> TrainResult:
         cfg = self.cfg
         train_tok = tokenize_examples(train, self.tokenizer)
@@ -322,22 +284,12 @@ class TransformerTrainer:
         eval_every = max(1, math.ceil(steps_per_epoch / max(1, cfg.evals_per_epoch)))
         optimizer, scheduler = self._optimizer(total_steps)
 
-        ckpt = Path(cfg.checkpoint_dir) / "checkpoint.pt" if cfg.checkpoint_dir else None
-        resuming = ckpt is not None and cfg.resume and ckpt.is_file()
-        probe: dict[str, float] = {}
-        if cfg.probe_head and not resuming:  # a resumed run gets its head from the checkpoint
-            probe = self.probe_head(train_tok, val_tok)
-            log.info("linear probe on frozen features: %s", probe)
-            if progress:
-                tqdm.write("linear probe: " + ", ".join(f"{k}={v:.4f}" for k, v in probe.items()))
-
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.average = WeightAverage(trainable, cfg.ema_decay) if cfg.ema_decay else None
         state = {"step": 0, "best_score": -math.inf, "bad_evals": 0, "history": []}
-        if probe:
-            state["history"].append({"step": 0, "epoch": 0, **probe})
         best_weights = copy.deepcopy(self.model.state_dict())
-        if resuming:
+        ckpt = Path(cfg.checkpoint_dir) / "checkpoint.pt" if cfg.checkpoint_dir else None
+        if ckpt is not None and cfg.resume and ckpt.is_file():
             saved = torch.load(ckpt, map_location="cpu", weights_only=False)
             self.model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])

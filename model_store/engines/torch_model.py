@@ -46,15 +46,6 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask, token_type_ids)).squeeze(-1)
-
-    def embed(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The pooled encoder state the head reads: [batch, hidden]."""
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.uses_token_types and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -65,7 +56,8 @@ class RewardModel(nn.Module):
             has_response = response.sum(dim=1, keepdim=True) > 0
             mask = torch.where(has_response, response, attention_mask)
         mask = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return self.head(pooled).squeeze(-1)
 
     def save(self, directory: Path) -> None:
         """Write what the torch engine needs: backbone config + all weights."""

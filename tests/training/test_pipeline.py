@@ -224,30 +224,3 @@ def test_layer_lr_decay_outside_zero_to_one_is_refused(tiny_backbone: Path) -> N
 
     with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\], got 1.5"):
         TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), layer_lr_decay=1.5))
-
-
-def test_the_linear_probe_fits_the_head_and_leaves_the_encoder_alone(tiny_backbone: Path) -> None:
-    import torch
-
-    from training.collate import tokenize_examples
-    from training.data.loaders import load_dataset
-    from training.transformer_trainer import TransformerConfig, TransformerTrainer, batch_loss
-
-    examples = [e for e in load_dataset([SAMPLE_FILES[0]]).examples][:48]
-    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), max_length=48, probe_head=True))
-    data = tokenize_examples(examples, trainer.tokenizer)
-
-    def train_loss() -> float:
-        features = trainer._pooled(data)
-        with torch.no_grad():
-            return sum(float(batch_loss(trainer.model.head(f).squeeze(-1), b)[0]) * len(f) for f, b in features) / sum(
-                len(f) for f, _ in features
-            )
-
-    encoder = {n: p.detach().clone() for n, p in trainer.model.backbone.named_parameters()}
-    before = train_loss()
-    probe = trainer.probe_head(data, data[:8])
-    assert train_loss() < before  # the fitted head ranks the training pairs better than the random one
-    assert set(probe) == {"probe_train_loss", "probe_val_loss", "probe_val_accuracy"}
-    assert all(torch.equal(encoder[n], p) for n, p in trainer.model.backbone.named_parameters())
-    assert trainer.model.training  # left in training mode for the fine-tuning that follows
