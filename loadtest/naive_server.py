@@ -47,6 +47,7 @@ class NaiveConfig:
     device: str = "cpu"
     precision: str = "auto"
     intra_op_threads: int | None = None
+    intra_op_spinning: bool = True  # for Plaudit's tuned options (the ceiling); ORT's defaults spin anyway
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST
     onnx_options: str = "ort-defaults"  # one of ONNX_OPTION_CHOICES
@@ -72,6 +73,9 @@ class NaiveConfig:
             except ValueError:
                 raise NaiveConfigError(f"PLAUDIT_{name}={text!r} is not a whole number") from None
 
+        spinning_text = (get("INTRA_OP_SPINNING") or "true").strip().lower()
+        if spinning_text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise NaiveConfigError(f"PLAUDIT_INTRA_OP_SPINNING={spinning_text!r}: use true or false")
         options_text = get("ENGINE_OPTIONS")
         try:
             options = json.loads(options_text) if options_text else {}
@@ -86,6 +90,7 @@ class NaiveConfig:
             device=get("DEVICE") or "cpu",
             precision=get("PRECISION") or "auto",
             intra_op_threads=get_int("INTRA_OP_THREADS"),
+            intra_op_spinning=spinning_text in ("true", "1", "yes", "on"),
             engine_options=options,
             max_items_per_request=get_int("MAX_ITEMS_PER_REQUEST") or DEFAULT_MAX_ITEMS_PER_REQUEST,
             onnx_options=(get("NAIVE_ONNX_OPTIONS") or "ort-defaults").strip().lower(),
@@ -124,6 +129,7 @@ def load_configured_scorer(config: NaiveConfig) -> Scorer:
         device=config.device,
         precision=config.precision,
         intra_op_threads=config.intra_op_threads,
+        intra_op_spinning=config.intra_op_spinning,
         onnx_options=onnx_options,
     )
 

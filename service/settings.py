@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     device: DeviceName = "cpu"
     precision: PrecisionName = "auto"
     intra_op_threads: int | None = Field(default=None, description="Threads per engine call; None = all cores / engine_workers.")
+    intra_op_spinning: bool = Field(
+        default=True,
+        description="ONNX Runtime threads busy-wait between parallel sections (faster single "
+        "items); set false where the host shares its cores with other busy work.",
+    )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,
         description='Options for the test engines, e.g. {"delay_s": 0.1} (JSON in the env var).',

@@ -79,6 +79,10 @@ def test_config_from_env() -> None:
         NaiveConfig.from_env({"PLAUDIT_INTRA_OP_THREADS": "two"})
     with pytest.raises(NaiveConfigError, match="PLAUDIT_ENGINE_OPTIONS is not valid JSON"):
         NaiveConfig.from_env({"PLAUDIT_ENGINE_OPTIONS": "{"})
+    assert config.intra_op_spinning  # the service's default
+    assert not NaiveConfig.from_env({"PLAUDIT_INTRA_OP_SPINNING": "False"}).intra_op_spinning
+    with pytest.raises(NaiveConfigError, match="PLAUDIT_INTRA_OP_SPINNING='sometimes'"):
+        NaiveConfig.from_env({"PLAUDIT_INTRA_OP_SPINNING": "sometimes"})
 
 
 def test_onnx_options_default_to_ort_defaults_and_refuse_unknown_values() -> None:
@@ -96,8 +100,8 @@ def test_naive_engine_opens_the_stored_file_with_the_chosen_session_options(
     scorer = load_configured_scorer(config)
     try:
         options = scorer._session.get_session_options()  # type: ignore[attr-defined]
-        try:
-            tuned = options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        try:  # Plaudit's options set spinning explicitly (to the service's choice)
+            tuned = options.get_session_config_entry("session.intra_op.allow_spinning") in ("0", "1")
         except RuntimeError:  # ORT's defaults carry no such entry
             tuned = False
         assert tuned == (onnx_options == "plaudit")

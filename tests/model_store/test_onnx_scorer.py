@@ -59,6 +59,13 @@ def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     assert scores.shape == (len(TEXTS),) and np.all(np.isfinite(scores))
 
 
+@pytest.mark.parametrize("spinning", [True, False])
+def test_the_spinning_choice_reaches_the_onnx_runtime_session(trained_store: Path, spinning: bool) -> None:
+    scorer = load_scorer(ModelStore(trained_store).resolve("tiny"), intra_op_spinning=spinning)
+    options = scorer._session.get_session_options()  # type: ignore[attr-defined]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+
+
 def test_unknown_precision_and_missing_file_are_refused(trained_store: Path) -> None:
     mv = ModelStore(trained_store).resolve("tiny")
     with pytest.raises(ValueError, match="unknown precision"):

@@ -70,6 +70,7 @@ def test_bad_numbers_say_how_to_fix_them():
     assert "leave PLAUDIT_INTRA_OP_THREADS unset" in problem(intra_op_threads=0)
     assert "PLAUDIT_MODEL" in problem(model="  ")
     assert "max_batch_tokens: Input should be a valid integer" in problem(max_batch_tokens="many")
+    assert "intra_op_spinning: Input should be a valid boolean" in problem(intra_op_spinning="sometimes")
 
 
 def test_inconsistent_settings_are_refused():
