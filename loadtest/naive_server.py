@@ -47,7 +47,7 @@ class NaiveConfig:
     device: str = "cpu"
     precision: str = "auto"
     intra_op_threads: int | None = None
-    intra_op_spinning: bool = True  # for Plaudit's tuned options (the ceiling); ORT's defaults spin anyway
+    intra_op_spinning: bool = False  # for Plaudit's tuned options (the ceiling); ORT's defaults spin anyway
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST
     onnx_options: str = "ort-defaults"  # one of ONNX_OPTION_CHOICES
@@ -73,7 +73,7 @@ class NaiveConfig:
             except ValueError:
                 raise NaiveConfigError(f"PLAUDIT_{name}={text!r} is not a whole number") from None
 
-        spinning_text = (get("INTRA_OP_SPINNING") or "true").strip().lower()
+        spinning_text = (get("INTRA_OP_SPINNING") or "false").strip().lower()
         if spinning_text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             raise NaiveConfigError(f"PLAUDIT_INTRA_OP_SPINNING={spinning_text!r}: use true or false")
         options_text = get("ENGINE_OPTIONS")

@@ -46,7 +46,7 @@ class LinearOnnxScorer(BaseScorer):
         name: str,
         version: str,
         intra_op_threads: int | None = None,
-        spinning: bool = True,
+        spinning: bool = False,
     ) -> None:
         model_dir = Path(model_dir)
         self.name = name

@@ -38,7 +38,7 @@ def load_scorer_from_dir(
     device: str = "cpu",
     precision: str = "auto",
     intra_op_threads: int | None = None,
-    intra_op_spinning: bool = True,
+    intra_op_spinning: bool = False,
     onnx_options: Any = None,
 ) -> Scorer:
     """Load a model folder laid out as the store keeps it (model.onnx, tokenizer/, torch/...).
@@ -106,7 +106,7 @@ def load_scorer(
     device: str = "cpu",
     precision: str = "auto",
     intra_op_threads: int | None = None,
-    intra_op_spinning: bool = True,
+    intra_op_spinning: bool = False,
     onnx_options: Any = None,
 ) -> Scorer:
     """Load a `ModelVersion` from the store. The caller verifies checksums first (store.verify)."""

@@ -13,17 +13,19 @@ from model_store.scoring import BaseScorer, Encoded, TextPair
 from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
 
 
-def session_options(intra_op_threads: int | None, spinning: bool = True) -> ort.SessionOptions:
+def session_options(intra_op_threads: int | None, spinning: bool = False) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # One batch at a time runs in a dedicated thread, so all cores go to intra-op work.
     opts.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning (ORT's default): intra-op threads busy-wait between the graph's parallel
-    # sections instead of sleeping and being woken for each. MiniLM-L6 on 2 cores: single
-    # items score ~17% faster in-process and the idle p50 over HTTP drops ~20%, with no loss
-    # measured under load. Turn it off where the host must share its cores with other work.
+    # Spinning (ORT's own default) makes intra-op threads busy-wait between the graph's
+    # parallel sections instead of sleeping. MiniLM-L6 on 2 vCPUs, full bench_serving runs:
+    # spinning cut the idle p50 from 26.5 to 20.4 ms, but cost ~17% of the throughput under
+    # load (c=32: 59.0 -> 48.9 items/s), since a spinning thread takes the core the batch,
+    # the event loop and the tokenizer need. Throughput wins by default; latency-bound
+    # deployments at low load can turn it on (PLAUDIT_INTRA_OP_SPINNING=true).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3
     return opts
@@ -53,7 +55,7 @@ class TransformerOnnxScorer(BaseScorer):
         version: str,
         device: str = "cpu",
         intra_op_threads: int | None = None,
-        spinning: bool = True,
+        spinning: bool = False,
         options: ort.SessionOptions | None = None,
     ) -> None:
         """`options` replaces Plaudit's tuned session options (`session_options`) when given."""

@@ -71,9 +71,9 @@ class Settings(BaseSettings):
     precision: PrecisionName = "auto"
     intra_op_threads: int | None = Field(default=None, description="Threads per engine call; None = all cores / engine_workers.")
     intra_op_spinning: bool = Field(
-        default=True,
-        description="ONNX Runtime threads busy-wait between parallel sections (faster single "
-        "items); set false where the host shares its cores with other busy work.",
+        default=False,
+        description="ONNX Runtime threads busy-wait between parallel sections: lower latency "
+        "when idle, less throughput under load on small machines.",
     )
     engine_options: dict[str, Any] = Field(
         default_factory=dict,

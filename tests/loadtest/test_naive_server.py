@@ -79,8 +79,8 @@ def test_config_from_env() -> None:
         NaiveConfig.from_env({"PLAUDIT_INTRA_OP_THREADS": "two"})
     with pytest.raises(NaiveConfigError, match="PLAUDIT_ENGINE_OPTIONS is not valid JSON"):
         NaiveConfig.from_env({"PLAUDIT_ENGINE_OPTIONS": "{"})
-    assert config.intra_op_spinning  # the service's default
-    assert not NaiveConfig.from_env({"PLAUDIT_INTRA_OP_SPINNING": "False"}).intra_op_spinning
+    assert not config.intra_op_spinning  # the service's default
+    assert NaiveConfig.from_env({"PLAUDIT_INTRA_OP_SPINNING": "True"}).intra_op_spinning
     with pytest.raises(NaiveConfigError, match="PLAUDIT_INTRA_OP_SPINNING='sometimes'"):
         NaiveConfig.from_env({"PLAUDIT_INTRA_OP_SPINNING": "sometimes"})
 
