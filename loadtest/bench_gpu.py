@@ -31,13 +31,14 @@ from loadtest.bench_serving import (
     SERVERS,
     Budget,
     Scenario,
+    engine_config,
     measure_ceiling,
     run_server,
     server_env,
 )
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import run_load_processes
-from loadtest.naive_server import NaiveConfig, load_configured_scorer
+from loadtest.naive_server import load_configured_scorer
 from loadtest.report import LoadReport, write_json
 from model_store.errors import StoreError
 from service.settings import available_cores
@@ -98,15 +99,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     budget = Budget(args.max_total_s)
     items = load_items(args.data, limit=args.max_items) if args.data else synthetic_items(min(512, args.max_items))
     plan = scenarios(args.quick)
-    model = NaiveConfig(
-        store_dir=args.store,
-        model=args.model,
-        engine=args.engine,
-        device=args.device,
-        precision=args.precision,
-        intra_op_threads=args.threads,
-        onnx_options="plaudit",
-    )
+    model = engine_config(args)
     scorer = load_configured_scorer(model)
     try:
         ceiling = measure_ceiling(

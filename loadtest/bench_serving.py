@@ -478,6 +478,20 @@ def format_results(results: Mapping[str, Any]) -> str:
 # -- the run -------------------------------------------------------------------------------
 
 
+def engine_config(args: argparse.Namespace) -> NaiveConfig:
+    """The model named by the --store/--model/--engine/... flags, opened with Plaudit's tuned
+    session options: the ceiling is Plaudit's own engine."""
+    return NaiveConfig(
+        store_dir=args.store,
+        model=args.model,
+        engine=args.engine,
+        device=args.device,
+        precision=args.precision,
+        intra_op_threads=args.threads,
+        onnx_options="plaudit",
+    )
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from loadtest.naive_server import load_configured_scorer
 
@@ -492,15 +506,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "servers": {},
     }
 
-    model_config = NaiveConfig(
-        store_dir=args.store,
-        model=args.model,
-        engine=args.engine,
-        device=args.device,
-        precision=args.precision,
-        intra_op_threads=args.threads,
-        onnx_options="plaudit",  # the ceiling is Plaudit's own engine
-    )
+    model_config = engine_config(args)
     scorer = load_configured_scorer(model_config)
     try:
         n_ceiling = 64 if args.quick else 256
