@@ -21,7 +21,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -166,17 +166,17 @@ def create_naive_app(
 ) -> FastAPI:
     """Build the baseline app; arguments left as None come from PLAUDIT_* variables."""
     base = NaiveConfig.from_env(os.environ if environ is None else environ)
-    config = NaiveConfig(
-        store_dir=store_dir if store_dir is not None else base.store_dir,
-        model=model_ref if model_ref is not None else base.model,
-        engine=engine if engine is not None else base.engine,
-        device=device if device is not None else base.device,
-        precision=precision if precision is not None else base.precision,
-        intra_op_threads=intra_op_threads if intra_op_threads is not None else base.intra_op_threads,
-        engine_options=engine_options if engine_options is not None else base.engine_options,
-        max_items_per_request=base.max_items_per_request,
-        onnx_options=base.onnx_options,
-    )
+    arguments = {
+        "store_dir": store_dir,
+        "model": model_ref,
+        "engine": engine,
+        "device": device,
+        "precision": precision,
+        "intra_op_threads": intra_op_threads,
+        "engine_options": engine_options,
+    }
+    # Everything not given as an argument, every field added later included, comes from `base`.
+    config = replace(base, **{k: v for k, v in arguments.items() if v is not None})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -188,6 +188,7 @@ def create_naive_app(
             scorer.close()
 
     app = FastAPI(title="Plaudit naive baseline", lifespan=lifespan)
+    app.state.config = config
 
     @app.get("/readyz")
     def readyz() -> dict[str, str]:

@@ -53,6 +53,19 @@ def test_engine_options_reach_the_test_engine() -> None:
     assert body["model"]["name"] == "slow-one"
 
 
+def test_arguments_override_the_environment_and_every_other_setting_comes_from_it() -> None:
+    environ = {
+        "PLAUDIT_ENGINE": "onnx",
+        "PLAUDIT_MODEL": "rm@production",
+        "PLAUDIT_INTRA_OP_SPINNING": "true",
+        "PLAUDIT_NAIVE_ONNX_OPTIONS": "plaudit",
+        "PLAUDIT_MAX_ITEMS_PER_REQUEST": "7",
+    }
+    config = create_naive_app(engine="deterministic", store_dir="/models", environ=environ).state.config
+    assert (config.engine, config.store_dir, config.model) == ("deterministic", "/models", "rm@production")
+    assert config.intra_op_spinning and config.onnx_options == "plaudit" and config.max_items_per_request == 7
+
+
 def test_model_engine_without_store_fails_at_startup_naming_the_variables() -> None:
     app = create_naive_app(engine="onnx", environ={})
     with pytest.raises(NaiveConfigError, match="PLAUDIT_STORE_DIR and PLAUDIT_MODEL"):
