@@ -11,10 +11,10 @@ from typing import Any
 
 from model_store.scoring import Scorer
 
-ENGINES = ("onnx", "torch")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 # int8 is a quantised ONNX file; fp16/bf16 are torch dtypes for the GPU.
 ENGINE_PRECISIONS = {"onnx": ("auto", "fp32", "int8"), "torch": ("auto", "fp32", "fp16", "bf16")}
+ENGINES = tuple(ENGINE_PRECISIONS)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 def check_engine_precision(engine: str, precision: str) -> None:
