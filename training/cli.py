@@ -159,6 +159,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         int8 = mv.metadata["int8"]
         recipe = f" ({int8['recipe']} recipe)" if "recipe" in int8 else ""
         print(f"  int8 decision agreement vs fp32: {int8['decision_agreement_vs_fp32']:.4f}{recipe}")
+        if "qualifies_as_default" in int8:
+            verdict = "int8" if int8["qualifies_as_default"] else "fp32 (int8 stays opt-in: --precision int8)"
+            print(
+                f"  int8 batch invariance: max |alone - batched| {int8['batch_invariance_max_diff']:.1e}; "
+                f"default precision: {verdict}"
+            )
     return 0
 
 

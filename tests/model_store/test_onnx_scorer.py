@@ -8,7 +8,6 @@ import pytest
 from model_store.loading import load_scorer
 from model_store.scoring import Scorer, TextPair
 from model_store.store import ModelStore
-from training.export import INT8_RECIPES
 
 TEXTS = [
     TextPair("How do I boil an egg?", "Put it in boiling water for nine minutes, then cool it in cold water."),
@@ -46,17 +45,38 @@ def test_onnx_equals_torch_engine(trained_store: Path, onnx_scorer: Scorer) -> N
 def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     mv = ModelStore(trained_store).resolve("tiny")
     assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-    assert 0.0 <= mv.metadata["int8"]["decision_agreement_vs_fp32"] <= 1.0
-    # Every recipe was tried and the kept one is the best of them; no candidate file is left behind.
     int8 = mv.metadata["int8"]
-    assert set(int8["recipes"]) == set(INT8_RECIPES)
-    kept = int8["recipes"][int8["recipe"]]["decision_agreement_vs_fp32"]
-    assert kept == int8["decision_agreement_vs_fp32"]
-    assert kept == max(r["decision_agreement_vs_fp32"] for r in int8["recipes"].values())
+    assert int8["recipe"] == "per_token_w7"
+    assert 0.0 <= int8["decision_agreement_vs_fp32"] <= 1.0
     assert sorted(p.name for p in Path(mv.path).glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
-    assert mv.metadata["default_precision"] == "fp32"  # int8 is batch-dependent: opt-in only
+    # The default follows the gate the export measured, never the other way round.
+    expected_default = "int8" if int8["qualifies_as_default"] else "fp32"
+    assert int8["qualifies_as_default"] == (
+        int8["decision_agreement_vs_fp32"] >= 0.99 and int8["batch_invariance_max_diff"] <= 1e-5
+    )
+    assert mv.metadata["default_precision"] == expected_default
     scores = load_scorer(mv, precision="int8").score(TEXTS)
     assert scores.shape == (len(TEXTS),) and np.all(np.isfinite(scores))
+
+
+def test_int8_batched_scores_equal_one_at_a_time(trained_store: Path) -> None:
+    """Per-token scales: an item's int8 score cannot depend on its batch-mates."""
+    scorer = load_scorer(ModelStore(trained_store).resolve("tiny"), engine="onnx", precision="int8")
+    together = scorer.run(scorer.encode(TEXTS))
+    alone = np.array([scorer.run(scorer.encode([t]))[0] for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+    reordered = scorer.run(scorer.encode(TEXTS[::-1]))[::-1]
+    np.testing.assert_allclose(reordered, alone, atol=1e-5, rtol=0)
+    assert ModelStore(trained_store).resolve("tiny").metadata["int8"]["batch_invariance_max_diff"] <= 1e-5
+
+
+def test_int8_stays_close_to_fp32(trained_store: Path, onnx_scorer: Scorer) -> None:
+    scorer = load_scorer(ModelStore(trained_store).resolve("tiny"), engine="onnx", precision="int8")
+    fp32 = onnx_scorer.score(TEXTS)
+    spread = float(np.ptp(fp32))
+    assert spread > 0
+    # 7-bit weights and 8-bit activations: a few percent of the score range at most.
+    np.testing.assert_allclose(scorer.score(TEXTS), fp32, atol=0.05 * spread + 1e-3, rtol=0)
 
 
 @pytest.mark.parametrize("spinning", [True, False])
