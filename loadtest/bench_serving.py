@@ -2,7 +2,7 @@
 under the same load, in one run.
 
     python -m loadtest.bench_serving --store DIR --model REF [--data PATH] [--engine onnx]
-        [--precision fp32|int8] [--quick] [--out results.json]
+        [--precision fp32|int8] [--naive-precision fp32|int8] [--quick] [--out results.json]
 
 1. Ceiling: `scorer.run` on length-sorted batches of 1, 8, 16, 32, 64 over pre-encoded
    items (best items/s kept), and the direct latency of scoring one item at a time.
@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +492,15 @@ def engine_config(args: argparse.Namespace) -> NaiveConfig:
     )
 
 
+def server_configs(args: argparse.Namespace, model_config: NaiveConfig) -> dict[str, NaiveConfig]:
+    """What each server loads: the same stored version; --naive-precision lets the naive
+    server open the plain fp32 export (what a first deployment serves) while Plaudit runs int8."""
+    return {
+        "plaudit": model_config,
+        "naive": replace(model_config, precision=args.naive_precision or args.precision),
+    }
+
+
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from loadtest.naive_server import load_configured_scorer
 
@@ -530,10 +539,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "plaudit": {"PLAUDIT_ENGINE_WORKERS": str(args.engine_workers)},
         "naive": {"PLAUDIT_NAIVE_ONNX_OPTIONS": args.naive_onnx_options},
     }
+    configs = server_configs(args, model_config)
     for server, factory in SERVERS.items():
         env = {**os.environ, **extra_env[server]}
         reports[server], error = run_server(
-            factory, lambda port, env=env: server_env(env, model_config, port), cycle, plan, budget
+            factory, lambda port, env=env, cfg=configs[server]: server_env(env, cfg, port), cycle, plan, budget
         )
         if error is not None:
             errors[server] = error  # the other server still gets measured
@@ -558,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="onnx", choices=("onnx", "torch", "deterministic"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16", "int8"))
+    p.add_argument(
+        "--naive-precision", default=None, choices=("auto", "fp32", "fp16", "bf16", "int8"),
+        help="the naive server's precision (default: --precision); e.g. fp32 against Plaudit's int8",
+    )
     p.add_argument("--threads", type=int, default=available_cores(), help="threads per engine call, both servers")
     p.add_argument(
         "--engine-workers", type=int, default=1,

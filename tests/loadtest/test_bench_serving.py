@@ -224,3 +224,12 @@ def test_measure_ceiling_on_a_stored_onnx_model(trained_store: Path, precision: 
         scorer.close()
     assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
     assert ceiling.best_items_per_s > 0 and ceiling.direct_latency_ms > 0
+
+
+@pytest.mark.parametrize(("flags", "naive"), [([], "int8"), (["--naive-precision", "fp32"], "fp32")])
+def test_the_naive_server_takes_its_own_precision_when_given(flags: list[str], naive: str) -> None:
+    args = bench.build_parser().parse_args(["--store", "/m", "--model", "rm", "--precision", "int8", *flags])
+    configs = bench.server_configs(args, bench.engine_config(args))
+    assert configs["plaudit"].precision == "int8" and configs["naive"].precision == naive
+    env = bench.server_env({}, configs["naive"], 8000)
+    assert env["PLAUDIT_PRECISION"] == naive and env["PLAUDIT_MODEL"] == "rm"
