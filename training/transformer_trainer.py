@@ -69,6 +69,19 @@ class TransformerConfig:
     resume: bool = False
     max_steps: int | None = None  # stop (and checkpoint) after this many steps in total
 
+    def __post_init__(self) -> None:
+        # Checked here, at construction, so a bad flag fails before data loading and training
+        # start rather than at the first step (or, for the EMA, after the first epoch's work).
+        problems = []
+        if self.ema_decay != 0.0 and not 0.0 < self.ema_decay < 1.0:
+            problems.append(f"--ema-decay must be 0 (off) or between 0 and 1 (exclusive), got {self.ema_decay}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            problems.append(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            problems.append(f"--layer-lr-decay must be in (0, 1] (1 = off), got {self.layer_lr_decay}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
     def backbone_dir(self) -> Path:
         path = Path(self.backbone) if self.backbone else default_backbone()
         if not (path / "config.json").is_file():

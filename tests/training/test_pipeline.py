@@ -224,3 +224,27 @@ def test_layer_lr_decay_outside_zero_to_one_is_refused(tiny_backbone: Path) -> N
 
     with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\], got 1.5"):
         TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), layer_lr_decay=1.5))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("ema_decay", 1.0, "--ema-decay must be 0 (off) or between 0 and 1"),
+        ("ema_decay", -0.1, "--ema-decay must be 0 (off) or between 0 and 1"),
+        ("label_smoothing", 0.5, r"--label-smoothing must be in \[0, 0.5\), got 0.5"),
+        ("layer_lr_decay", 0.0, r"--layer-lr-decay must be in \(0, 1\] \(1 = off\), got 0.0"),
+    ],
+)
+def test_a_bad_training_option_is_refused_when_the_config_is_built(field: str, value: float, message: str) -> None:
+    from training.transformer_trainer import TransformerConfig
+
+    with pytest.raises(ValueError, match=message):
+        TransformerConfig(**{field: value})
+
+
+def test_the_cli_refuses_a_bad_option_before_touching_data_or_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    code = main(["train", "--data", str(tmp_path / "missing.jsonl"), "--store", str(store), "--name", "x", "--label-smoothing", "0.7"])
+    assert code != 0
+    assert "--label-smoothing must be in [0, 0.5), got 0.7" in capsys.readouterr().err
+    assert not store.exists()
