@@ -222,15 +222,15 @@ def test_layer_lr_decay_gives_each_block_its_own_rate(tiny_backbone: Path) -> No
 def test_layer_lr_decay_outside_zero_to_one_is_refused(tiny_backbone: Path) -> None:
     from training.transformer_trainer import TransformerConfig, TransformerTrainer
 
-    with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"--layer-lr-decay must be in \(0, 1\] \(1 = off\), got 1.5"):
         TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), layer_lr_decay=1.5))
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("ema_decay", 1.0, "--ema-decay must be 0 (off) or between 0 and 1"),
-        ("ema_decay", -0.1, "--ema-decay must be 0 (off) or between 0 and 1"),
+        ("ema_decay", 1.0, r"--ema-decay must be 0 \(off\) or between 0 and 1"),
+        ("ema_decay", -0.1, r"--ema-decay must be 0 \(off\) or between 0 and 1"),
         ("label_smoothing", 0.5, r"--label-smoothing must be in \[0, 0.5\), got 0.5"),
         ("layer_lr_decay", 0.0, r"--layer-lr-decay must be in \(0, 1\] \(1 = off\), got 0.0"),
     ],
