@@ -9,7 +9,8 @@ under the same load, in one run.
 2. Each server runs as `uvicorn --factory` on a free 127.0.0.1 port, settings in PLAUDIT_*
    variables, and gets the scenarios: c=32 k=1, c=32 k=16, c=1 at 1 req/s (idle latency).
    Both load the same stored model; the naive server opens its ONNX file with ORT's default
-   session options unless --naive-onnx-options plaudit gives it the service's tuned ones.
+   session options unless --naive-onnx-options plaudit gives it the service's tuned ones, and
+   in Plaudit's precision unless --naive-precision names another (fp32 against int8, say).
 3. A table and the ratios; `--out` writes everything as JSON.
 The whole run is bounded by --max-total-s: every phase gets only what is left.
 """
