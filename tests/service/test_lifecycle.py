@@ -73,7 +73,7 @@ def flip_one_byte(path: Path) -> None:
 
 
 def replace_with_nan_model(staging: Path) -> None:
-    """A well-formed ONNX graph with the scorer's input that returns NaN for every row."""
+    """Well-formed ONNX graphs with the scorer's input that return NaN for every row."""
     ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])
     out = helper.make_tensor_value_info("reward", TensorProto.FLOAT, ["batch"])
     nan = helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")])
@@ -92,7 +92,9 @@ def replace_with_nan_model(staging: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, staging / "model.onnx")
+    # Every ONNX file: the version may serve its int8 file by default (when it passed the gate).
+    for path in staging.glob("*.onnx"):
+        onnx.save(model, path)
 
 
 def drop_tokenizer(staging: Path) -> None:
