@@ -50,11 +50,12 @@ def quantize_per_token(fp32_path: Path, int8_path: Path, weight_bits: int = WEIG
     zero_point_1d = const("ptq/zp1d", np.array([128], np.uint8))
     column = const("ptq/column", np.array([-1, 1], np.int64))
 
-    def is_quantizable(node: object) -> bool:
-        w = weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None  # type: ignore[attr-defined]
+    def is_quantizable(node: onnx.NodeProto) -> bool:
+        """A MatMul by a constant 2-D weight; MatMuls of two activations (attention) stay fp32."""
+        w = weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         return w is not None and len(w.dims) == 2
 
-    rewritten: list = []
+    rewritten: list[onnx.NodeProto] = []
     quantized_inputs: dict[str, tuple[str, str, str]] = {}
     count = 0
     for node in graph.node:
