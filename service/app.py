@@ -27,7 +27,7 @@ from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
-from service.model_loading import ModelLoadError, load_model
+from service.model_loading import ModelLoadError, batch_limits, load_model
 from service.routes import feedback, lifecycle, models, ops, scoring
 from service.settings import Settings
 
@@ -55,12 +55,14 @@ async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: 
         )
         holder.mark_failed(reason)
         return
-    batcher = Batcher(scorer, settings, metrics)
+    batcher = Batcher(scorer, batch_limits(settings, info), metrics)
     batcher.start()
     holder.set(LoadedModel(info=info, scorer=scorer, batcher=batcher))
     metrics.set_model(info.name, info.version)
     log.info(
-        "serving %s:%s (engine %s, %s, %s)", info.name, info.version, info.engine, info.device, info.precision
+        "serving %s:%s (engine %s, %s, %s; %d engine worker(s) x %d thread(s))",
+        info.name, info.version, info.engine, info.device, info.precision,
+        info.engine_workers, info.threads_per_call,
     )
 
 

@@ -61,7 +61,7 @@ class BatchLimits(Protocol):
     @property
     def tokenize_workers(self) -> int: ...
     @property
-    def engine_workers(self) -> int: ...
+    def engine_workers(self) -> int | None: ...
 
 
 @dataclass(eq=False)
@@ -101,7 +101,9 @@ class Batcher:
         self.max_wait_s = limits.max_wait_ms / 1000.0
         self.max_queue_items = limits.max_queue_items
         self._tokenize_workers = limits.tokenize_workers
-        self._engine_workers = limits.engine_workers
+        # None is Settings' "auto", which the model loader resolves (model_loading.batch_limits);
+        # limits that never went through it run one batch at a time.
+        self._engine_workers = limits.engine_workers or 1
         self.metrics = metrics or ServiceMetrics()
         self._waiting: list[_Item] = []
         self._live: set[_Request] = set()

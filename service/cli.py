@@ -40,9 +40,11 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
     parser.add_argument(
         "--threads", dest="intra_op_threads", type=int,
-        help="threads per engine call (default: all cores / engine workers)",
+        help="threads per engine call (default: 1 for int8 on the onnx CPU engine, else all cores / engine workers)",
     )
-    parser.add_argument("--engine-workers", type=int, help="batches run at once (default: 1)")
+    parser.add_argument(
+        "--engine-workers", type=int, help="batches run at once (default: one per core for int8 on the onnx CPU engine, else 1)"
+    )
     parser.add_argument(
         "--feedback-db",
         help="feedback database: sqlite:///PATH or postgresql://USER@HOST/DB "

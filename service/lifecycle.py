@@ -32,7 +32,7 @@ from service.batching import Batcher
 from service.errors import InvalidInput, NotReady, ServiceError
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, ModelHolder
-from service.model_loading import ModelLoadError, load_model
+from service.model_loading import ModelLoadError, batch_limits, load_model
 from service.settings import Settings, env_name
 
 log = logging.getLogger("plaudit.lifecycle")
@@ -230,7 +230,7 @@ class ModelSwapper:
             raise LoadRefused(
                 f"refused {mv.ref}: it could not be loaded and warmed up: {_describe(exc)}; {keeps}"
             ) from None
-        batcher = Batcher(scorer, self.settings, self.metrics)
+        batcher = Batcher(scorer, batch_limits(self.settings, info), self.metrics)
         batcher.start()
         try:
             # One pair through the new batcher: the whole serving path works before the swap.

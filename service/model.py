@@ -32,6 +32,8 @@ class ModelInfo:
     precision: str
     max_length: int | None
     aliases: tuple[str, ...] = ()
+    engine_workers: int = 1  # batches run at once (Settings.engine_layout)
+    threads_per_call: int = 1
 
 
 class InFlight:

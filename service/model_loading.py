@@ -40,6 +40,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         from model_store.engines.deterministic import make_test_engine
 
         test_scorer = make_test_engine(settings.engine, settings.engine_options)
+        layout = settings.engine_layout(test_scorer.precision)
         info = ModelInfo(
             name=test_scorer.name,
             version=test_scorer.version,
@@ -47,6 +48,8 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
             device="cpu",
             precision=test_scorer.precision,
             max_length=test_scorer.max_length,
+            engine_workers=layout.workers,
+            threads_per_call=layout.threads_per_call,
         )
         test_scorer.warmup()
         return test_scorer, info
@@ -54,12 +57,14 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
     from model_store.loading import load_scorer
 
     store, mv = resolve_stored_model(settings)
+    # The layout depends on the precision "auto" resolves to, so resolve it first.
+    layout = settings.engine_layout(_stored_precision(settings, mv.metadata))
     scorer = load_scorer(
         mv,
         engine=settings.engine,
         device=settings.device,
         precision=settings.precision,
-        intra_op_threads=settings.threads_per_engine_call,
+        intra_op_threads=layout.threads_per_call,
         intra_op_spinning=settings.intra_op_spinning,
     )
     aliases = tuple(sorted(alias for alias, v in store.aliases(mv.name).items() if v == mv.version))
@@ -71,6 +76,8 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         precision=_effective_precision(settings, scorer, mv.metadata),
         max_length=getattr(scorer, "max_length", None),
         aliases=aliases,
+        engine_workers=layout.workers,
+        threads_per_call=layout.threads_per_call,
     )
     try:
         scorer.warmup()
@@ -85,8 +92,18 @@ def _effective_precision(settings: Settings, scorer: Scorer, metadata: Mapping[s
     reported = getattr(scorer, "precision", None)
     if isinstance(reported, str):
         return reported
+    return _stored_precision(settings, metadata)
+
+
+def _stored_precision(settings: Settings, metadata: Mapping[str, Any]) -> str:
+    """The precision `settings` will run a stored version at ("auto" = the version's default)."""
     if settings.precision != "auto":
         return settings.precision
     if settings.engine == "torch":
         return "fp32"
     return str(metadata.get("default_precision", "fp32"))
+
+
+def batch_limits(settings: Settings, info: ModelInfo) -> Settings:
+    """The batcher's limits: `settings`, with the engine workers the loaded model was laid out for."""
+    return settings.model_copy(update={"engine_workers": info.engine_workers})

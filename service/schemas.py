@@ -177,6 +177,8 @@ class ModelsResponse(BaseModel):
     aliases: list[str] = Field(
         description="Store aliases pointing at this version.", examples=[["production"]]
     )
+    engine_workers: int = Field(description="Batches the engine runs at once.", examples=[1])
+    threads_per_call: int = Field(description="Intra-op threads of each engine call.", examples=[2])
     request_id: RequestIdField
 
 

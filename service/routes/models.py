@@ -22,4 +22,6 @@ async def models(model: ModelDep, request_id: RequestIdDep) -> ModelsResponse:
         precision=info.precision,
         max_length=info.max_length,
         aliases=list(info.aliases),
+        engine_workers=info.engine_workers,
+        threads_per_call=info.threads_per_call,
     )

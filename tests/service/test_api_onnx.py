@@ -90,3 +90,34 @@ def test_models_endpoint_reports_the_stored_version(onnx_server: LiveServer) -> 
     assert r.status_code == 200
     text = r.text
     assert '"tiny"' in text and "production" in text and '"onnx"' in text
+
+
+def test_models_endpoint_reports_the_engine_layout_chosen_for_the_served_precision(
+    onnx_server: LiveServer, trained_store: Path
+) -> None:
+    from service.settings import Settings
+
+    body = onnx_server.client.get("/v1/models").json()
+    stored_default = ModelStore(trained_store).resolve("tiny").metadata["default_precision"]
+    assert body["precision"] == stored_default
+    layout = Settings().engine_layout(stored_default)
+    assert (body["engine_workers"], body["threads_per_call"]) == (layout.workers, layout.threads_per_call)
+
+
+def test_an_explicit_precision_gets_the_plain_layout(trained_store: Path) -> None:
+    from service.model_loading import load_model
+    from service.settings import Settings, available_cores
+
+    scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision="fp32"))
+    scorer.close()
+    assert (info.precision, info.engine_workers, info.threads_per_call) == ("fp32", 1, available_cores())
+    scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision="int8"))
+    options = scorer._session.get_session_options()  # type: ignore[attr-defined]
+    scorer.close()
+    assert (info.precision, info.engine_workers, info.threads_per_call) == ("int8", available_cores(), 1)
+    assert options.intra_op_num_threads == 1  # the ONNX session really got the layout's thread count
+    scorer, info = load_model(
+        Settings(store_dir=trained_store, model="tiny", precision="int8", engine_workers=1)
+    )
+    scorer.close()
+    assert (info.engine_workers, info.threads_per_call) == (1, available_cores())

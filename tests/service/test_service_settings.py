@@ -34,14 +34,28 @@ def test_defaults(monkeypatch):
 
 
 def test_engine_threads_are_the_cores_shared_out_among_workers_unless_set():
-    from service.settings import available_cores
+    from service.settings import EngineLayout, available_cores
 
-    assert Settings(engine_workers=1).threads_per_engine_call == available_cores()
-    assert Settings(engine_workers=2).threads_per_engine_call == max(1, available_cores() // 2)
-    assert Settings(engine_workers=64).threads_per_engine_call == 1
-    assert Settings(engine_workers=2, intra_op_threads=3).threads_per_engine_call == 3
+    cores = available_cores()
+    assert Settings().engine_layout("fp32") == EngineLayout(workers=1, threads_per_call=cores)
+    assert Settings(engine_workers=1).engine_layout("fp32") == EngineLayout(1, cores)
+    assert Settings(engine_workers=2).engine_layout("fp32") == EngineLayout(2, max(1, cores // 2))
+    assert Settings(engine_workers=64).engine_layout("fp32") == EngineLayout(64, 1)
+    assert Settings(engine_workers=2, intra_op_threads=3).engine_layout("fp32") == EngineLayout(2, 3)
     with pytest.raises(ValidationError, match="engine_workers"):
         Settings(engine_workers=0)
+
+
+def test_int8_on_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_unless_told_otherwise():
+    from service.settings import EngineLayout, available_cores
+
+    cores = available_cores()
+    assert Settings().engine_layout("int8") == EngineLayout(workers=cores, threads_per_call=1)
+    # Whatever the operator set wins, and the rest follows from it as for fp32.
+    assert Settings(engine_workers=1).engine_layout("int8") == EngineLayout(1, cores)
+    assert Settings(intra_op_threads=2).engine_layout("int8") == EngineLayout(1, 2)
+    # Only the ONNX engine on the CPU runs int8; other engines keep the plain layout.
+    assert Settings(engine="deterministic").engine_layout("int8") == EngineLayout(1, cores)
 
 
 def test_environment_variables_with_prefix(monkeypatch):
