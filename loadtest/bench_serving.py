@@ -40,7 +40,6 @@ from loadtest.generator import LoadConfig, LoadResult, run_load_sync
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, summarize, write_json
 from model_store.errors import StoreError
-from service.settings import available_cores
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -493,6 +492,28 @@ def engine_config(args: argparse.Namespace) -> NaiveConfig:
     )
 
 
+def resolve_engine_layout(args: argparse.Namespace) -> None:
+    """Fill in --threads and --engine-workers as the service would lay out its engine for the
+    precision the model resolves to (Settings.engine_layout); flags given on the command line win."""
+    from model_store.engines import TEST_ENGINES
+    from model_store.store import ModelStore
+    from service.model_loading import stored_precision
+    from service.settings import Settings
+
+    settings = Settings(
+        engine=args.engine,
+        device=args.device,
+        precision=args.precision,
+        engine_workers=args.engine_workers,
+        intra_op_threads=args.threads,
+    )
+    precision = "fp32"
+    if args.engine not in TEST_ENGINES:
+        precision = stored_precision(settings, ModelStore(args.store).resolve(args.model).metadata)
+    layout = settings.engine_layout(precision)
+    args.threads, args.engine_workers = layout.threads_per_call, layout.workers
+
+
 def server_configs(args: argparse.Namespace, model_config: NaiveConfig) -> dict[str, NaiveConfig]:
     """What each server loads: the same stored version; --naive-precision lets the naive
     server open the plain fp32 export (what a first deployment serves) while Plaudit runs int8."""
@@ -573,10 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--naive-precision", default=None, choices=("auto", "fp32", "fp16", "bf16", "int8"),
         help="the naive server's precision (default: --precision); e.g. fp32 against Plaudit's int8",
     )
-    p.add_argument("--threads", type=int, default=available_cores(), help="threads per engine call, both servers")
     p.add_argument(
-        "--engine-workers", type=int, default=1,
-        help="Plaudit's engine_workers (batches run at once); the ceiling is measured at 1 and at this count",
+        "--threads", type=int, default=None,
+        help="threads per engine call, both servers (default: the service's layout for the model's precision)",
+    )
+    p.add_argument(
+        "--engine-workers", type=int, default=None,
+        help="Plaudit's engine_workers (batches run at once; default: the service's layout); "
+        "the ceiling is measured at 1 and at this count",
     )
     p.add_argument(
         "--naive-onnx-options", default="ort-defaults", choices=ONNX_OPTION_CHOICES,
@@ -594,9 +619,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_total_s is not None and not args.max_total_s > 0:
         parser.error(f"--max-total-s must be positive, got {args.max_total_s:g}")
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
-    if args.engine_workers < 1:
+    if args.engine_workers is not None and args.engine_workers < 1:
         parser.error(f"--engine-workers must be at least 1, got {args.engine_workers}")
     if args.max_total_s is None:
         args.max_total_s = 360.0 if args.quick else 900.0
@@ -607,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
+        resolve_engine_layout(args)
         results = run_benchmark(args)
     except (DataError, StoreError, ValueError, LookupError, OSError) as exc:
         print(f"bench_serving: {exc}", file=sys.stderr)

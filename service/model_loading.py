@@ -58,7 +58,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
 
     store, mv = resolve_stored_model(settings)
     # The layout depends on the precision "auto" resolves to, so resolve it first.
-    layout = settings.engine_layout(_stored_precision(settings, mv.metadata))
+    layout = settings.engine_layout(stored_precision(settings, mv.metadata))
     scorer = load_scorer(
         mv,
         engine=settings.engine,
@@ -92,10 +92,10 @@ def _effective_precision(settings: Settings, scorer: Scorer, metadata: Mapping[s
     reported = getattr(scorer, "precision", None)
     if isinstance(reported, str):
         return reported
-    return _stored_precision(settings, metadata)
+    return stored_precision(settings, metadata)
 
 
-def _stored_precision(settings: Settings, metadata: Mapping[str, Any]) -> str:
+def stored_precision(settings: Settings, metadata: Mapping[str, Any]) -> str:
     """The precision `settings` will run a stored version at ("auto" = the version's default)."""
     if settings.precision != "auto":
         return settings.precision

@@ -11,6 +11,7 @@ from loadtest import bench_serving as bench
 from loadtest.data import ItemCycle, synthetic_items
 from loadtest.naive_server import NaiveConfig
 from loadtest.report import LatencySummary, LoadReport
+from model_store.store import ModelStore
 from model_store.engines.deterministic import DeterministicScorer
 
 
@@ -233,3 +234,31 @@ def test_the_naive_server_takes_its_own_precision_when_given(flags: list[str], n
     assert configs["plaudit"].precision == "int8" and configs["naive"].precision == naive
     env = bench.server_env({}, configs["naive"], 8000)
     assert env["PLAUDIT_PRECISION"] == naive and env["PLAUDIT_MODEL"] == "rm"
+
+
+def test_the_engine_layout_defaults_to_what_the_service_would_choose(trained_store: Path) -> None:
+    from service.settings import Settings, available_cores
+
+    cores = available_cores()
+    stored = ModelStore(trained_store).resolve("tiny").metadata["default_precision"]
+    args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny"])
+    bench.resolve_engine_layout(args)
+    expected = Settings().engine_layout(stored)
+    assert (args.engine_workers, args.threads) == (expected.workers, expected.threads_per_call)
+
+    args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny", "--precision", "int8"])
+    bench.resolve_engine_layout(args)
+    assert (args.engine_workers, args.threads) == (cores, 1)
+    args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny", "--precision", "fp32"])
+    bench.resolve_engine_layout(args)
+    assert (args.engine_workers, args.threads) == (1, cores)
+    # Flags on the command line win.
+    args = bench.build_parser().parse_args(
+        ["--store", str(trained_store), "--model", "tiny", "--precision", "int8", "--threads", "2", "--engine-workers", "3"]
+    )
+    bench.resolve_engine_layout(args)
+    assert (args.engine_workers, args.threads) == (3, 2)
+    # The deterministic engine needs no store.
+    args = bench.build_parser().parse_args(["--engine", "deterministic"])
+    bench.resolve_engine_layout(args)
+    assert (args.engine_workers, args.threads) == (1, cores)
