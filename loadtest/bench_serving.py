@@ -496,8 +496,8 @@ def resolve_engine_layout(args: argparse.Namespace) -> None:
     """Fill in --threads and --engine-workers as the service would lay out its engine for the
     precision the model resolves to (Settings.engine_layout); flags given on the command line win."""
     from model_store.engines import TEST_ENGINES
+    from model_store.loading import resolved_precision
     from model_store.store import ModelStore
-    from service.model_loading import stored_precision
     from service.settings import Settings
 
     settings = Settings(
@@ -509,7 +509,8 @@ def resolve_engine_layout(args: argparse.Namespace) -> None:
     )
     precision = "fp32"
     if args.engine not in TEST_ENGINES:
-        precision = stored_precision(settings, ModelStore(args.store).resolve(args.model).metadata)
+        metadata = ModelStore(args.store).resolve(args.model).metadata
+        precision = resolved_precision(args.engine, args.precision, metadata)
     layout = settings.engine_layout(precision)
     args.threads, args.engine_workers = layout.threads_per_call, layout.workers
 

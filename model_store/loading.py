@@ -6,6 +6,7 @@ so what is measured is what is served.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,17 @@ def check_engine_precision(engine: str, precision: str) -> None:
         raise ValueError(
             f"--engine {engine} cannot run precision {precision}: choose one of {', '.join(allowed)}{hint}"
         )
+
+
+def resolved_precision(engine: str, precision: str, metadata: Mapping[str, Any]) -> str:
+    """What `precision` means for this engine and stored version: "auto" is fp32 on the torch
+    engine, and the version's default_precision on the ONNX engine (fp32 unless its int8
+    export passed the gate)."""
+    if precision != "auto":
+        return precision
+    if engine == "torch":
+        return "fp32"
+    return str(metadata.get("default_precision", "fp32"))
 
 
 def load_scorer_from_dir(
@@ -76,13 +88,13 @@ def load_scorer_from_dir(
             name=name,
             version=version,
             device=device,
-            precision="fp32" if precision == "auto" else precision,
+            precision=resolved_precision(engine, precision, metadata),
         )
 
     from model_store.onnx_scorer import TransformerOnnxScorer
 
     onnx_files: dict[str, str] = metadata.get("onnx", {"fp32": "model.onnx"})
-    chosen = metadata.get("default_precision", "fp32") if precision == "auto" else precision
+    chosen = resolved_precision(engine, precision, metadata)
     if chosen not in onnx_files:
         raise ValueError(
             f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); "

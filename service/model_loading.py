@@ -1,8 +1,8 @@
 """Engine selection: the one function that turns Settings into a ready Scorer.
 
 "deterministic" and "failing" are weightless test engines; "onnx" and "torch" load a
-version from the model store through `model_store.loading.load_scorer`, which is
-imported lazily so the service starts without the heavy engines until they are needed.
+version from the model store through `model_store.loading.load_scorer`, which imports the
+heavy engines (onnxruntime, torch) only when it builds one.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from model_store.engines import TEST_ENGINES
+from model_store.loading import load_scorer, resolved_precision
 from model_store.scoring import Scorer
 from model_store.store import ModelStore, ModelVersion
 from service.model import ModelInfo
@@ -54,11 +55,9 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         test_scorer.warmup()
         return test_scorer, info
 
-    from model_store.loading import load_scorer
-
     store, mv = resolve_stored_model(settings)
     # The layout depends on the precision "auto" resolves to, so resolve it first.
-    layout = settings.engine_layout(stored_precision(settings, mv.metadata))
+    layout = settings.engine_layout(resolved_precision(settings.engine, settings.precision, mv.metadata))
     scorer = load_scorer(
         mv,
         engine=settings.engine,
@@ -92,16 +91,7 @@ def _effective_precision(settings: Settings, scorer: Scorer, metadata: Mapping[s
     reported = getattr(scorer, "precision", None)
     if isinstance(reported, str):
         return reported
-    return stored_precision(settings, metadata)
-
-
-def stored_precision(settings: Settings, metadata: Mapping[str, Any]) -> str:
-    """The precision `settings` will run a stored version at ("auto" = the version's default)."""
-    if settings.precision != "auto":
-        return settings.precision
-    if settings.engine == "torch":
-        return "fp32"
-    return str(metadata.get("default_precision", "fp32"))
+    return resolved_precision(settings.engine, settings.precision, metadata)
 
 
 def batch_limits(settings: Settings, info: ModelInfo) -> Settings:
