@@ -137,9 +137,10 @@ def export_int8(
     try:
         report = check_parity(reference, scorer.score(parity_texts), n_pairs, atol=float("inf"))
         sample = scorer.encode(parity_texts[:16])
-        alone = np.concatenate([scorer.run([item]) for item in sample]) if sample else np.zeros(0)
-        together = scorer.run(sample) if sample else np.zeros(0)
-        batch_diff = float(np.max(np.abs(alone - together))) if sample else 0.0
+        batch_diff = 0.0
+        if sample:
+            alone = np.concatenate([scorer.run([item]) for item in sample])
+            batch_diff = float(np.max(np.abs(alone - scorer.run(sample))))
     finally:
         scorer.close()
     qualifies = report.decision_agreement >= INT8_DEFAULT_MIN_AGREEMENT and batch_diff <= BATCH_INVARIANCE_ATOL

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 WEIGHT_BITS = 7
-RECIPE = "per_token_w7"
+RECIPE = f"per_token_w{WEIGHT_BITS}"  # stored in the metadata: what made the int8 file
 
 
 def quantize_per_token(fp32_path: Path, int8_path: Path, weight_bits: int = WEIGHT_BITS) -> int:

@@ -243,7 +243,7 @@ class TransformerTrainer:
                 param.requires_grad_(False)
         if cfg.freeze_layers:
             freeze_lower_layers(self.model.backbone, cfg.freeze_layers)
-        self.lr_scales = layer_lr_scales(self.model.backbone, cfg.layer_lr_decay)  # checked before any work
+        self.lr_scales = layer_lr_scales(self.model.backbone, cfg.layer_lr_decay)
 
     def _optimizer(self, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         cfg = self.cfg
