@@ -53,6 +53,7 @@ def run_plaudit(kind: str, data: str, store: Path, args: argparse.Namespace) -> 
     if kind == "transformer":
         result["parity"] = meta["parity"]
         result["int8"] = meta.get("int8")
+        result["served_precision"] = meta.get("default_precision", "fp32")  # what `accuracy` measured
     return result
 
 
@@ -164,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in (("transformer", "plaudit transformer"), ("linear", "plaudit linear"), ("trl", "TRL RewardTrainer")):
         if key in results:
             print(f"{label:<28}{results[key]['accuracy']:>14.4f}{results[key]['wall_seconds']:>10.1f}")
+    int8 = (results.get("transformer") or {}).get("int8")
+    if int8 and "pairwise_accuracy_int8" in int8:
+        print(
+            f"plaudit transformer by precision: fp32 {int8['pairwise_accuracy_fp32']:.4f}, "
+            f"int8 {int8['pairwise_accuracy_int8']:.4f} (decision agreement "
+            f"{int8['decision_agreement_vs_fp32']:.4f}); served by default: {results['transformer']['served_precision']}"
+        )
     if "transformer" in results and "trl" in results:
         print(f"wall-time ratio TRL / plaudit transformer: {results['trl']['wall_seconds'] / results['transformer']['wall_seconds']:.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -159,6 +159,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         int8 = mv.metadata["int8"]
         recipe = f" ({int8['recipe']} recipe)" if "recipe" in int8 else ""
         print(f"  int8 decision agreement vs fp32: {int8['decision_agreement_vs_fp32']:.4f}{recipe}")
+        if "pairwise_accuracy_int8" in int8:
+            print(
+                f"  validation accuracy: fp32 {int8['pairwise_accuracy_fp32']:.4f}, "
+                f"int8 {int8['pairwise_accuracy_int8']:.4f}"
+            )
         if "qualifies_as_default" in int8:
             verdict = "int8" if int8["qualifies_as_default"] else "fp32 (int8 stays opt-in: --precision int8)"
             print(

@@ -23,7 +23,8 @@ from model_store.engines.torch_engine import TorchScorer
 from model_store.engines.torch_model import RewardModel
 from model_store.onnx_scorer import TransformerOnnxScorer
 from model_store.scoring import TextPair
-from model_store.tokenization import PairTokenizer
+from model_store.tokenization import PairTokenizer, pad_batch
+from training.evaluate import pairwise_accuracy
 from training.quantize import RECIPE as INT8_RECIPE
 from training.quantize import quantize_per_token
 
@@ -125,17 +126,22 @@ def export_int8(
     reference: np.ndarray,
     parity_texts: Sequence[TextPair],
     n_pairs: int,
+    calibration_texts: Sequence[TextPair],
 ) -> dict[str, object]:
     """Write the per-token int8 graph and measure it against fp32 on the parity items.
+
+    `calibration_texts` (training items, never the parity ones) fit the quantisation.
 
     Reports decision agreement and max |diff| against `reference` (fp32), and the largest
     difference between scoring items alone and in one batch, then whether int8 qualifies as
     the default precision (`INT8_DEFAULT_MIN_AGREEMENT`, `BATCH_INVARIANCE_ATOL`).
     """
-    quantize_per_token(fp32_path, int8_path)
+    calibration = [pad_batch([item], pad_id=tokenizer.pad_id) for item in tokenizer.encode(calibration_texts)]
+    quantize_per_token(fp32_path, int8_path, calibration)
     scorer = TransformerOnnxScorer(int8_path, tokenizer, name="export", version="0")
     try:
-        report = check_parity(reference, scorer.score(parity_texts), n_pairs, atol=float("inf"))
+        scores = scorer.score(parity_texts)
+        report = check_parity(reference, scores, n_pairs, atol=float("inf"))
         sample = scorer.encode(parity_texts[:16])
         batch_diff = 0.0
         if sample:
@@ -150,6 +156,9 @@ def export_int8(
         "max_abs_diff_vs_fp32": report.max_abs_diff,
         "n_pairs": n_pairs,
         "batch_invariance_max_diff": batch_diff,
+        # What the agreement costs: pairwise accuracy on the same pairs at each precision.
+        "pairwise_accuracy_fp32": pairwise_accuracy(reference[:n_pairs] - reference[n_pairs : 2 * n_pairs]),
+        "pairwise_accuracy_int8": pairwise_accuracy(scores[:n_pairs] - scores[n_pairs : 2 * n_pairs]),
         "default_min_agreement": INT8_DEFAULT_MIN_AGREEMENT,
         "qualifies_as_default": qualifies,
     }
@@ -193,10 +202,12 @@ def export_transformer(
     *,
     atol: float = 1e-4,
     quantize: bool = False,
+    calibration_texts: Sequence[TextPair] = (),
 ) -> dict[str, object]:
     """Write the model folder and check it; raises ParityError past tolerance.
 
-    `parity_texts` are real validation items laid out as in `check_parity`.
+    `parity_texts` are real validation items laid out as in `check_parity`;
+    `calibration_texts` are training items that fit the int8 quantisation (with `quantize`).
     Returns the metadata fragment: inputs, onnx files, parity (and int8 agreement).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +235,13 @@ def export_transformer(
     }
     if quantize:
         int8 = export_int8(
-            out_dir / "model.onnx", out_dir / "model.int8.onnx", served, reference, parity_texts, n_parity_pairs
+            out_dir / "model.onnx",
+            out_dir / "model.int8.onnx",
+            served,
+            reference,
+            parity_texts,
+            n_parity_pairs,
+            calibration_texts or parity_texts,
         )
         fragment["onnx"] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
         fragment["int8"] = int8

@@ -66,6 +66,23 @@ def parity_texts(val: list[Example]) -> tuple[list[TextPair], int]:
     return texts, len(pairs)
 
 
+# int8 calibration items: enough rows (~20k tokens at HH lengths) for a stable X^T X of
+# MiniLM's widest input (1,536 channels), few enough to keep the export under a minute.
+CALIBRATION_ITEMS = 128
+
+
+def calibration_texts(train: list[Example], n_items: int = CALIBRATION_ITEMS) -> list[TextPair]:
+    """Training items spread evenly over the training set (pairs give both of their sides)."""
+    texts: list[TextPair] = []
+    for e in train:
+        if isinstance(e, PairExample):
+            texts += [TextPair(e.prompt, e.chosen), TextPair(e.prompt, e.rejected)]
+        else:
+            texts.append(TextPair(e.prompt, e.response))
+    step = max(1, len(texts) // n_items)
+    return texts[::step][:n_items]
+
+
 def _fit_transformer(job: TrainJob, train: list[Example], val: list[Example], out: Path) -> dict[str, Any]:
     from training.export import export_transformer
     from training.transformer_trainer import TransformerTrainer
@@ -83,6 +100,7 @@ def _fit_transformer(job: TrainJob, train: list[Example], val: list[Example], ou
         n_pairs,
         atol=job.parity_atol,
         quantize=job.quantize,
+        calibration_texts=calibration_texts(train),
     )
     return {
         "kind": "transformer",

@@ -46,8 +46,11 @@ def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     mv = ModelStore(trained_store).resolve("tiny")
     assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     int8 = mv.metadata["int8"]
-    assert int8["recipe"] == "per_token_w7"
+    assert int8["recipe"] == "per_token_w7_gptq_outliers"
     assert 0.0 <= int8["decision_agreement_vs_fp32"] <= 1.0
+    # Agreeing on every decision means the same accuracy; each flip moves it by 1/n_pairs.
+    accuracy_gap = abs(int8["pairwise_accuracy_int8"] - int8["pairwise_accuracy_fp32"])
+    assert accuracy_gap <= (1.0 - int8["decision_agreement_vs_fp32"]) + 1e-9
     assert sorted(p.name for p in Path(mv.path).glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
     # The default follows the gate the export measured, never the other way round.
     expected_default = "int8" if int8["qualifies_as_default"] else "fp32"
