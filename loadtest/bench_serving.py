@@ -320,9 +320,11 @@ def run_server(
     budget: Budget,
     reserve_s: float = 10.0,
     load: Callable[[LoadConfig, ItemCycle], LoadResult] = run_load_sync,
+    http_floor: dict[str, float | None] | None = None,
 ) -> tuple[dict[str, LoadReport | None], str | None]:
     """Run `plan` against `factory`, returning a report per scenario and the start error if any.
-    `load` runs one scenario's load (one generator process by default).
+    `load` runs one scenario's load (one generator process by default). Given `http_floor`,
+    the idle scenario is followed by `http_floor_ms` on the same server, stored under "p50_ms".
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
@@ -352,6 +354,8 @@ def run_server(
             )
             report = summarize(load(config, items))
             reports[sc.name] = report
+            if http_floor is not None and sc.name == IDLE_SCENARIO and sc.rate:
+                http_floor["p50_ms"] = http_floor_ms(server.url, sc.requests, 1.0 / sc.rate)
             if report.stopped_by == "duration":
                 server.stop()
                 server = None
@@ -361,6 +365,25 @@ def run_server(
         if server is not None:
             server.stop()
     return reports, None
+
+
+def http_floor_ms(url: str, requests: int, interval_s: float) -> float | None:
+    """Median latency of GET /healthz, paced like the idle scenario.
+
+    That route does no work, so this is the HTTP round trip every idle request pays on top
+    of scoring: the client, loopback, uvicorn and the middleware, each woken from idle.
+    None if the server did not answer 200.
+    """
+    latencies = []
+    with httpx.Client(base_url=url, timeout=10.0) as client:
+        started = time.perf_counter()
+        for index in range(requests):
+            time.sleep(max(0.0, started + index * interval_s - time.perf_counter()))
+            t0 = time.perf_counter()
+            if client.get("/healthz").status_code != 200:
+                return None
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(latencies) if latencies else None
 
 
 # -- 3. comparison -------------------------------------------------------------------------
@@ -465,6 +488,12 @@ def format_results(results: Mapping[str, Any]) -> str:
                 f"{_num(r['naive_p50_ms'], 2)} ms, direct {_num(r['direct_single_item_ms'], 2)} ms "
                 f"(Plaudit/direct x{_x(r['plaudit_over_direct'])})"
             )
+            floor = r.get("http_floor_p50_ms") or {}
+            if floor:
+                lines.append(
+                    f"  HTTP floor (GET /healthz at the same pace, p50): Plaudit "
+                    f"{_num(floor.get('plaudit'), 2)} ms, naive {_num(floor.get('naive'), 2)} ms"
+                )
         else:
             lines.append(
                 f"{name}: Plaudit/naive items/s x{_x(r['plaudit_over_naive_items_per_s'])}, "
@@ -563,10 +592,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "naive": {"PLAUDIT_NAIVE_ONNX_OPTIONS": args.naive_onnx_options},
     }
     configs = server_configs(args, model_config)
+    floors: dict[str, dict[str, float | None]] = {}
     for server, factory in SERVERS.items():
         env = {**os.environ, **extra_env[server]}
+        floors[server] = {}
         reports[server], error = run_server(
-            factory, lambda port, env=env, cfg=configs[server]: server_env(env, cfg, port), cycle, plan, budget
+            factory,
+            lambda port, env=env, cfg=configs[server]: server_env(env, cfg, port),
+            cycle,
+            plan,
+            budget,
+            http_floor=floors[server],
         )
         if error is not None:
             errors[server] = error  # the other server still gets measured
@@ -578,6 +614,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     results["comparison"] = compare(
         reports["plaudit"], reports["naive"], ceiling.best_items_per_s, ceiling.direct_latency_ms
     )
+    if IDLE_SCENARIO in results["comparison"]:
+        results["comparison"][IDLE_SCENARIO]["http_floor_p50_ms"] = {
+            server: floor.get("p50_ms") for server, floor in floors.items()
+        }
     return results
 
 

@@ -64,7 +64,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         from training.cli import cmd_train
 
         train_args = build_parser().parse_args(
-            ["train", "--store", args.store, "--name", args.name, "--epochs", str(args.epochs), "--promote", "production"]
+            [
+                "train", "--store", args.store, "--name", args.name, "--epochs", str(args.epochs),
+                "--promote", "production",
+                # int8 too: it becomes the served default only if it passes the export's agreement gate.
+                "--quantize",
+            ]
             + [x for path in sample_data_paths() for x in ("--data", path)]
         )
         code = cmd_train(train_args)

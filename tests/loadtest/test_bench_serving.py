@@ -174,6 +174,27 @@ def test_run_server_restarts_after_a_cut_scenario_and_reports_both() -> None:
     assert (whole.stopped_by, whole.ok, whole.items_ok, whole.unfinished) == ("requests", 4, 12, 0)
 
 
+def test_run_server_measures_the_http_floor_after_the_idle_scenario() -> None:
+    fast = NaiveConfig(engine="deterministic", intra_op_threads=1)
+    plan = [
+        bench.Scenario("c2", concurrency=2, items_per_request=1, requests=4, duration_s=30.0),
+        bench.Scenario(bench.IDLE_SCENARIO, concurrency=1, items_per_request=1, requests=3, duration_s=30.0, rate=20.0),
+    ]
+    floor: dict[str, float | None] = {}
+    reports, error = bench.run_server(
+        bench.SERVERS["naive"],
+        lambda port: bench.server_env({}, fast, port),
+        ItemCycle(synthetic_items(4)),
+        plan,
+        bench.Budget(300.0),
+        reserve_s=0.0,
+        http_floor=floor,
+    )
+    assert error is None and reports[bench.IDLE_SCENARIO] is not None
+    # A real round trip took place: positive, and well under the client's 10 s timeout.
+    assert floor["p50_ms"] is not None and 0.0 < floor["p50_ms"] < 10_000.0
+
+
 def test_run_server_reports_a_server_that_cannot_start() -> None:
     config = NaiveConfig(engine="onnx")  # no store: the naive app refuses to start
     plan = bench.scenarios(quick=True)
