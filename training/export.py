@@ -210,6 +210,9 @@ def export_transformer(
     `calibration_texts` are training items that fit the int8 quantisation (with `quantize`).
     Returns the metadata fragment: inputs, onnx files, parity (and int8 agreement).
     """
+    if quantize and not calibration_texts:
+        # Calibrating on the parity items would grade int8 on the data it was fitted to.
+        raise ValueError("an int8 export needs calibration_texts from the training data")
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = export_onnx(model, out_dir / "model.onnx")
     copy_tokenizer(backbone_dir, out_dir / "tokenizer")
@@ -241,7 +244,7 @@ def export_transformer(
             reference,
             parity_texts,
             n_parity_pairs,
-            calibration_texts or parity_texts,
+            calibration_texts,
         )
         fragment["onnx"] = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
         fragment["int8"] = int8

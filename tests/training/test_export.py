@@ -54,6 +54,22 @@ def test_export_fails_past_tolerance(tiny_backbone: Path, tmp_path: Path) -> Non
         export_transformer(model, tok, tiny_backbone, tmp_path / "m", texts, 1, atol=-1.0)
 
 
+def test_int8_export_refuses_to_calibrate_without_training_items(tiny_backbone: Path, tmp_path: Path) -> None:
+    from transformers import AutoModel
+
+    from model_store.engines.torch_model import RewardModel
+    from model_store.scoring import TextPair
+    from model_store.tokenization import PairTokenizer
+    from training.export import export_transformer
+
+    model = RewardModel(AutoModel.from_pretrained(tiny_backbone), hidden_size=32).eval()
+    tok = PairTokenizer.from_dir(tiny_backbone, 32)
+    texts = [TextPair("q", "good answer"), TextPair("q", "bad")]
+    with pytest.raises(ValueError, match="calibration_texts"):
+        export_transformer(model, tok, tiny_backbone, tmp_path / "m", texts, 1, quantize=True)
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
 def test_export_traces_eager_attention_and_leaves_the_trained_model_as_it_was(
     tiny_backbone: Path, tmp_path: Path
 ) -> None:

@@ -129,3 +129,17 @@ def test_statistics_cover_every_quantised_input_with_real_rows_only(trained_stor
         assert s.rows == tokens  # one item per feed: no padding rows
         assert np.allclose(s.gram, s.gram.T)
         assert np.all(np.diag(s.gram) <= s.rows * s.max_abs**2 + 1e-6)
+
+
+def test_calibration_texts_come_from_training_items_of_every_shape() -> None:
+    from training.data.examples import LikeExample, PairExample
+    from training.pipeline import calibration_texts
+
+    train = [PairExample(prompt=f"p{i}", chosen=f"c{i}", rejected=f"r{i}") for i in range(100)]
+    train += [LikeExample(prompt="lp", response="liked answer", liked=True)]
+    texts = calibration_texts(train, n_items=20)
+    assert len(texts) == 20
+    everything = {(t.prompt, t.response) for t in calibration_texts(train, n_items=10_000)}
+    assert {(t.prompt, t.response) for t in texts} <= everything
+    assert ("lp", "liked answer") in everything  # likes and ratings calibrate too
+    assert len({t.prompt for t in texts}) > 5  # spread over the set, not its first rows
