@@ -113,7 +113,9 @@ def collect_statistics(fp32_path: Path, feeds: Iterable[Mapping[str, np.ndarray]
     return stats
 
 
-def gptq_rows(w: np.ndarray, gram: np.ndarray, scale: np.ndarray, q_max: int, exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gptq_rows(
+    w: np.ndarray, gram: np.ndarray, scale: np.ndarray, q_max: int, exact: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """GPTQ over the input rows of w [K, N] with fixed per-column `scale` [N].
 
     Rows flagged in `exact` [K] are not rounded (they stay fp32 beside the int8 product) but
