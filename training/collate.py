@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model_store.scoring import TextPair
 from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
-from training.data.examples import Example, LikeExample, PairExample, RatingExample
+from training.data.examples import Example, LikeExample, PairExample, RatingExample, scored_texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +31,7 @@ class TokenizedExample:
 
 
 def tokenize_examples(examples: Sequence[Example], tokenizer: PairTokenizer) -> list[TokenizedExample]:
-    texts: list[TextPair] = []
-    for ex in examples:
-        if isinstance(ex, PairExample):
-            texts += [TextPair(ex.prompt, ex.chosen), TextPair(ex.prompt, ex.rejected)]
-        else:
-            texts.append(TextPair(ex.prompt, ex.response))
-    encoded = iter(tokenizer.encode(texts))
+    encoded = iter(tokenizer.encode(scored_texts(examples)))
     out: list[TokenizedExample] = []
     for ex in examples:
         if isinstance(ex, PairExample):

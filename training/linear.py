@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from model_store.features import HAND_FEATURES, Featurizer
 from model_store.fileio import atomic_write_bytes, atomic_write_json
 from model_store.scoring import TextPair
-from training.data.examples import Example, LikeExample, PairExample, RatingExample
+from training.data.examples import Example, LikeExample, PairExample, RatingExample, scored_texts
 from training.losses import bradley_terry_loss, like_loss, rating_loss
 
 DEFAULT_L2_GRID: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
@@ -61,17 +61,6 @@ class _Design:
     @property
     def n_features(self) -> int:
         return int(self.pair_diff.shape[1])
-
-
-def _text_pairs(examples: Sequence[Example]) -> list[TextPair]:
-    """Every (prompt, response) an example set contains: what the featurizer is fit on."""
-    out: list[TextPair] = []
-    for ex in examples:
-        if isinstance(ex, PairExample):
-            out += [TextPair(ex.prompt, ex.chosen), TextPair(ex.prompt, ex.rejected)]
-        else:
-            out.append(TextPair(ex.prompt, ex.response))
-    return out
 
 
 def _design(featurizer: Featurizer, examples: Sequence[Example]) -> _Design:
@@ -201,7 +190,7 @@ def train_linear(
     if not val:
         grid = [sorted(grid)[len(grid) // 2]]
 
-    featurizer = Featurizer.fit(_text_pairs(train), max_terms=max_terms)
+    featurizer = Featurizer.fit(scored_texts(train), max_terms=max_terms)
     d_train = _design(featurizer, train)
     d_val = _design(featurizer, val) if val else None
     hand_factor = _hand_factor(featurizer, hand_l2_factor)

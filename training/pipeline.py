@@ -17,7 +17,7 @@ from typing import Any
 from model_store.loading import load_scorer, load_scorer_from_dir
 from model_store.scoring import TextPair
 from model_store.store import ModelStore, ModelVersion
-from training.data.examples import Example, PairExample
+from training.data.examples import Example, PairExample, scored_texts
 from training.data.loaders import Dataset, load_dataset
 from training.data.report import describe
 from training.data.split import split_by_prompt
@@ -73,12 +73,7 @@ CALIBRATION_ITEMS = 128
 
 def calibration_texts(train: list[Example], n_items: int = CALIBRATION_ITEMS) -> list[TextPair]:
     """Training items spread evenly over the training set (pairs give both of their sides)."""
-    texts: list[TextPair] = []
-    for e in train:
-        if isinstance(e, PairExample):
-            texts += [TextPair(e.prompt, e.chosen), TextPair(e.prompt, e.rejected)]
-        else:
-            texts.append(TextPair(e.prompt, e.response))
+    texts = scored_texts(train)
     step = max(1, len(texts) // n_items)
     return texts[::step][:n_items]
 

@@ -6,7 +6,10 @@ reports (duplicates, contradictions, low agreement) can point at the source row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from model_store.scoring import TextPair
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +55,14 @@ class LikeExample:
 
 
 Example = PairExample | RatingExample | LikeExample
+
+
+def scored_texts(examples: Sequence[Example]) -> list[TextPair]:
+    """Every (prompt, response) the examples hold, in order: a pair gives chosen, then rejected."""
+    out: list[TextPair] = []
+    for ex in examples:
+        if isinstance(ex, PairExample):
+            out += [TextPair(ex.prompt, ex.chosen), TextPair(ex.prompt, ex.rejected)]
+        else:
+            out.append(TextPair(ex.prompt, ex.response))
+    return out
