@@ -153,20 +153,27 @@ def test_server_process_serves_the_naive_app_and_stops() -> None:
     assert not proc.running
 
 
+def _run_naive(
+    config: NaiveConfig, plan: list[bench.Scenario], n_items: int, budget_s: float = 300.0, **options: object
+) -> tuple[dict[str, object], str | None]:
+    """bench.run_server against a real naive server process with `config`."""
+    return bench.run_server(
+        bench.SERVERS["naive"],
+        lambda port: bench.server_env({}, config, port),
+        ItemCycle(synthetic_items(n_items)),
+        plan,
+        bench.Budget(budget_s),
+        **options,
+    )
+
+
 def test_run_server_restarts_after_a_cut_scenario_and_reports_both() -> None:
     slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.1}, intra_op_threads=1)
     plan = [
         bench.Scenario("cut", concurrency=2, items_per_request=1, requests=100, duration_s=0.5),
         bench.Scenario("whole", concurrency=2, items_per_request=3, requests=4, duration_s=60.0),
     ]
-    reports, error = bench.run_server(
-        bench.SERVERS["naive"],
-        lambda port: bench.server_env({}, slow, port),
-        ItemCycle(synthetic_items(10)),
-        plan,
-        bench.Budget(300.0),
-        reserve_s=0.0,
-    )
+    reports, error = _run_naive(slow, plan, n_items=10, reserve_s=0.0)
     assert error is None
     cut, whole = reports["cut"], reports["whole"]
     assert cut is not None and whole is not None
@@ -181,15 +188,7 @@ def test_run_server_measures_the_http_floor_after_the_idle_scenario() -> None:
         bench.Scenario(bench.IDLE_SCENARIO, concurrency=1, items_per_request=1, requests=3, duration_s=30.0, rate=20.0),
     ]
     floor: dict[str, float | None] = {}
-    reports, error = bench.run_server(
-        bench.SERVERS["naive"],
-        lambda port: bench.server_env({}, fast, port),
-        ItemCycle(synthetic_items(4)),
-        plan,
-        bench.Budget(300.0),
-        reserve_s=0.0,
-        http_floor=floor,
-    )
+    reports, error = _run_naive(fast, plan, n_items=4, reserve_s=0.0, http_floor=floor)
     assert error is None and reports[bench.IDLE_SCENARIO] is not None
     # A real round trip took place: positive, and well under the client's 10 s timeout.
     assert floor["p50_ms"] is not None and 0.0 < floor["p50_ms"] < 10_000.0
@@ -198,13 +197,7 @@ def test_run_server_measures_the_http_floor_after_the_idle_scenario() -> None:
 def test_run_server_reports_a_server_that_cannot_start() -> None:
     config = NaiveConfig(engine="onnx")  # no store: the naive app refuses to start
     plan = bench.scenarios(quick=True)
-    reports, error = bench.run_server(
-        bench.SERVERS["naive"],
-        lambda port: bench.server_env({}, config, port),
-        ItemCycle(synthetic_items(4)),
-        plan,
-        bench.Budget(120.0),
-    )
+    reports, error = _run_naive(config, plan, n_items=4, budget_s=120.0)
     assert error is not None and "exited with code" in error and "PLAUDIT_STORE_DIR" in error
     assert reports == {sc.name: None for sc in plan}
 
