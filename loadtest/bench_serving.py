@@ -18,6 +18,7 @@ The whole run is bounded by --max-total-s: every phase gets only what is left.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import httpx
 
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import LoadConfig, LoadResult, run_load_sync
+from loadtest.http_client import make_http_client
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, summarize, write_json
 from model_store.errors import StoreError
@@ -368,22 +370,27 @@ def run_server(
 
 
 def http_floor_ms(url: str, requests: int, interval_s: float) -> float | None:
-    """Median latency of GET /healthz, paced like the idle scenario.
+    """Median latency of GET /healthz, paced like the idle scenario, through the generator's client.
 
     That route does no work, so this is the HTTP round trip every idle request pays on top
     of scoring: the client, loopback, uvicorn and the middleware, each woken from idle.
     None if the server did not answer 200.
     """
-    latencies = []
-    with httpx.Client(base_url=url, timeout=10.0) as client:
-        started = time.perf_counter()
-        for index in range(requests):
-            time.sleep(max(0.0, started + index * interval_s - time.perf_counter()))
-            t0 = time.perf_counter()
-            if client.get("/healthz").status_code != 200:
-                return None
-            latencies.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(latencies) if latencies else None
+
+    async def probe() -> float | None:
+        latencies = []
+        async with make_http_client(url, timeout_s=10.0) as client:
+            started = time.perf_counter()
+            for index in range(requests):
+                await asyncio.sleep(max(0.0, started + index * interval_s - time.perf_counter()))
+                t0 = time.perf_counter()
+                status, _ = await client.request("GET", "/healthz")
+                if status != 200:
+                    return None
+                latencies.append((time.perf_counter() - t0) * 1000.0)
+        return statistics.median(latencies) if latencies else None
+
+    return asyncio.run(probe())
 
 
 # -- 3. comparison -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Asynchronous HTTP load against a scoring endpoint, bounded in request count and time.
 
-`concurrency` httpx.AsyncClients of one connection each carry the load, in one of two modes:
+`concurrency` clients of one keep-alive connection each (loadtest/http_client.py) carry the
+load, in one of two modes:
   closed loop (no rate): `concurrency` workers each send a request, wait for the answer,
       and send the next, until `requests` have been sent;
   open loop (`rate` req/s): request i is sent at start + i / rate whether or not earlier
@@ -15,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ipaddress
+import json
 import multiprocessing
 import ssl
 import time
@@ -25,12 +27,15 @@ from typing import Any
 import httpx
 
 from loadtest.data import ItemCycle
+from loadtest.http_client import ConnectFailed, HttpxClient, RawHttpClient, TransportFailed, make_http_client
 from model_store.scoring import TextPair
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 ENDPOINTS = ("score", "rank", "compare")
 OK = "ok"
 UNFINISHED = "unfinished"
+
+HttpClient = RawHttpClient | HttpxClient
 
 
 class TargetError(ValueError):
@@ -156,25 +161,23 @@ def endpoint_path(endpoint: str) -> str:
     return f"/v1/{endpoint}"
 
 
-async def _send(
-    client: httpx.AsyncClient, config: LoadConfig, index: int, items: list[TextPair]
-) -> RequestRecord:
+async def _send(client: HttpClient, config: LoadConfig, index: int, items: list[TextPair]) -> RequestRecord:
     payload = _PAYLOADS[config.endpoint](items)
     started = time.perf_counter()
     try:
-        response = await client.post(endpoint_path(config.endpoint), json=payload)
-    except httpx.TimeoutException:
+        status, content = await client.request("POST", endpoint_path(config.endpoint), payload)
+    except TimeoutError:
         outcome = "timeout"
-    except httpx.ConnectError:
+    except ConnectFailed:
         outcome = "connect_error"
-    except httpx.HTTPError:
+    except TransportFailed:
         outcome = "transport_error"
     else:
-        if response.status_code != 200:
-            outcome = str(response.status_code)
+        if status != 200:
+            outcome = str(status)
         else:
             try:
-                body = response.json()
+                body = json.loads(content)
             except ValueError:
                 body = None
             answered = _ANSWER_CHECKS[config.endpoint](body, len(items))
@@ -192,15 +195,15 @@ class _Run:
         self.in_flight: dict[int, tuple[float, int]] = {}  # index -> (perf_counter start, n_items)
         self.next_index = 0
 
-    async def one(self, client: httpx.AsyncClient, index: int) -> None:
+    async def one(self, client: HttpClient, index: int) -> None:
         batch = items_for(self.config.endpoint, self.items, index, self.config.items_per_request)
         self.in_flight[index] = (time.perf_counter(), len(batch))
         record = await _send(client, self.config, index, batch)
         del self.in_flight[index]  # only reached when not cancelled
         self.records.append(record)
 
-    async def closed_loop(self, clients: list[httpx.AsyncClient]) -> None:
-        async def worker(client: httpx.AsyncClient) -> None:
+    async def closed_loop(self, clients: list[HttpClient]) -> None:
+        async def worker(client: HttpClient) -> None:
             # Single-threaded event loop: taking the next index needs no lock.
             while self.next_index < self.config.requests:
                 index = self.next_index
@@ -211,14 +214,14 @@ class _Run:
             for client in clients:
                 group.create_task(worker(client))
 
-    async def open_loop(self, clients: list[httpx.AsyncClient], rate: float) -> None:
+    async def open_loop(self, clients: list[HttpClient], rate: float) -> None:
         loop = asyncio.get_running_loop()
-        idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        idle: asyncio.Queue[HttpClient] = asyncio.Queue()
         for client in clients:
             idle.put_nowait(client)
         start = loop.time()
 
-        async def paced(index: int, client: httpx.AsyncClient) -> None:
+        async def paced(index: int, client: HttpClient) -> None:
             try:
                 await self.one(client, index)
             finally:
@@ -238,20 +241,14 @@ class _Run:
         self.in_flight.clear()
 
 
-def make_client(config: LoadConfig, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+def make_client(config: LoadConfig, tls: ssl.SSLContext | None = None) -> HttpClient:
     """A client holding one connection, used by one worker at a time.
 
-    One client per worker rather than one shared pool: httpcore scans every connection
-    of a pool on each request, which at concurrency 32 doubled the generator's CPU per
-    request, CPU that the server under test needs on a small machine.
+    One client per worker rather than one shared pool: a pool scans its connections on each
+    request, which at concurrency 32 doubled the generator's CPU per request (httpx), CPU
+    that the server under test needs on a small machine.
     """
-    return httpx.AsyncClient(
-        base_url=config.url,
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        timeout=httpx.Timeout(config.request_timeout_s),
-        verify=tls if tls is not None else True,
-        trust_env=False,  # a proxy from the environment must not sit between us and 127.0.0.1
-    )
+    return make_http_client(config.url, config.request_timeout_s, tls)
 
 
 async def run_load(config: LoadConfig, items: ItemCycle) -> LoadResult:
