@@ -27,15 +27,13 @@ from typing import Any
 import httpx
 
 from loadtest.data import ItemCycle
-from loadtest.http_client import ConnectFailed, HttpxClient, RawHttpClient, TransportFailed, make_http_client
+from loadtest.http_client import ConnectFailed, HttpClient, TransportFailed, make_http_client
 from model_store.scoring import TextPair
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 ENDPOINTS = ("score", "rank", "compare")
 OK = "ok"
 UNFINISHED = "unfinished"
-
-HttpClient = RawHttpClient | HttpxClient
 
 
 class TargetError(ValueError):

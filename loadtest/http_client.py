@@ -174,7 +174,10 @@ class HttpxClient:
         return response.status_code, response.content
 
 
-def make_http_client(base_url: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> RawHttpClient | HttpxClient:
+HttpClient = RawHttpClient | HttpxClient
+
+
+def make_http_client(base_url: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> HttpClient:
     """RawHttpClient for http:// URLs, HttpxClient for https://."""
     if urlsplit(base_url).scheme == "http":
         return RawHttpClient(base_url, timeout_s)
