@@ -26,8 +26,8 @@ data, never the validation pairs the export's agreement gate reads):
   the inputs look like. GPTQ quantises one input row of W at a time and spreads that row's
   rounding error over the rows not yet quantised, weighted by the inverse of the calibration
   Gram matrix X^T X, which minimises the error of X @ W rather than of W itself.
-Measured on the HH model (bench_training's split, 344 validation items): RMS error against
-fp32 0.042 with plain rounding and no outlier channels, 0.018 with both.
+On the HH model (`python -m loadtest.bench_training`), decision agreement with fp32 went from
+98.84% to 99.42% of the 172 validation pairs, and the max |diff| from 0.143 to 0.069.
 
 Weights use 7 bits: x86 CPUs without VNNI multiply u8 x s8 through a 16-bit accumulator that
 8-bit weights can saturate, and 7 bits keep the integer result exact, so scores do not depend
