@@ -38,6 +38,7 @@ from model_store.scoring import Encoded, Scorer, ScoringError, TextPair
 from service.batch_packing import is_full, padded_tokens, select_batch
 from service.errors import DeadlineExceeded, NotReady, QueueFullError, ScoringFailed, ServiceError
 from service.metrics import ServiceMetrics
+from service.settings import DEFAULT_MAX_BATCH_ITEMS
 
 log = logging.getLogger("plaudit.batching")
 
@@ -49,7 +50,7 @@ class BatchLimits(Protocol):
     """The part of `Settings` the batcher reads."""
 
     @property
-    def max_batch_items(self) -> int: ...
+    def max_batch_items(self) -> int | None: ...
     @property
     def max_batch_tokens(self) -> int: ...
     @property
@@ -95,14 +96,15 @@ class Batcher:
 
     def __init__(self, scorer: Scorer, limits: BatchLimits, metrics: ServiceMetrics | None = None) -> None:
         self.scorer = scorer
-        self.max_batch_items = limits.max_batch_items
+        # None is Settings' "auto", which the model loader resolves (model_loading.batch_limits);
+        # limits that never went through it get the general default.
+        self.max_batch_items = limits.max_batch_items or DEFAULT_MAX_BATCH_ITEMS
         self.max_batch_tokens = limits.max_batch_tokens
         self.max_padding_waste = limits.max_padding_waste
         self.max_wait_s = limits.max_wait_ms / 1000.0
         self.max_queue_items = limits.max_queue_items
         self._tokenize_workers = limits.tokenize_workers
-        # None is Settings' "auto", which the model loader resolves (model_loading.batch_limits);
-        # limits that never went through it run one batch at a time.
+        # Likewise, such limits run one batch at a time.
         self._engine_workers = limits.engine_workers or 1
         self.metrics = metrics or ServiceMetrics()
         self._waiting: list[_Item] = []

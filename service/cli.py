@@ -32,7 +32,10 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default: auto)")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default: 8000)")
-    parser.add_argument("--max-batch-items", type=int, help="most items per engine call (default: 8)")
+    parser.add_argument(
+        "--max-batch-items", type=int,
+        help="most items per engine call (default: 2 for int8 on the onnx CPU engine, else 8)",
+    )
     parser.add_argument(
         "--max-padding-waste", type=float,
         help="padding a batch may carry, as a fraction of its real tokens (default: 0.1)",

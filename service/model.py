@@ -34,6 +34,7 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()
     engine_workers: int = 1  # batches run at once (Settings.engine_layout)
     threads_per_call: int = 1
+    max_batch_items: int = 8  # items per engine call at most (Settings.engine_layout)
 
 
 class InFlight:

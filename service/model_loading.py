@@ -51,6 +51,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
             max_length=test_scorer.max_length,
             engine_workers=layout.workers,
             threads_per_call=layout.threads_per_call,
+            max_batch_items=layout.max_batch_items,
         )
         test_scorer.warmup()
         return test_scorer, info
@@ -77,6 +78,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         aliases=aliases,
         engine_workers=layout.workers,
         threads_per_call=layout.threads_per_call,
+        max_batch_items=layout.max_batch_items,
     )
     try:
         scorer.warmup()
@@ -95,5 +97,8 @@ def _effective_precision(settings: Settings, scorer: Scorer, metadata: Mapping[s
 
 
 def batch_limits(settings: Settings, info: ModelInfo) -> Settings:
-    """The batcher's limits: `settings`, with the engine workers the loaded model was laid out for."""
-    return settings.model_copy(update={"engine_workers": info.engine_workers})
+    """The batcher's limits: `settings`, with the engine workers and batch cap the loaded
+    model was laid out for."""
+    return settings.model_copy(
+        update={"engine_workers": info.engine_workers, "max_batch_items": info.max_batch_items}
+    )

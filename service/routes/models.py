@@ -24,4 +24,5 @@ async def models(model: ModelDep, request_id: RequestIdDep) -> ModelsResponse:
         aliases=list(info.aliases),
         engine_workers=info.engine_workers,
         threads_per_call=info.threads_per_call,
+        max_batch_items=info.max_batch_items,
     )

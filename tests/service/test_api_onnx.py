@@ -101,11 +101,15 @@ def test_models_endpoint_reports_the_engine_layout_chosen_for_the_served_precisi
     stored_default = ModelStore(trained_store).resolve("tiny").metadata["default_precision"]
     assert body["precision"] == stored_default
     layout = Settings().engine_layout(stored_default)
-    assert (body["engine_workers"], body["threads_per_call"]) == (layout.workers, layout.threads_per_call)
+    assert (body["engine_workers"], body["threads_per_call"], body["max_batch_items"]) == (
+        layout.workers,
+        layout.threads_per_call,
+        layout.max_batch_items,
+    )
 
 
 def test_an_explicit_precision_gets_the_plain_layout(trained_store: Path) -> None:
-    from service.model_loading import load_model
+    from service.model_loading import batch_limits, load_model
     from service.settings import Settings, available_cores
 
     scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision="fp32"))
@@ -115,6 +119,7 @@ def test_an_explicit_precision_gets_the_plain_layout(trained_store: Path) -> Non
     options = scorer._session.get_session_options()  # type: ignore[attr-defined]
     scorer.close()
     assert (info.precision, info.engine_workers, info.threads_per_call) == ("int8", available_cores(), 1)
+    assert info.max_batch_items == 2 and batch_limits(Settings(), info).max_batch_items == 2
     assert options.intra_op_num_threads == 1  # the ONNX session really got the layout's thread count
     scorer, info = load_model(
         Settings(store_dir=trained_store, model="tiny", precision="int8", engine_workers=1)

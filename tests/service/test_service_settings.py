@@ -28,7 +28,7 @@ def test_defaults(monkeypatch):
         "auto",
     )
     assert (s.host, s.port, s.intra_op_threads) == ("127.0.0.1", 8000, None)
-    assert (s.max_batch_items, s.max_batch_tokens, s.max_wait_ms, s.max_queue_items) == (8, 2048, 5.0, 2048)
+    assert (s.max_batch_items, s.max_batch_tokens, s.max_wait_ms, s.max_queue_items) == (None, 2048, 5.0, 2048)
     assert (s.request_timeout_s, s.max_items_per_request, s.max_chars_per_text) == (30, 512, 32000)
     assert (s.max_body_bytes, s.tokenize_workers) == (8 * 1024 * 1024, 1)
 
@@ -37,7 +37,8 @@ def test_engine_threads_are_the_cores_shared_out_among_workers_unless_set():
     from service.settings import EngineLayout, available_cores
 
     cores = available_cores()
-    assert Settings().engine_layout("fp32") == EngineLayout(workers=1, threads_per_call=cores)
+    assert Settings().engine_layout("fp32") == EngineLayout(workers=1, threads_per_call=cores, max_batch_items=8)
+    assert Settings(max_batch_items=32).engine_layout("fp32").max_batch_items == 32
     assert Settings(engine_workers=1).engine_layout("fp32") == EngineLayout(1, cores)
     assert Settings(engine_workers=2).engine_layout("fp32") == EngineLayout(2, max(1, cores // 2))
     assert Settings(engine_workers=64).engine_layout("fp32") == EngineLayout(64, 1)
@@ -50,12 +51,16 @@ def test_int8_on_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_unle
     from service.settings import EngineLayout, available_cores
 
     cores = available_cores()
-    assert Settings().engine_layout("int8") == EngineLayout(workers=cores, threads_per_call=1)
-    # Whatever the operator set wins, and the rest follows from it as for fp32.
-    assert Settings(engine_workers=1).engine_layout("int8") == EngineLayout(1, cores)
-    assert Settings(intra_op_threads=2).engine_layout("int8") == EngineLayout(1, 2)
+    assert Settings().engine_layout("int8") == EngineLayout(workers=cores, threads_per_call=1, max_batch_items=2)
+    # Whatever the operator set wins, and the rest follows from it as for fp32; the batch
+    # cap of 2 goes with single-threaded int8 calls, however they came about.
+    multi_threaded_cap = 2 if cores == 1 else 8
+    assert Settings(engine_workers=1).engine_layout("int8") == EngineLayout(1, cores, multi_threaded_cap)
+    assert Settings(intra_op_threads=2).engine_layout("int8") == EngineLayout(1, 2, 8)
+    assert Settings(engine_workers=2, intra_op_threads=1).engine_layout("int8") == EngineLayout(2, 1, 2)
+    assert Settings(max_batch_items=5).engine_layout("int8") == EngineLayout(cores, 1, 5)
     # Only the ONNX engine on the CPU runs int8; other engines keep the plain layout.
-    assert Settings(engine="deterministic").engine_layout("int8") == EngineLayout(1, cores)
+    assert Settings(engine="deterministic").engine_layout("int8") == EngineLayout(1, cores, 8)
 
 
 def test_environment_variables_with_prefix(monkeypatch):
