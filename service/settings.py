@@ -174,9 +174,9 @@ class Settings(BaseSettings):
 
         Single-threaded int8 calls also get small batches: in-process, on two machines, one
         item per call was their fastest setting and every bigger batch slower, even length-
-        sorted (b1 147 items/s against b8 117 on an Intel Xeon). Served at c=32, a cap of 2
-        matched a cap of 1 there (118-120 items/s each) and beat 8 (100-106); on an AMD EPYC
-        it served 76.2 items/s against 67.8 for 1 and 77.9 for 8. Everything else keeps 8:
+        sorted (b1 147 items/s against b8 117 on an Intel Xeon). Served at c=32 there, a cap
+        of 2 matched a cap of 1 (117-127 items/s each, three runs) and beat 8 (96-106); on an
+        AMD EPYC it served 76.2 items/s against 67.8 for 1 and 77.9 for 8. Everything else keeps 8:
         on 2 cores batches of 8 beat 32, even length-sorted (bench_serving's ceiling).
         """
         cores = available_cores()
