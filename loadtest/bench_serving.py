@@ -8,6 +8,8 @@ under the same load, in one run.
    items (best items/s kept), and the direct latency of scoring one item at a time.
 2. Each server runs as `uvicorn --factory` on a free 127.0.0.1 port, settings in PLAUDIT_*
    variables, and gets the scenarios: c=32 k=1, c=32 k=16, c=1 at 1 req/s (idle latency).
+   After the idle scenario, on the same idle server: the HTTP floor (a paced GET /healthz)
+   and, for Plaudit, single-item requests interleaved with direct calls to its engine.
    Both load the same stored model; the naive server opens its ONNX file with ORT's default
    session options unless --naive-onnx-options plaudit gives it the service's tuned ones, and
    in Plaudit's precision unless --naive-precision names another (fp32 against int8, say).
@@ -322,11 +324,12 @@ def run_server(
     budget: Budget,
     reserve_s: float = 10.0,
     load: Callable[[LoadConfig, ItemCycle], LoadResult] = run_load_sync,
-    http_floor: dict[str, float | None] | None = None,
+    after_idle: Callable[[str, Scenario], None] | None = None,
 ) -> tuple[dict[str, LoadReport | None], str | None]:
     """Run `plan` against `factory`, returning a report per scenario and the start error if any.
-    `load` runs one scenario's load (one generator process by default). Given `http_floor`,
-    the idle scenario is followed by `http_floor_ms` on the same server, stored under "p50_ms".
+    `load` runs one scenario's load (one generator process by default). `after_idle` is
+    called with the server's URL and the idle scenario right after that scenario, on the
+    same, still idle server (for the HTTP floor and the interleaved direct calls).
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
@@ -356,8 +359,8 @@ def run_server(
             )
             report = summarize(load(config, items))
             reports[sc.name] = report
-            if http_floor is not None and sc.name == IDLE_SCENARIO and sc.rate:
-                http_floor["p50_ms"] = http_floor_ms(server.url, sc.requests, 1.0 / sc.rate)
+            if after_idle is not None and sc.name == IDLE_SCENARIO and sc.rate:
+                after_idle(server.url, sc)
             if report.stopped_by == "duration":
                 server.stop()
                 server = None
@@ -389,6 +392,53 @@ def http_floor_ms(url: str, requests: int, interval_s: float) -> float | None:
                     return None
                 latencies.append((time.perf_counter() - t0) * 1000.0)
         return statistics.median(latencies) if latencies else None
+
+    return asyncio.run(probe())
+
+
+def interleaved_idle_ms(
+    url: str, scorer: Any, items: Sequence[Any], interval_s: float
+) -> tuple[float, float] | None:
+    """Median latencies (served, direct) of single-item requests to `url` and direct
+    `scorer.score` calls on the same items, taken alternately at half `interval_s` apart.
+
+    The idle scenario and the paced direct calls run minutes apart, and on these machines
+    what a wake from idle costs drifts over minutes (the paced direct call has measured 20
+    ms in one run and 31 ms in the next, 10.7 ms back to back in both). Alternating puts
+    both through the same idle machine. Which of the two goes first swaps every item.
+    None if the server did not answer 200.
+    """
+
+    async def probe() -> tuple[float, float] | None:
+        served: list[float] = []
+        direct: list[float] = []
+        async with make_http_client(url, timeout_s=30.0) as client:
+
+            async def one_served(item: Any) -> bool:
+                body = {"items": [{"prompt": item.prompt, "response": item.response}]}
+                t0 = time.perf_counter()
+                status, _ = await client.request("POST", "/v1/score", body)
+                served.append((time.perf_counter() - t0) * 1000.0)
+                return status == 200
+
+            def one_direct(item: Any) -> bool:
+                t0 = time.perf_counter()
+                scorer.score([item])
+                direct.append((time.perf_counter() - t0) * 1000.0)
+                return True
+
+            started = time.perf_counter()
+            for index, item in enumerate(items):
+                for half in (0, 1):
+                    at = started + (index + 0.5 * half) * interval_s
+                    await asyncio.sleep(max(0.0, at - time.perf_counter()))
+                    served_first = index % 2 == 0
+                    ok = await one_served(item) if (half == 0) == served_first else one_direct(item)
+                    if not ok:
+                        return None
+        if not served:
+            return None
+        return statistics.median(served), statistics.median(direct)
 
     return asyncio.run(probe())
 
@@ -501,6 +551,13 @@ def format_results(results: Mapping[str, Any]) -> str:
                     f"  HTTP floor (GET /healthz at the same pace, p50): Plaudit "
                     f"{_num(floor.get('plaudit'), 2)} ms, naive {_num(floor.get('naive'), 2)} ms"
                 )
+            both = r.get("interleaved")
+            if both:
+                lines.append(
+                    f"  interleaved, one Plaudit request and one direct call per interval (p50): "
+                    f"Plaudit {_num(both['plaudit_p50_ms'], 2)} ms, direct {_num(both['direct_p50_ms'], 2)} ms "
+                    f"(Plaudit/direct x{_x(both['plaudit_over_direct'])})"
+                )
         else:
             lines.append(
                 f"{name}: Plaudit/naive items/s x{_x(r['plaudit_over_naive_items_per_s'])}, "
@@ -575,44 +632,56 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     model_config = engine_config(args)
+    # The scorer stays open to the end: the interleaved idle probe calls it beside the server.
     scorer = load_configured_scorer(model_config)
     try:
         n_ceiling = 64 if args.quick else 256
         ceiling_items = [cycle.batch(i, 1)[0] for i in range(n_ceiling)]
         idle = next(sc for sc in plan if sc.name == IDLE_SCENARIO)
+        idle_items = [cycle.batch(i, 1)[0] for i in range(idle.requests)]
         ceiling = measure_ceiling(
             scorer,
             ceiling_items,
-            idle_items=[cycle.batch(i, 1)[0] for i in range(idle.requests)],
+            idle_items=idle_items,
             time_limit_s=min(240.0, 0.3 * budget.left()),
             worker_counts=(1, args.engine_workers),
             idle_interval_s=1.0 / idle.rate if idle.rate else None,
         )
+        results["ceiling"] = asdict(ceiling)
+
+        reports: dict[str, dict[str, LoadReport | None]] = {}
+        errors: dict[str, str] = {}
+        extra_env = {
+            "plaudit": {"PLAUDIT_ENGINE_WORKERS": str(args.engine_workers)},
+            "naive": {"PLAUDIT_NAIVE_ONNX_OPTIONS": args.naive_onnx_options},
+        }
+        configs = server_configs(args, model_config)
+        floors: dict[str, float | None] = {}
+        interleaved: dict[str, tuple[float, float] | None] = {}
+
+        def after_idle(server: str) -> Callable[[str, Scenario], None]:
+            def measure(url: str, sc: Scenario) -> None:
+                interval_s = 1.0 / sc.rate if sc.rate else 1.0
+                floors[server] = http_floor_ms(url, sc.requests, interval_s)
+                if server == "plaudit":  # the direct scorer is Plaudit's engine, not naive's
+                    interleaved[server] = interleaved_idle_ms(url, scorer, idle_items, interval_s)
+
+            return measure
+
+        for server, factory in SERVERS.items():
+            env = {**os.environ, **extra_env[server]}
+            reports[server], error = run_server(
+                factory,
+                lambda port, env=env, cfg=configs[server]: server_env(env, cfg, port),
+                cycle,
+                plan,
+                budget,
+                after_idle=after_idle(server),
+            )
+            if error is not None:
+                errors[server] = error  # the other server still gets measured
     finally:
         scorer.close()
-    results["ceiling"] = asdict(ceiling)
-
-    reports: dict[str, dict[str, LoadReport | None]] = {}
-    errors: dict[str, str] = {}
-    extra_env = {
-        "plaudit": {"PLAUDIT_ENGINE_WORKERS": str(args.engine_workers)},
-        "naive": {"PLAUDIT_NAIVE_ONNX_OPTIONS": args.naive_onnx_options},
-    }
-    configs = server_configs(args, model_config)
-    floors: dict[str, dict[str, float | None]] = {}
-    for server, factory in SERVERS.items():
-        env = {**os.environ, **extra_env[server]}
-        floors[server] = {}
-        reports[server], error = run_server(
-            factory,
-            lambda port, env=env, cfg=configs[server]: server_env(env, cfg, port),
-            cycle,
-            plan,
-            budget,
-            http_floor=floors[server],
-        )
-        if error is not None:
-            errors[server] = error  # the other server still gets measured
     results["server_errors"] = errors
     results["servers"] = {
         server: {name: (rep.to_json() if rep else None) for name, rep in reps.items()}
@@ -622,9 +691,19 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         reports["plaudit"], reports["naive"], ceiling.best_items_per_s, ceiling.direct_latency_ms
     )
     if IDLE_SCENARIO in results["comparison"]:
-        results["comparison"][IDLE_SCENARIO]["http_floor_p50_ms"] = {
-            server: floor.get("p50_ms") for server, floor in floors.items()
-        }
+        idle_comparison = results["comparison"][IDLE_SCENARIO]
+        idle_comparison["http_floor_p50_ms"] = {server: floors.get(server) for server in SERVERS}
+        pair = interleaved.get("plaudit")
+        idle_comparison["interleaved"] = (
+            None
+            if pair is None
+            else {
+                "plaudit_p50_ms": pair[0],
+                "direct_p50_ms": pair[1],
+                "plaudit_over_direct": ratio(*pair),
+                "pairs": len(idle_items),
+            }
+        )
     return results
 
 

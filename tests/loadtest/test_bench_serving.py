@@ -89,6 +89,11 @@ def test_format_results_prints_every_row() -> None:
     assert "Plaudit/ceiling 0.8," in text
     assert "naive    idle_c1_1rps  (not run: no time left or server did not start)" in text
     assert "Plaudit/direct x1.5)" in text
+    assert "interleaved" not in text  # not measured in this run: no line
+    results["comparison"][bench.IDLE_SCENARIO]["interleaved"] = {
+        "plaudit_p50_ms": 11.0, "direct_p50_ms": 10.0, "plaudit_over_direct": 1.1, "pairs": 20
+    }
+    assert "(p50): Plaudit 11.00 ms, direct 10.00 ms (Plaudit/direct x1.1)" in bench.format_results(results)
     assert "8.00 ms paced like the idle scenario, 6.50 ms back to back" in text
 
 
@@ -187,11 +192,58 @@ def test_run_server_measures_the_http_floor_after_the_idle_scenario() -> None:
         bench.Scenario("c2", concurrency=2, items_per_request=1, requests=4, duration_s=30.0),
         bench.Scenario(bench.IDLE_SCENARIO, concurrency=1, items_per_request=1, requests=3, duration_s=30.0, rate=20.0),
     ]
+    seen: list[tuple[str, str]] = []
     floor: dict[str, float | None] = {}
-    reports, error = _run_naive(fast, plan, n_items=4, reserve_s=0.0, http_floor=floor)
+
+    def after_idle(url: str, sc: bench.Scenario) -> None:
+        seen.append((url, sc.name))
+        floor["p50_ms"] = bench.http_floor_ms(url, sc.requests, 1.0 / sc.rate)
+
+    reports, error = _run_naive(fast, plan, n_items=4, reserve_s=0.0, after_idle=after_idle)
     assert error is None and reports[bench.IDLE_SCENARIO] is not None
+    assert [name for _, name in seen] == [bench.IDLE_SCENARIO]  # once, after that scenario only
+    assert seen[0][0].startswith("http://127.0.0.1:")
     # A real round trip took place: positive, and well under the client's 10 s timeout.
     assert floor["p50_ms"] is not None and 0.0 < floor["p50_ms"] < 10_000.0
+
+
+def test_interleaved_idle_probe_alternates_served_requests_and_direct_calls() -> None:
+    import time
+
+    calls: list[float] = []
+
+    class Recording(DeterministicScorer):
+        def score(self, pairs):  # type: ignore[no-untyped-def]
+            calls.append(time.perf_counter())
+            return super().score(pairs)
+
+    # The server is slowed by 50 ms a batch and the direct scorer is not, so the medians
+    # say which is which.
+    slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.05}, intra_op_threads=1)
+    port = bench.free_port()
+    env = bench.server_env({}, slow, port)
+    with bench.ServerProcess(bench.SERVERS["plaudit"], env, port) as proc:
+        proc.wait_ready(timeout_s=60)
+        started = time.perf_counter()
+        pair = bench.interleaved_idle_ms(proc.url, Recording(), synthetic_items(4), interval_s=0.2)
+    assert pair is not None
+    served_ms, direct_ms = pair
+    assert served_ms >= 50.0 > direct_ms
+    assert len(calls) == 4  # one direct call per item
+    # Items 0 and 2 go to the server first (direct at half the interval), 1 and 3 direct first.
+    offsets = [at - started for at in calls]
+    for index, offset in enumerate(offsets):
+        expected = (index + (0.5 if index % 2 == 0 else 0.0)) * 0.2
+        assert offset >= expected - 1e-3
+
+
+def test_interleaved_idle_probe_reports_a_server_that_refuses() -> None:
+    config = NaiveConfig(engine="deterministic", intra_op_threads=1)
+    port = bench.free_port()
+    env = {**bench.server_env({}, config, port), "PLAUDIT_MAX_CHARS_PER_TEXT": "1"}
+    with bench.ServerProcess(bench.SERVERS["plaudit"], env, port) as proc:
+        proc.wait_ready(timeout_s=60)
+        assert bench.interleaved_idle_ms(proc.url, DeterministicScorer(), synthetic_items(2), 0.01) is None
 
 
 def test_run_server_reports_a_server_that_cannot_start() -> None:
