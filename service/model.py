@@ -17,6 +17,7 @@ from typing import Literal
 from model_store.scoring import Scorer
 from service.batching import Batcher
 from service.errors import NotReady
+from service.settings import DEFAULT_MAX_BATCH_ITEMS
 
 LoadState = Literal["loading", "ready", "failed", "stopped"]
 
@@ -34,7 +35,7 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()
     engine_workers: int = 1  # batches run at once (Settings.engine_layout)
     threads_per_call: int = 1
-    max_batch_items: int = 8  # items per engine call at most (Settings.engine_layout)
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS  # items per engine call at most (Settings.engine_layout)
 
 
 class InFlight:
