@@ -53,6 +53,7 @@ SERVERS = {
     "naive": "loadtest.naive_server:create_naive_app",
 }
 IDLE_SCENARIO = "idle_c1_1rps"
+INTERLEAVED_PAIRS = 60  # idle requests alternated with direct calls, one pair a second
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,18 +399,20 @@ def http_floor_ms(url: str, requests: int, interval_s: float) -> float | None:
 
 def interleaved_idle_ms(
     url: str, scorer: Any, items: Sequence[Any], interval_s: float
-) -> tuple[float, float] | None:
-    """Median latencies (served, direct) of single-item requests to `url` and direct
-    `scorer.score` calls on the same items, taken alternately at half `interval_s` apart.
+) -> dict[str, float] | None:
+    """Single-item requests to `url` and direct `scorer.score` calls on the same items,
+    taken alternately half `interval_s` apart: each one's median latency, their ratio,
+    and the median of the per-item ratios (served / direct).
 
     The idle scenario and the paced direct calls run minutes apart, and on these machines
     what a wake from idle costs drifts over minutes (the paced direct call has measured 20
     ms in one run and 31 ms in the next, 10.7 ms back to back in both). Alternating puts
-    both through the same idle machine. Which of the two goes first swaps every item.
+    both through the same idle machine, and the per-item ratios cancel what drifts slower
+    than a second. Which of the two goes first swaps every item.
     None if the server did not answer 200.
     """
 
-    async def probe() -> tuple[float, float] | None:
+    async def probe() -> dict[str, float] | None:
         served: list[float] = []
         direct: list[float] = []
         async with make_http_client(url, timeout_s=30.0) as client:
@@ -438,7 +441,14 @@ def interleaved_idle_ms(
                         return None
         if not served:
             return None
-        return statistics.median(served), statistics.median(direct)
+        served_p50, direct_p50 = statistics.median(served), statistics.median(direct)
+        return {
+            "plaudit_p50_ms": served_p50,
+            "direct_p50_ms": direct_p50,
+            "plaudit_over_direct": served_p50 / direct_p50,
+            "median_paired_ratio": statistics.median(s / d for s, d in zip(served, direct, strict=True)),
+            "pairs": len(served),
+        }
 
     return asyncio.run(probe())
 
@@ -554,9 +564,10 @@ def format_results(results: Mapping[str, Any]) -> str:
             both = r.get("interleaved")
             if both:
                 lines.append(
-                    f"  interleaved, one Plaudit request and one direct call per interval (p50): "
-                    f"Plaudit {_num(both['plaudit_p50_ms'], 2)} ms, direct {_num(both['direct_p50_ms'], 2)} ms "
-                    f"(Plaudit/direct x{_x(both['plaudit_over_direct'])})"
+                    f"  interleaved, one Plaudit request and one direct call per interval, {both['pairs']} "
+                    f"pairs (p50): Plaudit {_num(both['plaudit_p50_ms'], 2)} ms, direct "
+                    f"{_num(both['direct_p50_ms'], 2)} ms (Plaudit/direct x{_x(both['plaudit_over_direct'])}; "
+                    f"median of the per-pair ratios x{_x(both['median_paired_ratio'])})"
                 )
         else:
             lines.append(
@@ -657,14 +668,16 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         }
         configs = server_configs(args, model_config)
         floors: dict[str, float | None] = {}
-        interleaved: dict[str, tuple[float, float] | None] = {}
+        interleaved: dict[str, dict[str, float] | None] = {}
+        # More pairs than the scenario's requests: a median of 20 moved by 10-30% between runs.
+        pair_items = idle_items if args.quick else [cycle.batch(i, 1)[0] for i in range(INTERLEAVED_PAIRS)]
 
         def after_idle(server: str) -> Callable[[str, Scenario], None]:
             def measure(url: str, sc: Scenario) -> None:
                 interval_s = 1.0 / sc.rate if sc.rate else 1.0
                 floors[server] = http_floor_ms(url, sc.requests, interval_s)
                 if server == "plaudit":  # the direct scorer is Plaudit's engine, not naive's
-                    interleaved[server] = interleaved_idle_ms(url, scorer, idle_items, interval_s)
+                    interleaved[server] = interleaved_idle_ms(url, scorer, pair_items, interval_s)
 
             return measure
 
@@ -693,17 +706,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     if IDLE_SCENARIO in results["comparison"]:
         idle_comparison = results["comparison"][IDLE_SCENARIO]
         idle_comparison["http_floor_p50_ms"] = {server: floors.get(server) for server in SERVERS}
-        pair = interleaved.get("plaudit")
-        idle_comparison["interleaved"] = (
-            None
-            if pair is None
-            else {
-                "plaudit_p50_ms": pair[0],
-                "direct_p50_ms": pair[1],
-                "plaudit_over_direct": ratio(*pair),
-                "pairs": len(idle_items),
-            }
-        )
+        idle_comparison["interleaved"] = interleaved.get("plaudit")
     return results
 
 

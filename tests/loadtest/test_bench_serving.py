@@ -91,9 +91,13 @@ def test_format_results_prints_every_row() -> None:
     assert "Plaudit/direct x1.5)" in text
     assert "interleaved" not in text  # not measured in this run: no line
     results["comparison"][bench.IDLE_SCENARIO]["interleaved"] = {
-        "plaudit_p50_ms": 11.0, "direct_p50_ms": 10.0, "plaudit_over_direct": 1.1, "pairs": 20
+        "plaudit_p50_ms": 11.0, "direct_p50_ms": 10.0, "plaudit_over_direct": 1.1,
+        "median_paired_ratio": 1.05, "pairs": 60,
     }
-    assert "(p50): Plaudit 11.00 ms, direct 10.00 ms (Plaudit/direct x1.1)" in bench.format_results(results)
+    assert (
+        "60 pairs (p50): Plaudit 11.00 ms, direct 10.00 ms (Plaudit/direct x1.1; median of the "
+        "per-pair ratios x1.05)"
+    ) in bench.format_results(results)
     assert "8.00 ms paced like the idle scenario, 6.50 ms back to back" in text
 
 
@@ -225,10 +229,11 @@ def test_interleaved_idle_probe_alternates_served_requests_and_direct_calls() ->
     with bench.ServerProcess(bench.SERVERS["plaudit"], env, port) as proc:
         proc.wait_ready(timeout_s=60)
         started = time.perf_counter()
-        pair = bench.interleaved_idle_ms(proc.url, Recording(), synthetic_items(4), interval_s=0.2)
-    assert pair is not None
-    served_ms, direct_ms = pair
-    assert served_ms >= 50.0 > direct_ms
+        both = bench.interleaved_idle_ms(proc.url, Recording(), synthetic_items(4), interval_s=0.2)
+    assert both is not None and both["pairs"] == 4
+    assert both["plaudit_p50_ms"] >= 50.0 > both["direct_p50_ms"]
+    assert both["plaudit_over_direct"] == both["plaudit_p50_ms"] / both["direct_p50_ms"]
+    assert both["median_paired_ratio"] > 1.0
     assert len(calls) == 4  # one direct call per item
     # Items 0 and 2 go to the server first (direct at half the interval), 1 and 3 direct first.
     offsets = [at - started for at in calls]
