@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,18 @@ from loadtest.naive_server import NaiveConfig
 from loadtest.report import LatencySummary, LoadReport
 from model_store.store import ModelStore
 from model_store.engines.deterministic import DeterministicScorer
+
+
+class RecordingScorer(DeterministicScorer):
+    """The deterministic engine, noting when each `score` call began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[float] = []
+
+    def score(self, pairs):  # type: ignore[no-untyped-def]
+        self.calls.append(time.perf_counter())
+        return super().score(pairs)
 
 
 def report(items_per_s: float, p50: float, p99: float) -> LoadReport:
@@ -102,22 +115,15 @@ def test_format_results_prints_every_row() -> None:
 
 
 def test_paced_direct_latency_calls_the_engine_on_the_idle_scenarios_schedule() -> None:
-    import time
-
-    calls: list[float] = []
-
-    class Recording(DeterministicScorer):
-        def score(self, pairs):  # type: ignore[no-untyped-def]
-            calls.append(time.perf_counter())
-            return super().score(pairs)
-
+    scorer = RecordingScorer()
+    calls = scorer.calls
     items = synthetic_items(4)
-    assert bench.direct_latency_ms(Recording(), items, interval_s=0.05) > 0
+    assert bench.direct_latency_ms(scorer, items, interval_s=0.05) > 0
     assert len(calls) == 4  # one call per item, none repeated
     for index, at in enumerate(calls):
         assert at - calls[0] >= index * 0.05 - 1e-3
     calls.clear()
-    bench.direct_latency_ms(Recording(), items)
+    bench.direct_latency_ms(scorer, items)
     assert len(calls) == 12  # back to back: the fastest of three per item
 
 
@@ -212,15 +218,8 @@ def test_run_server_measures_the_http_floor_after_the_idle_scenario() -> None:
 
 
 def test_interleaved_idle_probe_alternates_served_requests_and_direct_calls() -> None:
-    import time
-
-    calls: list[float] = []
-
-    class Recording(DeterministicScorer):
-        def score(self, pairs):  # type: ignore[no-untyped-def]
-            calls.append(time.perf_counter())
-            return super().score(pairs)
-
+    scorer = RecordingScorer()
+    calls = scorer.calls
     # The server is slowed by 50 ms a batch and the direct scorer is not, so the medians
     # say which is which.
     slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.05}, intra_op_threads=1)
@@ -229,7 +228,7 @@ def test_interleaved_idle_probe_alternates_served_requests_and_direct_calls() ->
     with bench.ServerProcess(bench.SERVERS["plaudit"], env, port) as proc:
         proc.wait_ready(timeout_s=60)
         started = time.perf_counter()
-        both = bench.interleaved_idle_ms(proc.url, Recording(), synthetic_items(4), interval_s=0.2)
+        both = bench.interleaved_idle_ms(proc.url, scorer, synthetic_items(4), interval_s=0.2)
     assert both is not None and both["pairs"] == 4
     assert both["plaudit_p50_ms"] >= 50.0 > both["direct_p50_ms"]
     assert both["plaudit_over_direct"] == both["plaudit_p50_ms"] / both["direct_p50_ms"]
