@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
-from loadtest.generator import LoadConfig, LoadResult, run_load_sync
+from loadtest.generator import LoadConfig, LoadResult, endpoint_path, request_body, run_load_sync
 from loadtest.http_client import make_http_client
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, summarize, write_json
@@ -418,9 +418,9 @@ def interleaved_idle_ms(
         async with make_http_client(url, timeout_s=30.0) as client:
 
             async def one_served(item: Any) -> bool:
-                body = {"items": [{"prompt": item.prompt, "response": item.response}]}
+                body = request_body("score", [item])
                 t0 = time.perf_counter()
-                status, _ = await client.request("POST", "/v1/score", body)
+                status, _ = await client.request("POST", endpoint_path("score"), body)
                 served.append((time.perf_counter() - t0) * 1000.0)
                 return status == 200
 

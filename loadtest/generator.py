@@ -159,8 +159,13 @@ def endpoint_path(endpoint: str) -> str:
     return f"/v1/{endpoint}"
 
 
+def request_body(endpoint: str, items: list[TextPair]) -> dict[str, Any]:
+    """The JSON body of one request to `endpoint` carrying `items`."""
+    return _PAYLOADS[endpoint](items)
+
+
 async def _send(client: HttpClient, config: LoadConfig, index: int, items: list[TextPair]) -> RequestRecord:
-    payload = _PAYLOADS[config.endpoint](items)
+    payload = request_body(config.endpoint, items)
     started = time.perf_counter()
     try:
         status, content = await client.request("POST", endpoint_path(config.endpoint), payload)
