@@ -647,9 +647,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     scorer = load_configured_scorer(model_config)
     try:
         n_ceiling = 64 if args.quick else 256
-        ceiling_items = [cycle.batch(i, 1)[0] for i in range(n_ceiling)]
         idle = next(sc for sc in plan if sc.name == IDLE_SCENARIO)
-        idle_items = [cycle.batch(i, 1)[0] for i in range(idle.requests)]
+        # More pairs than the scenario's requests: a median of 20 moved by 10-30% between runs.
+        n_pairs = idle.requests if args.quick else INTERLEAVED_PAIRS
+        # Single-item request i carries item i, so the ceiling, the idle scenario and the
+        # interleaved probe all take prefixes of one sequence.
+        singles = [cycle.batch(i, 1)[0] for i in range(max(n_ceiling, idle.requests, n_pairs))]
+        ceiling_items, idle_items = singles[:n_ceiling], singles[: idle.requests]
         ceiling = measure_ceiling(
             scorer,
             ceiling_items,
@@ -669,15 +673,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         configs = server_configs(args, model_config)
         floors: dict[str, float | None] = {}
         interleaved: dict[str, dict[str, float] | None] = {}
-        # More pairs than the scenario's requests: a median of 20 moved by 10-30% between runs.
-        pair_items = idle_items if args.quick else [cycle.batch(i, 1)[0] for i in range(INTERLEAVED_PAIRS)]
 
         def after_idle(server: str) -> Callable[[str, Scenario], None]:
             def measure(url: str, sc: Scenario) -> None:
                 interval_s = 1.0 / sc.rate if sc.rate else 1.0
                 floors[server] = http_floor_ms(url, sc.requests, interval_s)
                 if server == "plaudit":  # the direct scorer is Plaudit's engine, not naive's
-                    interleaved[server] = interleaved_idle_ms(url, scorer, pair_items, interval_s)
+                    interleaved[server] = interleaved_idle_ms(url, scorer, singles[:n_pairs], interval_s)
 
             return measure
 
