@@ -24,7 +24,6 @@ still outstanding at once (shutdown).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -147,8 +146,9 @@ class Batcher:
         self._stopping = True
         if self._collector is not None:
             self._collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._collector
+            # asyncio.wait, not await: a collector that died of an error (already logged by
+            # _on_collector_exit) must not re-raise here and skip the shutdown below.
+            await asyncio.wait([self._collector])
         self._fail_all(NotReady("the service is shutting down; retry on another instance"))
         if self._tokenize_pool is not None:
             # Queued encodes still run (briefly); their requests are already answered.
@@ -230,7 +230,8 @@ class Batcher:
         except asyncio.CancelledError:
             self._abandon(request, "cancelled")
             raise
-        except ServiceError:
+        except Exception:
+            # ServiceErrors, and any bug: either way the request's queue slots come back.
             self._abandon(request, "failed")
             raise
         finally:
@@ -246,6 +247,7 @@ class Batcher:
             encoded, seconds = await asyncio.get_running_loop().run_in_executor(
                 self._tokenize_pool, _timed, self.scorer.encode, pairs
             )
+            encoded = list(encoded)
         except Exception as exc:
             log.error("Scorer.encode failed", exc_info=exc)
             raise ScoringFailed(_engine_failure_message("tokenizing", exc)) from None
@@ -255,7 +257,7 @@ class Batcher:
         self.metrics.tokenize.observe(seconds)
         if len(encoded) != len(pairs):
             raise ScoringFailed(f"the engine encoded {len(encoded)} items for a request of {len(pairs)}")
-        return list(encoded)
+        return encoded
 
     def _accept(self, request: _Request) -> None:
         self._live.add(request)
@@ -415,7 +417,9 @@ class Batcher:
                 continue  # cancelled or failed while its batch was running
             request.scores[item.index] = score
             request.remaining -= 1
-            if request.remaining == 0 and self._finish(request):
+            # A deadline or a disconnect cancels the future at once, but the request is
+            # marked finished only when its coroutine runs again: this batch may come first.
+            if request.remaining == 0 and self._finish(request) and not request.future.done():
                 request.future.set_result(request.scores)
 
     def _on_collector_exit(self, task: asyncio.Task[None]) -> None:

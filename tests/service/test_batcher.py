@@ -218,6 +218,27 @@ def test_expired_requests_fail_with_deadline_exceeded_and_never_run():
     assert dropped >= 2.0
 
 
+def test_a_deadline_that_expires_as_its_batch_finishes_fails_only_that_request():
+    # The race: the engine's result and the deadline timer reach the event loop in the same
+    # iteration. The timer cancels the request's future before the batch task hands out
+    # scores, so the batch must skip that future, not fail everything outstanding.
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        late = asyncio.create_task(batcher.submit(pairs("late"), deadline=time.monotonic() + 0.25))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        waiting = asyncio.create_task(batcher.submit(pairs("waiting")))
+        await eventually(lambda: batcher.queue_depth == 2, "the second request")
+        # Block the loop while the engine finishes (0.1 s) and the deadline passes.
+        time.sleep(0.4)
+        with pytest.raises(DeadlineExceeded):
+            await late
+        scores = await waiting
+        assert scores.shape == (1,)
+        assert batcher.alive and batcher.queue_depth == 0
+        assert value(metrics, "plaudit_batch_size_items_count") == 2
+
+    with_batcher(DeterministicScorer(delay_s=0.1), body, max_batch_items=1)
+
+
 def test_a_dead_collector_fails_waiting_requests_and_reports_not_alive():
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         first = asyncio.create_task(batcher.submit(pairs("first")))
@@ -234,6 +255,21 @@ def test_a_dead_collector_fails_waiting_requests_and_reports_not_alive():
             await batcher.submit(pairs("third"))
 
     with_batcher(DeterministicScorer(delay_s=0.2), body)
+
+
+def test_stop_after_the_collector_died_of_a_bug_still_stops_cleanly():
+    async def main() -> None:
+        batcher = Batcher(DeterministicScorer(), Settings(engine="deterministic"), ServiceMetrics())
+        batcher.start()
+        batcher._waiting.append(object())  # type: ignore[arg-type]  # a bug: an item the collector can't read
+        batcher._wake()
+        await eventually(lambda: not batcher.alive, "the collector to die")
+        await batcher.stop()  # must not re-raise the collector's error
+        assert batcher._engine_pool is not None and batcher._engine_pool._shutdown
+        with pytest.raises(NotReady):
+            await batcher.submit(pairs("late"))
+
+    asyncio.run(main())
 
 
 def test_stop_fails_outstanding_requests_and_waits_for_the_running_batch():
