@@ -80,9 +80,10 @@ async def open_feedback_store(settings: Settings) -> FeedbackStoreHolder:
     retention = timedelta(hours=settings.comparison_retention_hours)
     try:
         store = await asyncio.to_thread(FeedbackStore.open, url, comparison_retention=retention)
-    except FeedbackStoreError as exc:  # its message hides any password
+    except FeedbackStoreError as exc:  # its message hides any password, but not hosts or paths
         log.error("feedback store unavailable: %s", exc)
-        return FeedbackStoreHolder(None, f"the feedback store could not be opened: {exc}")
+        # Feedback clients are product UIs: the reason (the driver's words) stays in the log.
+        return FeedbackStoreHolder(None, "the feedback store could not be opened; see the server log")
     except Exception as exc:
         log.error("feedback store unavailable: unexpected %s", type(exc).__name__, exc_info=exc)
         return FeedbackStoreHolder(None, "the feedback store could not be opened; see the server log")

@@ -95,9 +95,11 @@ def _ref(model: LoadedModel) -> ServedRef:
 
 
 def _describe(exc: BaseException) -> str:
+    """What a refused swap tells its (admin) caller: the message of the errors Plaudit's own
+    loading code raises, but never the text of anything else (an engine's internals, paths)."""
     if isinstance(exc, _DESCRIBED_ERRORS) and str(exc):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"an unexpected {type(exc).__name__}; see the server log"
 
 
 async def retire(model: LoadedModel, timeout_s: float) -> bool:

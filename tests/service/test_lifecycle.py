@@ -101,6 +101,13 @@ def drop_tokenizer(staging: Path) -> None:
     shutil.rmtree(staging / "tokenizer")
 
 
+def corrupt_onnx(staging: Path) -> None:
+    """Not a protobuf: ONNX Runtime refuses it with its own error type and text."""
+    for name in ("model.onnx", "model.int8.onnx"):
+        if (staging / name).exists():
+            (staging / name).write_bytes(b"this is not an ONNX model\n")
+
+
 def aliases(store_dir: Path) -> dict[str, int]:
     return ModelStore(store_dir).aliases("tiny")
 
@@ -260,8 +267,10 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(
     [
         (replace_with_nan_model, "engine returned a non-finite score"),
         (drop_tokenizer, "tokenizer/tokenizer.json not found"),
+        # The engine's own text names internals and paths: the caller gets its type only.
+        (corrupt_onnx, "an unexpected InvalidProtobuf; see the server log"),
     ],
-    ids=["warm-up-returns-nan", "tokenizer-missing"],
+    ids=["warm-up-returns-nan", "tokenizer-missing", "onnx-corrupt"],
 )
 def test_a_version_that_fails_to_load_or_warm_up_is_refused_and_the_alias_restored(
     serve_tiny: Callable[[], Any],
@@ -277,6 +286,7 @@ def test_a_version_that_fails_to_load_or_warm_up_is_refused_and_the_alias_restor
         assert (status, code) == (422, "model_load_failed")
         assert message.startswith("refused tiny:2: it could not be loaded and warmed up: ")
         assert failure in message
+        assert "ONNXRuntimeError" not in message and "Protobuf parsing" not in message
         assert message.endswith("tiny:1 keeps serving; tiny@production is back at version 1")
         assert aliases(store_dir) == {"production": 1}
         assert served_version(srv) == "1"
