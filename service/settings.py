@@ -254,9 +254,9 @@ class Settings(BaseSettings):
     @field_validator("request_timeout_s")
     @classmethod
     def _timeout(cls, value: float) -> float:
-        if value <= 0:
+        if not 0 < value < math.inf:  # also refuses NaN, which every comparison lets through
             raise ValueError(
-                f"request_timeout_s={value} must be positive; set {env_name('request_timeout_s')} "
+                f"request_timeout_s={value} must be positive and finite; set {env_name('request_timeout_s')} "
                 "to the seconds a request may wait, e.g. 30"
             )
         return value

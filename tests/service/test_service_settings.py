@@ -85,6 +85,10 @@ def test_bad_numbers_say_how_to_fix_them():
     assert "max_batch_items=0 must be at least 1; set PLAUDIT_MAX_BATCH_ITEMS" in problem(max_batch_items=0)
     assert "PLAUDIT_MAX_WAIT_MS" in problem(max_wait_ms=-1)
     assert "PLAUDIT_REQUEST_TIMEOUT_S" in problem(request_timeout_s=0)
+    # NaN passes every comparison: unchecked, it would make every request time out at once.
+    for bad in ("nan", "inf"):
+        assert "request_timeout_s=" + bad + " must be positive and finite" in problem(request_timeout_s=bad)
+        assert "PLAUDIT_MAX_WAIT_MS" in problem(max_wait_ms=bad)
     assert "PLAUDIT_PORT" in problem(port=70000)
     assert "leave PLAUDIT_INTRA_OP_THREADS unset" in problem(intra_op_threads=0)
     assert "PLAUDIT_MODEL" in problem(model="  ")
