@@ -14,7 +14,9 @@ from model_store.errors import ChecksumError, StoreError
 from model_store.references import DEFAULT_ALIAS, parse_ref
 from model_store.store import ModelStore, ModelVersion
 
-STORE_ENV = "PLAUDIT_STORE"
+# The same variable `plaudit serve` reads (service setting store_dir), so one export
+# points every command at the same store.
+STORE_ENV = "PLAUDIT_STORE_DIR"
 DEFAULT_STORE = Path("plaudit-data") / "models"
 EXIT_OK = 0
 EXIT_DAMAGED = 1  # the store's content or the filesystem is at fault
@@ -76,11 +78,14 @@ def register_commands(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(cmd_delete))
 
 
+def default_store_dir() -> Path:
+    """$PLAUDIT_STORE_DIR, else ./plaudit-data/models (read at call time)."""
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
 def store_from_args(args: argparse.Namespace) -> ModelStore:
-    """--store, else $PLAUDIT_STORE, else ./plaudit-data/models (read at call time)."""
-    if args.store is not None:
-        return ModelStore(args.store)
-    return ModelStore(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+    """--store, else default_store_dir()."""
+    return ModelStore(args.store if args.store is not None else default_store_dir())
 
 
 def cmd_list(args: argparse.Namespace) -> int:

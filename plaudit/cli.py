@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
+from model_store.cli import default_store_dir
 from plaudit import __version__
 
 SAMPLE_FILES = ("pairs.jsonl", "ratings.csv", "likes.jsonl")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="train the default model if the store has none, then serve it")
-    up.add_argument("--store", default=os.environ.get("PLAUDIT_STORE", "./plaudit-data/models"), metavar="DIR")
+    up.add_argument("--store", default=default_store_dir(), metavar="DIR")
     up.add_argument("--name", default="default")
     up.add_argument("--epochs", type=int, default=3, help="epochs for the first training run")
     up.add_argument("--host", default="127.0.0.1")

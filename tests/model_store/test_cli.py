@@ -86,11 +86,11 @@ def test_store_defaults_to_env_then_working_directory(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("PLAUDIT_STORE", str(store_dir))
+    monkeypatch.setenv("PLAUDIT_STORE_DIR", str(store_dir))
     code, out, _ = run(["models", "list", "--json"], capsys)
     assert code == 0 and len(json.loads(out)) == 4
 
-    monkeypatch.delenv("PLAUDIT_STORE")
+    monkeypatch.delenv("PLAUDIT_STORE_DIR")
     workdir = tmp_path / "work"
     (workdir / "plaudit-data").mkdir(parents=True)
     store_dir.rename(workdir / "plaudit-data" / "models")
@@ -195,3 +195,21 @@ def test_models_without_a_subcommand_is_a_usage_error(
         make_parser().parse_args(["models"])
     assert info.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_every_command_that_takes_a_store_reads_the_same_variable_as_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plaudit.cli import build_parser
+    from service.settings import Settings
+
+    monkeypatch.setenv("PLAUDIT_STORE_DIR", str(tmp_path / "shared-store"))
+    parser = build_parser()
+    for argv in (
+        ["train", "--data", "pairs.jsonl"],
+        ["eval", "--model", "m", "--data", "pairs.jsonl"],
+        ["explain", "--model", "m"],
+        ["up"],
+    ):
+        assert Path(parser.parse_args(argv).store) == tmp_path / "shared-store", argv[0]
+    assert Settings().store_dir == tmp_path / "shared-store"
