@@ -119,6 +119,15 @@ INT8_DEFAULT_MIN_AGREEMENT = 0.99
 BATCH_INVARIANCE_ATOL = 1e-5
 
 
+def int8_qualifies_as_default(decision_agreement: float, batch_invariance_max_diff: float) -> bool:
+    """int8 may be a version's default only if it picks fp32's winner on at least 99% of the
+    validation pairs and scores an item the same alone or in a batch (the service batches)."""
+    return (
+        decision_agreement >= INT8_DEFAULT_MIN_AGREEMENT
+        and batch_invariance_max_diff <= BATCH_INVARIANCE_ATOL
+    )
+
+
 def export_int8(
     fp32_path: Path,
     int8_path: Path,
@@ -149,7 +158,7 @@ def export_int8(
             batch_diff = float(np.max(np.abs(alone - scorer.run(sample))))
     finally:
         scorer.close()
-    qualifies = report.decision_agreement >= INT8_DEFAULT_MIN_AGREEMENT and batch_diff <= BATCH_INVARIANCE_ATOL
+    qualifies = int8_qualifies_as_default(report.decision_agreement, batch_diff)
     return {
         "recipe": INT8_RECIPE,
         "decision_agreement_vs_fp32": report.decision_agreement,

@@ -61,8 +61,7 @@ def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(tmp_path: Path, c
         assert (rep["requests"], rep["ok"], rep["failed"], rep["items_ok"]) == (sc.requests, sc.requests, 0, 32 * sc.requests)
         verdict = results["verdicts"][sc.name]
         share = rep["items_per_s"] / results["ceiling"]["best_items_per_s"]
-        assert verdict["share_of_ceiling"] == pytest.approx(share)
-        assert verdict["passed"] == (share >= 0.6 and rep["items_per_s"] >= 8000)
+        assert verdict["share_of_ceiling"] == pytest.approx(share)  # the bar itself: test_verdicts_*
     text = capsys.readouterr().out
     assert "engine ceiling (items/s)  b32:" in text and "verdict" in text
 

@@ -19,8 +19,8 @@ from model_store.engines.deterministic import DeterministicScorer
 class RecordingScorer(DeterministicScorer):
     """The deterministic engine, noting when each `score` call began."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
         self.calls: list[float] = []
 
     def score(self, pairs):  # type: ignore[no-untyped-def]
@@ -218,26 +218,25 @@ def test_run_server_measures_the_http_floor_after_the_idle_scenario() -> None:
 
 
 def test_interleaved_idle_probe_alternates_served_requests_and_direct_calls() -> None:
-    scorer = RecordingScorer()
+    # The direct scorer sleeps 150 ms a call and the server 50 ms a batch. Only lower bounds
+    # are asserted (no speed check): a direct figure under 150 ms would be a served one.
+    scorer = RecordingScorer(delay_s=0.15)
     calls = scorer.calls
-    # The server is slowed by 50 ms a batch and the direct scorer is not, so the medians
-    # say which is which.
     slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.05}, intra_op_threads=1)
     port = bench.free_port()
     env = bench.server_env({}, slow, port)
     with bench.ServerProcess(bench.SERVERS["plaudit"], env, port) as proc:
         proc.wait_ready(timeout_s=60)
         started = time.perf_counter()
-        both = bench.interleaved_idle_ms(proc.url, scorer, synthetic_items(4), interval_s=0.2)
+        both = bench.interleaved_idle_ms(proc.url, scorer, synthetic_items(4), interval_s=0.4)
     assert both is not None and both["pairs"] == 4
-    assert both["plaudit_p50_ms"] >= 50.0 > both["direct_p50_ms"]
+    assert both["plaudit_p50_ms"] >= 50.0 and both["direct_p50_ms"] >= 150.0
     assert both["plaudit_over_direct"] == both["plaudit_p50_ms"] / both["direct_p50_ms"]
-    assert both["median_paired_ratio"] > 1.0
     assert len(calls) == 4  # one direct call per item
     # Items 0 and 2 go to the server first (direct at half the interval), 1 and 3 direct first.
     offsets = [at - started for at in calls]
     for index, offset in enumerate(offsets):
-        expected = (index + (0.5 if index % 2 == 0 else 0.0)) * 0.2
+        expected = (index + (0.5 if index % 2 == 0 else 0.0)) * 0.4
         assert offset >= expected - 1e-3
 
 

@@ -8,6 +8,7 @@ import pytest
 from model_store.loading import load_scorer
 from model_store.scoring import Scorer, TextPair
 from model_store.store import ModelStore
+from training.export import int8_qualifies_as_default
 
 TEXTS = [
     TextPair("How do I boil an egg?", "Put it in boiling water for nine minutes, then cool it in cold water."),
@@ -47,17 +48,14 @@ def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     int8 = mv.metadata["int8"]
     assert int8["recipe"] == "per_token_w7_gptq_outliers"
-    assert 0.0 <= int8["decision_agreement_vs_fp32"] <= 1.0
     # Agreeing on every decision means the same accuracy; each flip moves it by 1/n_pairs.
     accuracy_gap = abs(int8["pairwise_accuracy_int8"] - int8["pairwise_accuracy_fp32"])
     assert accuracy_gap <= (1.0 - int8["decision_agreement_vs_fp32"]) + 1e-9
     assert sorted(p.name for p in Path(mv.path).glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
-    # The default follows the gate the export measured, never the other way round.
-    expected_default = "int8" if int8["qualifies_as_default"] else "fp32"
-    assert int8["qualifies_as_default"] == (
-        int8["decision_agreement_vs_fp32"] >= 0.99 and int8["batch_invariance_max_diff"] <= 1e-5
-    )
-    assert mv.metadata["default_precision"] == expected_default
+    # The default follows the gate on the figures the export measured.
+    qualifies = int8_qualifies_as_default(int8["decision_agreement_vs_fp32"], int8["batch_invariance_max_diff"])
+    assert int8["qualifies_as_default"] is qualifies
+    assert mv.metadata["default_precision"] == ("int8" if qualifies else "fp32")
     scores = load_scorer(mv, precision="int8").score(TEXTS)
     assert scores.shape == (len(TEXTS),) and np.all(np.isfinite(scores))
 

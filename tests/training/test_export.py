@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model_store.store import ModelStore
-from training.export import check_parity, decision_agreement
+from training.export import check_parity, decision_agreement, int8_qualifies_as_default
 
 
 def test_parity_report_on_literal_scores() -> None:
@@ -89,3 +89,16 @@ def test_export_traces_eager_attention_and_leaves_the_trained_model_as_it_was(
     # graph); eager attention is a plain Softmax over QK^T. The trainer's SDPA comes back after.
     assert "Softmax" in ops and "IsNaN" not in ops
     assert backbone.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize(
+    ("agreement", "batch_diff", "qualifies"),
+    [
+        (1.0, 0.0, True),
+        (0.99, 1e-5, True),  # both bounds are inclusive
+        (0.9899, 0.0, False),  # one flip too many in 100 pairs
+        (1.0, 2e-5, False),  # an item would score differently alone and in a batch
+    ],
+)
+def test_int8_default_gate(agreement: float, batch_diff: float, qualifies: bool) -> None:
+    assert int8_qualifies_as_default(agreement, batch_diff) is qualifies

@@ -132,14 +132,16 @@ def test_statistics_cover_every_quantised_input_with_real_rows_only(trained_stor
 
 
 def test_calibration_texts_come_from_training_items_of_every_shape() -> None:
-    from training.data.examples import LikeExample, PairExample
+    from training.data.examples import LikeExample, PairExample, scored_texts
     from training.pipeline import calibration_texts
 
-    train = [PairExample(prompt=f"p{i}", chosen=f"c{i}", rejected=f"r{i}") for i in range(100)]
-    train += [LikeExample(prompt="lp", response="liked answer", liked=True)]
+    pairs = [PairExample(prompt=f"p{i}", chosen=f"c{i}", rejected=f"r{i}") for i in range(100)]
+    like = LikeExample(prompt="lp", response="liked answer", liked=True)
+    train = [*pairs[:50], like, *pairs[50:]]  # 201 scored texts, the like's in the middle
     texts = calibration_texts(train, n_items=20)
-    assert len(texts) == 20
-    everything = {(t.prompt, t.response) for t in calibration_texts(train, n_items=10_000)}
-    assert {(t.prompt, t.response) for t in texts} <= everything
-    assert ("lp", "liked answer") in everything  # likes and ratings calibrate too
-    assert len({t.prompt for t in texts}) > 5  # spread over the set, not its first rows
+    assert len(texts) == 20 and len(set(texts)) == 20
+    assert set(texts) <= set(scored_texts(train))
+    assert TextPair("lp", "liked answer") in texts  # likes and ratings calibrate too
+    assert {t.response[0] for t in texts} == {"c", "r", "l"}  # both sides of pairs
+    # Spread over the whole set, not its first rows: the last tenth is represented.
+    assert any(t.prompt in {f"p{i}" for i in range(90, 100)} for t in texts)
