@@ -129,6 +129,9 @@ def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Pa
     }
 
 
+SHOWN_DATA_WARNINGS = 5  # at training time; `plaudit data check` prints every one
+
+
 def run_training(job: TrainJob) -> TrainOutcome:
     started = time.perf_counter()
     dataset: Dataset = load_dataset(job.data, rating_scale=job.rating_scale)  # refuses bad data first
@@ -137,6 +140,13 @@ def run_training(job: TrainJob) -> TrainOutcome:
     if not train:
         raise ValueError("the training split is empty: give more data or a smaller --val-fraction")
     log.info("data: %d train, %d validation examples (sha256 %s)", len(train), len(val), dataset.sha256[:12])
+    for warning in dataset.warnings[:SHOWN_DATA_WARNINGS]:
+        log.warning("data: %s", warning)
+    if len(dataset.warnings) > SHOWN_DATA_WARNINGS:
+        log.warning(
+            "data: %d more warning(s); plaudit data check lists them all",
+            len(dataset.warnings) - SHOWN_DATA_WARNINGS,
+        )
 
     with tempfile.TemporaryDirectory(prefix="plaudit-train-") as tmp:
         staging = Path(tmp) / "model"

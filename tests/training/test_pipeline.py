@@ -92,6 +92,18 @@ def test_train_linear_end_to_end_and_explain(tmp_path: Path, capsys: pytest.Capt
     assert shown == set(HAND_FEATURES)
 
 
+def test_training_logs_what_the_loader_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo.jsonl"
+    typo.write_text(json.dumps({"prompt": "Any tips?", "chosen": "Yes, here are three.", "rejected": "No.", "margn": 1}) + "\n")
+    args = ["train", "--model", "linear", "--store", str(tmp_path / "store"), "--name", "lin", "--json"]
+    with caplog.at_level("WARNING"):
+        assert main([*args, *_data_args(), "--data", str(typo)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith(f"data: {typo}: ignored field(s) 'margn' (first on line 1)") for m in warned), warned
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_path: Path, ema_decay: float) -> None:
     from training.data.loaders import load_dataset

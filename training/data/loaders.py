@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,13 @@ _SHAPES_HELP = (
 )
 _CSV_BOOL_HELP = "true/false, 1/0 or yes/no"
 _CSV_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# A plain decimal number: float() alone would also take "1_0", "nan" and "infinity".
+_CSV_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# Fields a row may carry besides its shape's: what `plaudit feedback export` writes.
+_READ_FIELDS = ("prompt", "chosen", "rejected", "margin", "response", "rating", "liked", "annotator")
+_KNOWN_EXTRA_FIELDS = frozenset(
+    {"id", "feedback_id", "kind", "source", "user", "metadata", "model_name", "model_version", "created_at"}
+)
 
 Row = dict[str, object]
 RatingScale = tuple[float, float]
@@ -148,7 +156,11 @@ class _Loader:
                 path, None, None, f"unsupported file type {shown}: expected one of {', '.join(SUPPORTED_SUFFIXES)}"
             )
             return None
-        data = file.read_bytes()
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            self.error(path, None, None, f"cannot be read: {exc.strerror or type(exc).__name__}")
+            return None
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -157,6 +169,7 @@ class _Loader:
             return data
         rows = _csv_rows(text) if suffix == ".csv" else _jsonl_rows(text)
         n_rows = 0
+        unknown: dict[str, int] = {}  # ignored field -> first line
         for line, row in rows:
             if self.truncated:
                 break
@@ -164,12 +177,23 @@ class _Loader:
             if isinstance(row, _RowError):
                 self.error(path, line, row.field_name, row.message)
                 continue
+            for key in row:
+                if key not in _READ_FIELDS and key not in _KNOWN_EXTRA_FIELDS:
+                    unknown.setdefault(key, line)
             try:
                 self.examples.append(self._parse(row, path, line, from_csv=suffix == ".csv"))
             except _RowError as exc:
                 self.error(path, line, exc.field_name, exc.message)
         if n_rows == 0:
-            self.error(path, None, None, "file is empty: expected rows of pairs, ratings or likes")
+            what = "has a header but no rows" if suffix == ".csv" and text.strip() else "is empty"
+            self.error(path, None, None, f"file {what}: expected rows of pairs, ratings or likes")
+        if unknown:
+            # Extra fields are ignored, as by TRL and datasets; said once, since a typo
+            # ("margn") would otherwise drop its value without a word.
+            shown = ", ".join(f"'{k}' (first on line {n})" for k, n in sorted(unknown.items(), key=lambda kv: kv[1]))
+            self.warnings.append(
+                f"{path}: ignored field(s) {shown}; the fields read are {', '.join(_READ_FIELDS)}"
+            )
         return data
 
     def _parse(self, row: Row, path: str, line: int, *, from_csv: bool) -> Example:
@@ -231,7 +255,14 @@ def _split_dialogue(dialogue: str, field_name: str) -> tuple[str, str]:
     prompt = dialogue[:cut].strip()
     if not prompt:
         raise _RowError(field_name, "expected dialogue text before the last '\\n\\nAssistant:' turn, found none")
-    return prompt, dialogue[cut + len(HH_MARKER) :].strip()
+    response = dialogue[cut + len(HH_MARKER) :]
+    if "\n\nHuman:" in response:
+        raise _RowError(
+            field_name,
+            "expected the dialogue to end with its '\\n\\nAssistant:' turn (the response judged), "
+            "but a '\\n\\nHuman:' turn follows it",
+        )
+    return prompt, response.strip()
 
 
 def _detect_shape(fields: _Fields) -> str:
@@ -241,11 +272,11 @@ def _detect_shape(fields: _Fields) -> str:
     # Null (or, in CSV, empty) values do not count: a writer that emits every column
     # for every row (prompt, chosen: null, rating: 4, ...) still yields one shape.
     shapes = shapes_with(fields.given)
-    if not shapes and fields.from_csv:
-        # A CSV row with its one label cell empty: the header still tells the shape,
-        # so the error can name the empty cell.
-        by_header = shapes_with(lambda key: key in fields.row)
-        shapes = by_header if len(by_header) == 1 else []
+    if not shapes:
+        # A row whose one label is an empty CSV cell or a JSON null: its keys still tell the
+        # shape, so the error can name the empty field.
+        by_keys = shapes_with(lambda key: key in fields.row)
+        shapes = by_keys if len(by_keys) == 1 else []
     keys = ", ".join(fields.keys()) or "none"
     if not shapes:
         raise _RowError(None, f"row matches no known shape (keys: {keys}); expected one of: {_SHAPES_HELP}")
@@ -304,6 +335,7 @@ class _Fields:
             raise _RowError(name, f"expected a non-empty string, got {_type_name(value)}")
         if not value.strip():
             raise _RowError(name, "expected a non-empty string, got an empty string")
+        _check_unicode(name, value)
         return value
 
     def optional_text(self, name: str) -> str | None:
@@ -313,15 +345,15 @@ class _Fields:
         if not isinstance(value, str) or not value.strip():
             found = _type_name(value) if not isinstance(value, str) else "an empty string"
             raise _RowError(name, f"expected a non-empty string, got {found}")
+        _check_unicode(name, value)
         return value.strip()
 
     def number(self, name: str, shape: str) -> float:
         value = self._get(name, shape, "a number")
         if self.from_csv and isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                raise _RowError(name, f"expected a number, got '{value}'") from None
+            if not _CSV_NUMBER.fullmatch(value.strip()):
+                raise _RowError(name, f"expected a number, got '{value}'")
+            number = float(value.strip())
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
                 number = float(value)
@@ -344,6 +376,30 @@ class _Fields:
         raise _RowError(name, f"expected true or false, got {_type_name(value)}")
 
 
+def _check_unicode(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON allows "\ud800" escapes that encode nothing
+        raise _RowError(
+            name, f"not valid Unicode: a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}"
+        ) from None
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> Row:
+    row: Row = {}
+    for key, value in pairs:
+        if key in row:
+            raise _DuplicateKey(key)
+        row[key] = value
+    return row
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 def _type_name(value: object) -> str:
     names = {type(None): "null", bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "object"}
     return names.get(type(value), type(value).__name__)
@@ -356,7 +412,10 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, Row | _RowError]]:
         if not raw.strip():
             continue
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
+        except _DuplicateKey as exc:
+            yield line, _RowError(exc.key, "appears twice in the row; keep one value")
+            continue
         except json.JSONDecodeError as exc:
             yield line, _RowError(None, f"not valid JSON: {exc.msg} (column {exc.colno})")
             continue
@@ -370,7 +429,11 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, Row | _RowError]]:
 
 
 def _csv_rows(text: str) -> Iterator[tuple[int, Row | _RowError]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # The default cap (131,072 characters a cell) would refuse long dialogues that JSONL takes.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    # strict: a quote opened and never closed is an error, not a cell that swallows the rest.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
     try:
         header = next((cells for cells in reader if any(cell.strip() for cell in cells)), None)
         if header is None:
@@ -386,8 +449,13 @@ def _csv_rows(text: str) -> Iterator[tuple[int, Row | _RowError]]:
             if not any(cell.strip() for cell in cells):
                 continue
             if len(cells) != len(columns):
-                yield line, _RowError(None, f"row has {len(cells)} values but the header names {len(columns)} columns")
+                yield line, _RowError(
+                    None,
+                    f"row has {len(cells)} values but the header names {len(columns)} columns "
+                    f"({', '.join(columns)}); quote any value that holds a comma",
+                )
                 continue
             yield line, dict(zip(columns, cells, strict=True))
     except csv.Error as exc:
-        yield reader.line_num, _RowError(None, f"not valid CSV: {exc}")
+        # Reported at the line where the broken row began (an unclosed quote reads to the end).
+        yield start, _RowError(None, f"not valid CSV: {exc} (check the quotes of the row that starts here)")

@@ -116,6 +116,39 @@ JSONL_CASES = [
         "expected a dialogue with an '\\n\\nAssistant:' turn, found none",
     ),
     (
+        "hh_ends_with_human",
+        jsonl_lines(
+            {
+                "chosen": "\n\nHuman: hi\n\nAssistant: a\n\nHuman: thanks",
+                "rejected": "\n\nHuman: hi\n\nAssistant: b",
+            }
+        ),
+        1,
+        "chosen",
+        "expected the dialogue to end with its '\\n\\nAssistant:' turn",
+    ),
+    (
+        "duplicate_key",
+        jsonl_lines('{"prompt": "p", "response": "r", "rating": "bad", "rating": 3}'),
+        1,
+        "rating",
+        "appears twice in the row",
+    ),
+    (
+        "liked_null",
+        jsonl_lines({"prompt": "p", "response": "r", "liked": None}),
+        1,
+        "liked",
+        "expected true or false, got null",
+    ),
+    (
+        "lone_surrogate",
+        jsonl_lines('{"prompt": "p\\ud800", "response": "r", "rating": 3}'),
+        1,
+        "prompt",
+        "not valid Unicode: a lone surrogate (U+D800) at character 1",
+    ),
+    (
         "mixed",
         jsonl_lines({"prompt": "p", "response": "r", "rating": 3, "liked": True}),
         1,
@@ -159,7 +192,6 @@ def test_row_in_no_known_shape_lists_its_keys_and_the_shapes(tmp_path: Path) -> 
 
 CSV_CASES = [
     ("rating_text", "prompt,response,rating\np,r,4\np,r,four\n", 3, "rating", "expected a number, got 'four'"),
-    ("rating_nan", "prompt,response,rating\np,r,nan\n", 2, "rating", "expected a finite number, got nan"),
     ("rating_scale", "prompt,response,rating\np,r,0\n", 2, "rating", "rating 0 is outside the declared scale 1-5"),
     (
         "liked_maybe",
@@ -195,6 +227,17 @@ CSV_CASES = [
     ("identical", "prompt,chosen,rejected\np,same,same\n", 2, "rejected", "is identical to 'chosen'"),
     ("short_row", "prompt,response,rating\np,r,1\np,r\n", 3, None, "row has 2 values but the header names 3 columns"),
     ("no_shape", "question,answer\nq,a\n", 2, None, "row matches no known shape (keys: question, answer)"),
+    # float() would take these: "1_0" as 10, "nan" as NaN.
+    ("rating_underscore", "prompt,response,rating\np,r,1_0\n", 2, "rating", "expected a number, got '1_0'"),
+    ("rating_nan", "prompt,response,rating\np,r,nan\n", 2, "rating", "expected a number, got 'nan'"),
+    # An unclosed quote is refused where its row starts, not read as one cell to the end.
+    (
+        "unclosed_quote",
+        'prompt,response,rating\np,r,3\np,"unclosed,3\np,r,4\np,r,9\n',
+        3,
+        None,
+        "not valid CSV: unexpected end of data",
+    ),
     (
         "repeated_column",
         "prompt,response,response\np,r,s\n",
@@ -217,11 +260,25 @@ def test_csv_row_errors_name_file_line_and_field(
 
 @pytest.mark.parametrize(
     ("name", "content"),
-    [("zero.jsonl", ""), ("blank.jsonl", "\n  \n"), ("header_only.csv", "prompt,response,rating\n"), ("zero.csv", "")],
+    [("zero.jsonl", ""), ("blank.jsonl", "\n  \n"), ("zero.csv", "")],
 )
 def test_empty_files(tmp_path: Path, name: str, content: str) -> None:
     path = write(tmp_path / name, content)
     assert str(only_error(path)) == f"{path}: file is empty: expected rows of pairs, ratings or likes"
+
+
+def test_a_csv_with_only_its_header_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path / "header_only.csv", "prompt,response,rating\n")
+    assert str(only_error(path)) == f"{path}: file has a header but no rows: expected rows of pairs, ratings or likes"
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc/self/mem")
+def test_a_file_that_cannot_be_read_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    unreadable = tmp_path / "mem.jsonl"
+    unreadable.symlink_to("/proc/self/mem")  # exists, but reading it from offset 0 fails (EIO)
+    error = only_error(unreadable)
+    assert (error.path, error.line) == (str(unreadable), None)
+    assert error.message.startswith("cannot be read: ")
 
 
 def test_missing_file_directory_and_unsupported_type(tmp_path: Path) -> None:

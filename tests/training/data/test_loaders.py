@@ -68,6 +68,26 @@ def test_extra_keys_are_ignored(tmp_path: Path) -> None:
     assert pair == PairExample("p", "a", "b")
 
 
+def test_unknown_fields_are_named_once_in_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "margn": 2}) + "\n"
+        + json.dumps({"prompt": "q", "chosen": "a", "rejected": "b", "margn": 1, "note": "x"}) + "\n"
+    )
+    dataset = load_dataset([path])
+    assert [e.margin for e in dataset.pairs] == [0.0, 0.0]  # the typo's value is not read...
+    (warning,) = dataset.warnings  # ...and that is said, once per file
+    assert warning.startswith(f"{path}: ignored field(s) 'margn' (first on line 1), 'note' (first on line 2); ")
+
+
+def test_csv_cells_longer_than_the_csv_modules_default_cap_load(tmp_path: Path) -> None:
+    long_reply = "word " * 40_000  # 200,000 characters, over csv's default 131,072
+    path = tmp_path / "long.csv"
+    path.write_text(f"prompt,chosen,rejected\np,{long_reply},short\n")
+    (pair,) = load_examples(path)
+    assert pair.chosen == long_reply
+
+
 def test_null_columns_of_other_shapes_do_not_make_a_row_ambiguous(tmp_path: Path) -> None:
     row = {"prompt": "p", "response": "r", "rating": None, "liked": True, "chosen": None, "annotator": None}
     assert load_examples(jsonl(tmp_path / "p.jsonl", row)) == [LikeExample("p", "r", True)]
