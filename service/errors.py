@@ -115,13 +115,36 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, exc.code, exc.message, exc.headers)
 
 
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(request, 422, InvalidInput.code, describe_validation_errors(exc.errors()))
+    errors = exc.errors()
+    content_type = request.headers.get("content-type")
+    # FastAPI reads a form-typed body (plain `curl -d` sends one) as text and then says it
+    # is "not a valid dictionary": name the real problem instead.
+    if content_type and not _is_json(content_type) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return error_response(
+            request,
+            415,
+            "unsupported_media_type",
+            f"the body was sent as {content_type.split(';', 1)[0].strip()}; send JSON with "
+            "Content-Type: application/json",
+        )
+    return error_response(request, 422, InvalidInput.code, describe_validation_errors(errors))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's "There was an error parsing the body": bytes that are not UTF-8, or JSON
+        # nested too deep to parse. The same status and code as any other invalid JSON.
+        return error_response(
+            request, 422, InvalidInput.code, "body: not valid JSON; send a JSON object encoded as UTF-8"
+        )
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, "http_error")
     return error_response(request, exc.status_code, code, str(exc.detail), exc.headers)

@@ -10,6 +10,9 @@ _ITEM_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _TOKEN_BUCKETS = tuple(float(2**k) for k in range(4, 18))
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The label values the batcher uses (service.batching).
+DROP_REASONS = ("cancelled", "deadline", "failed")
+BATCH_TRIGGERS = ("full", "max_wait", "nothing_coming")
 
 
 class ServiceMetrics:
@@ -72,6 +75,12 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
+        # Every known label value exists from the start (at 0), so rates and alerts on them
+        # read 0 rather than "no data" until the first drop or the first batch of a kind.
+        for reason in DROP_REASONS:
+            self.dropped_items.labels(reason=reason)
+        for trigger in BATCH_TRIGGERS:
+            self.batch_triggers.labels(trigger=trigger)
         self.model_info = Gauge(
             "plaudit_model_info",
             "The model being served (value is always 1).",

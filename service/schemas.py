@@ -6,9 +6,9 @@ Unknown fields are refused, so a typo such as "respone" is a 422, not a silent d
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 
 class _Strict(BaseModel):
@@ -27,12 +27,61 @@ RequestIdField = Annotated[
 ]
 
 
+def _encodable(text: str) -> str:
+    # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer (or UTF-8) takes.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"not valid Unicode: a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}"
+        ) from None
+    return text
+
+
+# A text to score: any string that is valid Unicode.
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["invalid_request"])
+    message: str = Field(examples=["items.0.response: field required"])
+    request_id: RequestIdField
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANINGS = {
+    401: "No API key, or an unknown one.",
+    403: "The key lacks the scope this route needs.",
+    404: "Not found (a model version, or the comparison a choice refers to).",
+    409: "Conflicts with the current state (a feedback_id reused with another body, a swap in progress).",
+    413: "Over a size limit: items per request, characters per text, or body bytes.",
+    415: "The body is not sent as application/json.",
+    422: "A field is missing or invalid; the message gives its path.",
+    429: "The queue is full; retry after Retry-After seconds.",
+    503: "No model is ready (loading, or being replaced); retry after Retry-After seconds.",
+    504: "The request's deadline passed before its scores were ready.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, all in the ErrorResponse shape."""
+    return {s: {"model": ErrorResponse, "description": _ERROR_MEANINGS[s]} for s in statuses}
+
+
 # -- /v1/score -----------------------------------------------------------------------------
 
 
 class ScoreItem(_Strict):
-    prompt: str = Field(description="The conversation so far; may be empty.")
-    response: str = Field(description="The response to judge.")
+    prompt: Text = Field(description="The conversation so far; may be empty.")
+    response: Text = Field(description="The response to judge.")
 
 
 class ScoreRequest(_Strict):
@@ -66,17 +115,17 @@ class ScoreResponse(BaseModel):
 
 
 class Comparison(_Strict):
-    prompt: str
-    response_a: str
-    response_b: str
+    prompt: Text
+    response_a: Text
+    response_b: Text
 
 
 class CompareRequest(_Strict):
     """Either one comparison (prompt, response_a, response_b) or a list of them."""
 
-    prompt: str | None = None
-    response_a: str | None = None
-    response_b: str | None = None
+    prompt: Text | None = None
+    response_a: Text | None = None
+    response_b: Text | None = None
     comparisons: list[Comparison] | None = Field(default=None, min_length=1)
 
     model_config = ConfigDict(
@@ -136,9 +185,9 @@ class CompareBatchResponse(BaseModel):
 
 
 class RankRequest(_Strict):
-    prompt: str
-    responses: list[str] = Field(min_length=1)
-    top_n: int | None = Field(default=None, ge=1, description="Return only the best N.")
+    prompt: Text
+    responses: list[Text] = Field(min_length=1)
+    top_n: StrictInt | None = Field(default=None, ge=1, description="Return only the best N.")
 
     model_config = ConfigDict(
         extra="forbid",

@@ -185,8 +185,10 @@ def comparison_values(comparison: ScoredComparison) -> dict[str, Any]:
 
 
 def check_feedback_id(feedback_id: str) -> str:
-    if not isinstance(feedback_id, str) or not feedback_id.strip():
+    if not isinstance(feedback_id, str):
         raise InvalidFeedback("feedback_id", f"expected a non-empty string, got {_type_name(feedback_id)}")
+    if not feedback_id.strip():
+        raise InvalidFeedback("feedback_id", "expected a non-empty string, got an empty string")
     if len(feedback_id) > MAX_ID_CHARS or not feedback_id.isprintable():
         raise InvalidFeedback("feedback_id", f"expected at most {MAX_ID_CHARS} printable characters")
     return feedback_id
@@ -262,9 +264,9 @@ def _metadata(value: object) -> dict[str, Any]:
     try:
         # A round trip gives exactly what the database will hand back (tuples -> lists, ...).
         loaded: dict[str, Any] = json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError):
         raise InvalidFeedback(
-            "metadata", f"must be plain JSON (objects, lists, strings, finite numbers): {exc}"
+            "metadata", "must be plain JSON: objects, lists, strings, booleans, null and finite numbers"
         ) from None
     for text in _strings(loaded):
         storable_text("metadata", text)

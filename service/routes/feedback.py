@@ -16,9 +16,12 @@ from service.auth import require_scope
 from service.deps import FeedbackDep, HolderDep, RequestIdDep, SettingsDep
 from service.errors import InvalidInput
 from service.feedback_intake import record_feedback
+from service.schemas import error_responses
 from service.schemas_feedback import FeedbackCreated, FeedbackRequest, FeedbackStatsResponse
 
-router = APIRouter(prefix="/v1/feedback", tags=["feedback"])
+router = APIRouter(
+    prefix="/v1/feedback", tags=["feedback"], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 503)
+)
 
 REPLAY_HEADER = "Idempotent-Replayed"
 JSONL_MEDIA_TYPE = "application/x-ndjson"

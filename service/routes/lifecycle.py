@@ -12,9 +12,14 @@ from fastapi import APIRouter, Depends
 from service.auth import require_scope
 from service.deps import RequestIdDep, SwapperDep
 from service.lifecycle import ServedRef, SwapOutcome
-from service.schemas import ModelRefOut, PromoteRequest, SwapResponse
+from service.schemas import ModelRefOut, PromoteRequest, SwapResponse, error_responses
 
-router = APIRouter(prefix="/v1/models", tags=["lifecycle"], dependencies=[Depends(require_scope("admin"))])
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["lifecycle"],
+    dependencies=[Depends(require_scope("admin"))],
+    responses=error_responses(401, 403, 404, 409, 415, 422, 503),
+)
 
 _REFUSALS = {
     409: {"description": "A reload is already in progress, or the version failed its checksums"},

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 
 from service.deps import ModelDep, RequestIdDep
 from service.routes.scoring import model_ref
-from service.schemas import ModelsResponse
+from service.schemas import ModelsResponse, error_responses
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], responses=error_responses(401, 403, 503))
 
 
 @router.get("/models", response_model=ModelsResponse, summary="The loaded model")

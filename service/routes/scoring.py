@@ -13,6 +13,7 @@ from service.dispatch import enforce_limits, score_pairs
 from service.feedback_state import comparison_key, remember_comparisons
 from service.model import LoadedModel
 from service.schemas import (
+    error_responses,
     CompareBatchResponse,
     CompareRequest,
     CompareResponse,
@@ -29,7 +30,9 @@ from service.schemas import (
 if TYPE_CHECKING:
     from service.feedback import ScoredComparison
 
-router = APIRouter(prefix="/v1", tags=["scoring"])
+router = APIRouter(
+    prefix="/v1", tags=["scoring"], responses=error_responses(401, 403, 413, 415, 422, 429, 503, 504)
+)
 
 
 def model_ref(model: LoadedModel) -> ModelRefOut:

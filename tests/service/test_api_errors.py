@@ -47,6 +47,53 @@ def test_empty_items_and_invalid_json_are_422(deterministic_server):
     assert assert_error(r, 422, "invalid_request").startswith("body: invalid JSON")
 
 
+def test_lone_surrogates_are_422_naming_the_field_on_every_scoring_route(deterministic_server):
+    # JSON lets a client send "\ud800", which is no valid text: no tokenizer takes it.
+    client = deterministic_server.client
+    bodies = {
+        "/v1/score": (b'{"items": [{"prompt": "p", "response": "ok"}, {"prompt": "\\ud800", "response": "r"}]}', "items.1.prompt"),
+        "/v1/compare": (b'{"prompt": "p", "response_a": "a", "response_b": "b\\udfff"}', "response_b"),
+        "/v1/rank": (b'{"prompt": "p", "responses": ["a", "\\ud83d"]}', "responses.1"),
+    }
+    for path, (body, field) in bodies.items():
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert assert_error(r, 422, "invalid_request").startswith(f"{field}: not valid Unicode: a lone surrogate"), path
+
+
+def test_a_body_that_is_not_utf8_is_422_like_any_invalid_json(deterministic_server):
+    r = deterministic_server.client.post(
+        "/v1/score",
+        content=b'{"items": [{"prompt": "\xff\xfe", "response": "x"}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert assert_error(r, 422, "invalid_request") == "body: not valid JSON; send a JSON object encoded as UTF-8"
+
+
+def test_a_body_sent_as_a_form_is_415_naming_the_content_type(deterministic_server):
+    # What plain `curl -d` sends: the JSON is fine, its declared type is not.
+    r = deterministic_server.client.post(
+        "/v1/score",
+        content=b'{"items": [{"prompt": "a", "response": "b"}]}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    message = assert_error(r, 415, "unsupported_media_type")
+    assert message == (
+        "the body was sent as application/x-www-form-urlencoded; send JSON with Content-Type: application/json"
+    )
+    ok = deterministic_server.client.post(
+        "/v1/score",
+        content=b'{"items": [{"prompt": "a", "response": "b"}]}',
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert ok.status_code == 200
+
+
+def test_top_n_must_be_a_json_integer(deterministic_server):
+    for top_n in ("2", True, 1.5):
+        r = deterministic_server.client.post("/v1/rank", json={"prompt": "p", "responses": ["a", "b"], "top_n": top_n})
+        assert assert_error(r, 422, "invalid_request").startswith("top_n: input should be a valid integer"), top_n
+
+
 def test_compare_needs_exactly_one_form(deterministic_server):
     r = deterministic_server.client.post("/v1/compare", json={"prompt": "p", "response_a": "a"})
     assert "missing response_b" in assert_error(r, 422, "invalid_request")

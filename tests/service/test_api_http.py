@@ -101,10 +101,30 @@ def test_health_readiness_and_openapi(deterministic_server):
     assert health.status_code == 200 and health.json()["status"] == "alive"
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["model"]["name"] == "deterministic"
-    paths = client.get("/openapi.json").json()["paths"]
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
     assert {"/v1/score", "/v1/compare", "/v1/rank", "/v1/models", "/healthz", "/readyz", "/metrics"} <= set(
         paths
     )
+    # Errors are documented in the shape they are sent in, not FastAPI's {"detail": [...]}.
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path in ("/v1/score", "/v1/compare", "/v1/rank"):
+        responses = paths[path]["post"]["responses"]
+        assert {"413", "422", "429", "503", "504"} <= set(responses), path
+        assert all(responses[s]["content"]["application/json"]["schema"] == error_ref for s in ("413", "422", "429"))
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def test_drop_and_trigger_counters_exist_at_zero_before_anything_happens(live_server):
+    # Present as samples (srv.metric would read a missing one as 0 too), so that rates and
+    # alerts on them see 0 rather than "no data".
+    with live_server(engine="deterministic") as srv:
+        srv.wait_ready()
+        text = srv.client.get("/metrics").text
+    for reason in ("cancelled", "deadline", "failed"):
+        assert f'plaudit_dropped_items_total{{reason="{reason}"}} 0.0' in text
+    for trigger in ("full", "max_wait", "nothing_coming"):
+        assert f'plaudit_batch_triggers_total{{trigger="{trigger}"}} 0.0' in text
 
 
 def test_unknown_path_uses_the_error_shape(deterministic_server):

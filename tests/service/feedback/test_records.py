@@ -54,6 +54,21 @@ def test_bad_feedback_names_the_field(item: NewFeedback, field: str, words: str)
     assert words in str(caught.value)
 
 
+def test_metadata_errors_say_what_is_allowed_without_pythons_words() -> None:
+    with pytest.raises(InvalidFeedback) as caught:
+        normalize(like(metadata={"score": math.nan}))
+    assert caught.value.field == "metadata"
+    # Python's own words ("Out of range float values are not JSON compliant") stay out.
+    assert caught.value.message == "must be plain JSON: objects, lists, strings, booleans, null and finite numbers"
+
+
+@pytest.mark.parametrize(("feedback_id", "found"), [("", "an empty string"), ("  ", "an empty string"), (7, "int")])
+def test_a_bad_feedback_id_says_what_it_got(feedback_id: object, found: str) -> None:
+    with pytest.raises(InvalidFeedback) as caught:
+        check_feedback_id(feedback_id)  # type: ignore[arg-type]
+    assert (caught.value.field, caught.value.message) == ("feedback_id", f"expected a non-empty string, got {found}")
+
+
 def test_rating_scale_defaults_to_one_to_five() -> None:
     values = normalize(NewFeedback(kind="rating", prompt="p", response="r", rating=4))
     assert (values["rating"], values["rating_min"], values["rating_max"]) == (4.0, 1.0, 5.0)
