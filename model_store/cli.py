@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model_store.errors import ChecksumError, StoreError
+from model_store.errors import ChecksumError, DamagedVersionError, StoreError
 from model_store.references import DEFAULT_ALIAS, parse_ref
 from model_store.store import ModelStore, ModelVersion
 
@@ -90,12 +90,26 @@ def store_from_args(args: argparse.Namespace) -> ModelStore:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = store_from_args(args)
+    if not store.root.is_dir():
+        raise StoreError(
+            f"no model store at {store.root}: train a model into it (plaudit train --store DIR) "
+            f"or point --store / {STORE_ENV} at one"
+        )
     names = [args.name] if args.name else store.names()
     entries: list[tuple[ModelVersion, list[str]]] = []
+    damaged: list[str] = []  # one unreadable version must not hide the others
     for name in names:
         aliases = store.aliases(name)
-        for mv in store.list(name):
+        for number in store.version_numbers(name):
+            try:
+                mv = store.get(name, number)
+            except DamagedVersionError as exc:
+                damaged.append(str(exc))
+                continue
             entries.append((mv, sorted(a for a, v in aliases.items() if v == mv.version)))
+    for problem in damaged:
+        print(f"error: {problem}; delete it with plaudit models delete or restore the file", file=sys.stderr)
+    code = EXIT_DAMAGED if damaged else EXIT_OK
     if args.json:
         rows = [
             {
@@ -109,10 +123,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             for mv, version_aliases in entries
         ]
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
+        return code
     if not entries:
         print(f"no models in {store.root}")
-        return EXIT_OK
+        return code
     table = [["NAME", "VERSION", "CREATED", "ALIASES", "METRICS"]]
     for mv, version_aliases in entries:
         metrics = _headline_metrics(mv).items()
@@ -128,7 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return EXIT_OK
+    return code
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -201,7 +215,7 @@ def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except ChecksumError as exc:
+        except (ChecksumError, DamagedVersionError) as exc:
             return _fail(str(exc), EXIT_DAMAGED)
         except StoreError as exc:
             return _fail(str(exc), EXIT_USAGE)
@@ -223,11 +237,13 @@ def _headline_metrics(mv: ModelVersion) -> dict[str, float]:
     metrics = mv.metadata.get("metrics")
     if not isinstance(metrics, dict):
         return {}
-    numeric = {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+    numeric = {}
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                numeric[k] = float(v)
+            except OverflowError:  # an integer past float's range: not a headline figure
+                continue
     return dict(list(numeric.items())[:_HEADLINE_METRICS])
 
 

@@ -24,5 +24,9 @@ class ChecksumError(StoreError):
         super().__init__(f"{ref} failed verification: " + "; ".join(self.problems))
 
 
+class DamagedVersionError(StoreError):
+    """A version whose metadata.json is missing or unreadable: delete it, or restore the file."""
+
+
 class AliasError(StoreError):
     """An alias cannot be set, rolled back or left dangling as asked."""

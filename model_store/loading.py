@@ -100,8 +100,15 @@ def load_scorer_from_dir(
             f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); "
             "pick another --precision or re-train with --quantize"
         )
+    onnx_path = (model_dir / str(onnx_files[chosen])).resolve()
+    if not onnx_path.is_relative_to(model_dir.resolve()):
+        # The checksums cover the version's own files only; a path that leaves its folder
+        # would load something no checksum vouches for.
+        raise ValueError(
+            f"{name}:{version}: metadata names ONNX file {onnx_files[chosen]!r}, outside the version's folder"
+        )
     return TransformerOnnxScorer(
-        model_dir / onnx_files[chosen],
+        onnx_path,
         tokenizer,
         name=name,
         version=version,

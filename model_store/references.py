@@ -12,6 +12,8 @@ MAX_NAME_LENGTH = 100
 DEFAULT_ALIAS = "production"
 
 
+MAX_VERSION_DIGITS = 9  # far past any real store, and well short of int()'s 4,300-digit limit
+
 def validate_name(name: str, kind: str = "model name") -> str:
     """Return `name` if it is a valid model or alias name, else raise StoreError.
 
@@ -62,6 +64,8 @@ def parse_ref(ref: str) -> ModelRef:
             raise StoreError(
                 f"invalid model reference {ref!r}: version must be an integer, e.g. {name}:3"
             )
+        if len(version_text) > MAX_VERSION_DIGITS:
+            raise StoreError(f"invalid model reference {ref[:40]!r}...: no version has {len(version_text)} digits")
         version = int(version_text)
         if version < 1:
             raise StoreError(f"invalid model reference {ref!r}: versions start at 1")

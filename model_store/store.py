@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import builtins
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -32,8 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from model_store.errors import AliasError, ChecksumError, ModelNotFoundError, StoreError
+from model_store.errors import AliasError, ChecksumError, DamagedVersionError, ModelNotFoundError, StoreError
 from model_store.fileio import (
+    TEMP_MARKER,
     atomic_write_bytes,
     atomic_write_json,
     copy_file_hashed,
@@ -44,6 +46,9 @@ from model_store.fileio import (
 from model_store.references import DEFAULT_ALIAS, ModelRef, parse_ref, validate_name
 
 METADATA_FILE = "metadata.json"
+# sha256 of metadata.json, written beside it at registration: the file checksums live in
+# the metadata, so the metadata needs its own. Versions registered before it have none.
+METADATA_DIGEST_FILE = "metadata.json.sha256"
 RESERVED_METADATA_KEYS = frozenset({"name", "version", "created_at", "files"})
 _VERSIONS_DIR = "versions"
 _ALIASES_FILE = "aliases.json"
@@ -52,6 +57,7 @@ _COUNTER_FILE = ".last_version"
 _REGISTER_PREFIX = ".register-"
 _TRASH_PREFIX = ".trash-"
 _ABANDONED_AFTER_S = 24 * 3600.0
+_NO_STORE_HELP = "train a model into it (plaudit train --store DIR) or point --store / PLAUDIT_STORE_DIR at one"
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,10 @@ class ModelVersion:
 
     @property
     def files(self) -> dict[str, str]:
-        """Relative path (POSIX separators) -> sha256, as recorded at registration."""
-        return dict(self.metadata.get("files", {}))
+        """Relative path (POSIX separators) -> sha256, as recorded at registration
+        ({} if the metadata's table is not one, which `verify` refuses)."""
+        files = self.metadata.get("files")
+        return dict(files) if isinstance(files, dict) else {}
 
 
 @dataclass
@@ -119,6 +127,10 @@ class ModelStore:
         numbers = self._existing_versions(name)
         return [self._load(name, number) for number in numbers]
 
+    def version_numbers(self, name: str) -> builtins.list[int]:
+        """The version numbers of `name`, oldest first, without reading any metadata."""
+        return self._existing_versions(name)
+
     def get(self, name: str, version: int) -> ModelVersion:
         numbers = self._existing_versions(name)
         if version not in numbers:
@@ -160,8 +172,14 @@ class ModelStore:
         if "files" not in mv.metadata or not isinstance(mv.metadata["files"], dict):
             raise ChecksumError(mv.ref, [f"{METADATA_FILE} has no 'files' table"])
         expected = mv.files
-        present = set(_list_files(mv.path)) - {METADATA_FILE}
+        present = set(_list_files(mv.path)) - {METADATA_FILE, METADATA_DIGEST_FILE}
         problems = []
+        digest_path = mv.path / METADATA_DIGEST_FILE
+        if digest_path.is_file():
+            recorded = digest_path.read_text(encoding="utf-8").strip()
+            actual = sha256_file(mv.path / METADATA_FILE)
+            if actual != recorded:
+                problems.append(f"{METADATA_FILE}: expected sha256 {recorded}, got {actual}")
         for relpath in sorted(expected):
             if relpath not in present:
                 problems.append(f"{relpath}: missing (expected sha256 {expected[relpath]})")
@@ -203,15 +221,20 @@ class ModelStore:
         sources = _list_files(staging)
         if not sources:
             raise StoreError(f"cannot register {name!r}: {staging} contains no files")
-        if METADATA_FILE in sources:
-            raise StoreError(
-                f"cannot register {name!r}: {staging / METADATA_FILE} would be overwritten "
-                "by the store's metadata; pass its content as `metadata` instead"
-            )
+        for own in (METADATA_FILE, METADATA_DIGEST_FILE):
+            if own in sources:
+                raise StoreError(
+                    f"cannot register {name!r}: {staging / own} would be overwritten by the "
+                    "store's own; pass the metadata's content as `metadata` instead"
+                )
 
         model_dir = self.root / name
         versions_dir = model_dir / _VERSIONS_DIR
+        new_model = not versions_dir.is_dir()
         versions_dir.mkdir(parents=True, exist_ok=True)
+        if new_model:  # a first registration must survive a power cut too
+            fsync_dir(model_dir)
+            fsync_dir(self.root)
         # The copy is the slow part, so it happens before taking the lock.
         tmp = model_dir / f"{_REGISTER_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()
@@ -232,7 +255,10 @@ class ModelStore:
                     "files": files,
                 }
                 text = json.dumps(full_metadata, indent=2, sort_keys=True, ensure_ascii=False)
-                write_file_synced(tmp / METADATA_FILE, (text + "\n").encode("utf-8"))
+                metadata_bytes = (text + "\n").encode("utf-8")
+                write_file_synced(tmp / METADATA_FILE, metadata_bytes)
+                digest = hashlib.sha256(metadata_bytes).hexdigest()
+                write_file_synced(tmp / METADATA_DIGEST_FILE, f"{digest}\n".encode())
                 _seal(tmp)
                 final = versions_dir / str(version)
                 os.rename(tmp, final)
@@ -287,15 +313,24 @@ class ModelStore:
 
     def delete(self, name: str, version: int, force: bool = False) -> None:
         """Remove a version. Refused while an alias points at it, unless `force`,
-        which also removes those aliases."""
-        mv = self.get(name, version)
+        which also removes those aliases. Works on a damaged version too (its metadata
+        is not read), since deleting it is how one gets rid of it."""
+        numbers = self._existing_versions(name)
+        ref = f"{name}:{version}"
+        if version not in numbers:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version}; versions: " + ", ".join(str(n) for n in numbers)
+            )
+        path = self.root / name / _VERSIONS_DIR / str(version)
         with self._locked(name):
+            if not path.is_dir():
+                raise ModelNotFoundError(f"{ref} was already deleted (by another process)")
             state = self._read_alias_state(name)
             pointing = sorted(a for a, v in state.aliases.items() if v == version)
             if pointing and not force:
                 names = ", ".join(f"{name}@{a}" for a in pointing)
                 raise AliasError(
-                    f"cannot delete {mv.ref}: {names} points at it; promote another version "
+                    f"cannot delete {ref}: {names} points at it; promote another version "
                     "to that alias first, or pass --force to delete it and drop the alias"
                 )
             # Aliases first: a crash between the two steps leaves an unaliased version,
@@ -310,8 +345,8 @@ class ModelStore:
                 }
                 atomic_write_json(self.root / name / _ALIASES_FILE, state.to_json())
             tombstone = self.root / name / f"{_TRASH_PREFIX}{version}-{uuid.uuid4().hex}"
-            os.rename(mv.path, tombstone)
-            fsync_dir(mv.path.parent)
+            os.rename(path, tombstone)
+            fsync_dir(path.parent)
         # Once renamed the version is gone for readers; a leftover tombstone is harmless.
         shutil.rmtree(tombstone, ignore_errors=True)
 
@@ -347,6 +382,8 @@ class ModelStore:
         validate_name(name)
         numbers = self._version_numbers(name)
         if not numbers:
+            if not self.root.is_dir():
+                raise ModelNotFoundError(f"no model store at {self.root}: {_NO_STORE_HELP}")
             known = self.names()
             listing = f"models: {', '.join(known)}" if known else "the store is empty"
             raise ModelNotFoundError(f"no model named {name!r} in {self.root}; {listing}")
@@ -370,13 +407,12 @@ class ModelStore:
         try:
             metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise StoreError(f"{name}:{version} is damaged: {metadata_path} is missing") from None
-        except json.JSONDecodeError as exc:
-            raise StoreError(
-                f"{name}:{version} is damaged: {metadata_path} line {exc.lineno}: {exc.msg}"
-            ) from None
+            raise DamagedVersionError(f"{name}:{version} is damaged: {metadata_path} is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise DamagedVersionError(f"{name}:{version} is damaged: {metadata_path} {where}") from None
         if not isinstance(metadata, dict):
-            raise StoreError(f"{name}:{version} is damaged: {metadata_path} is not an object")
+            raise DamagedVersionError(f"{name}:{version} is damaged: {metadata_path} is not an object")
         return ModelVersion(name=name, version=version, path=path, metadata=metadata)
 
     def _read_alias_state(self, name: str) -> _AliasState:
@@ -442,6 +478,11 @@ def _purge_crash_leftovers(model_dir: Path, keep: Path) -> None:
     """
     now = time.time()
     for entry in model_dir.iterdir():
+        if entry.name.startswith(".") and TEMP_MARKER in entry.name and entry.is_file():
+            # An atomic write's temporary file (aliases, counter): those writes hold this
+            # lock, so one present now was left by a crash.
+            entry.unlink(missing_ok=True)
+            continue
         if entry == keep or not entry.is_dir():
             continue
         if entry.name.startswith(_TRASH_PREFIX):

@@ -75,9 +75,21 @@ def test_list_json_and_name_filter(store_dir: Path, capsys: pytest.CaptureFixtur
 
 
 def test_list_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["models", "list", "--store", str(tmp_path / "none")], capsys)
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(["models", "list", "--store", str(tmp_path / "empty")], capsys)
     assert (code, err) == (0, "")
-    assert out == f"no models in {tmp_path / 'none'}\n"
+    assert out == f"no models in {tmp_path / 'empty'}\n"
+
+
+def test_a_store_that_does_not_exist_is_an_error_not_an_empty_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A mistyped --store must not look like an empty store.
+    (tmp_path / "a-file").write_text("x")
+    for missing in (tmp_path / "typo", tmp_path / "a-file"):
+        code, out, err = run(["models", "list", "--store", str(missing)], capsys)
+        assert (code, out) == (2, "")
+        assert err.startswith(f"error: no model store at {missing}: train a model into it")
 
 
 def test_store_defaults_to_env_then_working_directory(
@@ -213,3 +225,32 @@ def test_every_command_that_takes_a_store_reads_the_same_variable_as_serve(
     ):
         assert Path(parser.parse_args(argv).store) == tmp_path / "shared-store", argv[0]
     assert Settings().store_dir == tmp_path / "shared-store"
+
+
+def test_list_shows_the_healthy_versions_and_names_a_damaged_one(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metadata = store_dir / "rm" / "versions" / "1" / "metadata.json"
+    metadata.chmod(0o644)
+    metadata.write_text("{ torn")
+    code, out, err = run(["models", "list", "--json"] + ["--store", str(store_dir)], capsys)
+    assert code == 1  # damaged: the store's content is at fault
+    assert sorted((row["name"], row["version"]) for row in json.loads(out)) == [("other", 1), ("rm", 2), ("rm", 3)]
+    assert_one_line_error(err, "rm:1 is damaged")
+    assert "plaudit models delete" in err
+    # ...and deleting it is how one gets rid of it.
+    code, out, _ = run(["models", "delete", "rm:1", "--store", str(store_dir)], capsys)
+    assert (code, out) == (0, "deleted rm:1\n")
+
+
+def test_a_metric_past_floats_range_does_not_break_the_listing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ModelStore(tmp_path / "models")
+    staging = tmp_path / "stage"
+    staging.mkdir()
+    (staging / "model.onnx").write_bytes(b"m")
+    store.register("big", staging, {"metrics": {"n": 10**400, "acc": 0.7}})
+    code, out, err = run(["models", "list", "--store", str(tmp_path / "models")], capsys)
+    assert (code, err) == (0, "")
+    assert "acc=0.7" in out and "n=" not in out

@@ -100,3 +100,13 @@ def test_unknown_precision_and_missing_file_are_refused(trained_store: Path) -> 
         from model_store.loading import load_scorer_from_dir
 
         load_scorer_from_dir(mv.path, {"kind": "linear"}, name="x", version="1", engine="torch")
+
+
+def test_metadata_cannot_point_the_engine_outside_the_versions_folder(trained_store: Path) -> None:
+    # Checksums cover the version's own files, so a path that leaves its folder is refused.
+    from model_store.loading import load_scorer_from_dir
+
+    mv = ModelStore(trained_store).resolve("tiny")
+    escaping = {**mv.metadata, "onnx": {"fp32": "../../../elsewhere/model.onnx"}, "default_precision": "fp32"}
+    with pytest.raises(ValueError, match="names ONNX file '../../../elsewhere/model.onnx', outside the version's folder"):
+        load_scorer_from_dir(Path(mv.path), escaping, name="tiny", version="1")

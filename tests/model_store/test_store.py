@@ -4,13 +4,15 @@ import hashlib
 import json
 import os
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from model_store.errors import AliasError, ChecksumError, ModelNotFoundError, StoreError
-from model_store.store import ModelStore, ModelVersion
+from model_store.errors import AliasError, ChecksumError, DamagedVersionError, ModelNotFoundError, StoreError
+from model_store.references import parse_ref
+from model_store.store import METADATA_DIGEST_FILE, ModelStore, ModelVersion
 
 MODEL_BYTES = bytes(range(256)) * 40
 TOKENIZER_JSON = '{"model": {"type": "WordPiece"}}'
@@ -72,7 +74,20 @@ def test_register_writes_files_metadata_and_digests(store: ModelStore, staging: 
     }
     # The staging directory is copied, not consumed.
     assert (staging / "model.onnx").exists()
+    # metadata.json holds the checksums, so it has its own, beside it.
+    digest = (mv.path / METADATA_DIGEST_FILE).read_text().strip()
+    assert digest == hashlib.sha256((mv.path / "metadata.json").read_bytes()).hexdigest()
     store.verify(mv)
+
+
+def test_verify_refuses_edited_metadata(store: ModelStore, staging: Path) -> None:
+    mv = store.register("rm", staging, {"max_length": 256})
+    path = mv.path / "metadata.json"
+    path.chmod(0o644)
+    path.write_text(path.read_text().replace('"max_length": 256', '"max_length": 8'))
+    edited = store.get("rm", 1)
+    with pytest.raises(ChecksumError, match=r"metadata.json: expected sha256 [0-9a-f]{64}, got [0-9a-f]{64}"):
+        store.verify(edited)
 
 
 def test_version_files_are_read_only(store: ModelStore, staging: Path) -> None:
@@ -202,6 +217,9 @@ def test_names_list_get_latest(store: ModelStore, tmp_path: Path) -> None:
 
 
 def test_unknown_names_and_versions_list_what_exists(store: ModelStore, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no model store at .*: train a model into it"):
+        store.list("rm")
+    store.root.mkdir(parents=True)
     with pytest.raises(ModelNotFoundError, match="no model named 'rm' .*the store is empty"):
         store.list("rm")
     register_n(store, tmp_path, 2, name="rm")
@@ -318,6 +336,46 @@ def test_crash_during_alias_replace_leaves_the_old_alias(
     assert sorted(p.name for p in (store.root / "rm").iterdir() if "tmp" in p.name) == []
 
 
+def test_a_damaged_version_can_still_be_deleted(store: ModelStore, tmp_path: Path) -> None:
+    register_n(store, tmp_path, 2)
+    metadata = store.root / "rm" / "versions" / "1" / "metadata.json"
+    metadata.chmod(0o644)
+    metadata.write_text("{ not json")
+    with pytest.raises(DamagedVersionError, match="rm:1 is damaged: .*metadata.json line 1"):
+        store.get("rm", 1)
+    store.delete("rm", 1)
+    assert store.version_numbers("rm") == [2]
+
+
+def test_two_deletes_racing_for_one_version_leave_one_clear_refusal(store: ModelStore, tmp_path: Path) -> None:
+    import fcntl
+
+    register_n(store, tmp_path, 2)
+    lock = os.open(store.root / "rm" / ".lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # both deletes pass their first check, then wait here
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            racing = [pool.submit(store.delete, "rm", 1) for _ in range(2)]
+            time.sleep(0.5)  # time for both to pass the check before the lock (no assertion on it)
+            os.close(lock)
+            lock = -1
+            outcomes = [f.exception() for f in racing]
+    finally:
+        if lock >= 0:
+            os.close(lock)
+    assert outcomes.count(None) == 1
+    (refused,) = [e for e in outcomes if e is not None]
+    # Never an OSError from renaming a folder that is gone (what the loser used to get).
+    assert isinstance(refused, ModelNotFoundError), refused
+    assert "rm:1 was already deleted" in str(refused) or "has no version 1" in str(refused)
+    assert store.version_numbers("rm") == [2]
+
+
+def test_a_version_number_of_absurd_length_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="no version has 4400 digits"):
+        parse_ref("rm:" + "9" * 4400)
+
+
 def test_stray_temp_file_from_a_killed_promote_is_ignored(
     store: ModelStore, tmp_path: Path
 ) -> None:
@@ -331,6 +389,9 @@ def test_stray_temp_file_from_a_killed_promote_is_ignored(
     assert store.resolve("rm").version == 1
     store.promote("rm", 2)
     assert store.resolve("rm").version == 2
+    # The next registration (under the lock, where every such write happens) clears it.
+    register_n(store, tmp_path / "more", 1)
+    assert not stray.exists()
 
 
 def test_rollback_walks_back_through_history(store: ModelStore, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 
 from model_store.engines.deterministic import DeterministicScorer
 from model_store.scoring import TextPair
-from model_store.store import METADATA_FILE, RESERVED_METADATA_KEYS, ModelStore
+from model_store.store import METADATA_DIGEST_FILE, METADATA_FILE, RESERVED_METADATA_KEYS, ModelStore
 from plaudit.cli import main as plaudit_main
 from service import lifecycle
 from service.batching import Batcher
@@ -56,7 +56,7 @@ def register_copy_of_v1(store_dir: Path, staging: Path, change: Callable[[Path],
     """Register tiny:1's files (optionally changed by `change`) as a new version of tiny."""
     store = ModelStore(store_dir)
     v1 = store.get("tiny", 1)
-    shutil.copytree(v1.path, staging, ignore=shutil.ignore_patterns(METADATA_FILE))
+    shutil.copytree(v1.path, staging, ignore=shutil.ignore_patterns(METADATA_FILE, METADATA_DIGEST_FILE))
     for path in staging.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)  # stored files are read-only
     if change is not None:
