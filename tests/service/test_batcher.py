@@ -88,11 +88,61 @@ def test_an_idle_batcher_runs_a_lone_request_at_once():
     assert metrics_seen == {"nothing_coming": 1.0, "max_wait": 0.0, "full": 0.0}
 
 
+def test_a_lone_item_on_an_idle_batcher_takes_one_engine_job_and_no_tokenizer_hop():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        want = DeterministicScorer().score(pairs("hello there"))
+        for _ in range(3):  # one at a time: the batcher is idle for each
+            np.testing.assert_allclose(await batcher.submit(pairs("hello there")), want, atol=1e-6)
+        assert batcher._tokenize_pool is not None and not batcher._tokenize_pool._threads  # never used
+        assert value(metrics, "plaudit_batch_size_items_count") == 3.0
+        assert value(metrics, "plaudit_tokenize_seconds_count") == 3.0
+        assert value(metrics, "plaudit_batch_size_tokens_sum") == 3.0 * (2 + 3 + 4)  # words + specials
+        assert batcher.queue_depth == 0
+
+    with_batcher(DeterministicScorer(), body)
+
+
+def test_a_lone_item_holds_its_engine_worker_so_the_next_batch_waits_for_it():
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        lone = asyncio.create_task(batcher.submit(pairs("first")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the lone item")
+        queued = asyncio.create_task(batcher.submit(pairs("second", "third")))  # not idle: queued
+        await asyncio.sleep(0.1)
+        assert value(metrics, "plaudit_batch_size_items_count") == 1  # one worker, still busy
+        await lone
+        await queued
+        assert value(metrics, "plaudit_batch_size_items_sum") == 3.0
+
+    with_batcher(DeterministicScorer(delay_s=0.3), body, engine_workers=1)
+
+
+def test_a_lone_item_that_fails_or_is_cancelled_frees_its_slot_and_worker():
+    async def failing(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        with pytest.raises(ScoringFailed, match="scoring failed while scoring"):
+            await batcher.submit(pairs("doomed"))
+        assert batcher.alive and batcher.queue_depth == 0
+
+    with_batcher(FailingScorer(), failing, engine_workers=1)
+
+    async def cancelled(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        lone = asyncio.create_task(batcher.submit(pairs("impatient")))
+        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the lone item")
+        lone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await lone
+        assert batcher.queue_depth == 0  # at once, though its job still runs
+        # The worker comes back when the job ends, and the next request uses it.
+        assert (await batcher.submit(pairs("next", "one"))).shape == (2,)
+
+    with_batcher(DeterministicScorer(delay_s=0.2), cancelled, engine_workers=1)
+
+
 def test_the_collector_waits_for_requests_still_being_tokenized():
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
         # Both are accepted at once; with one tokenizer thread the second is still being
-        # tokenized when the first is ready, so the first waits for it.
-        await asyncio.gather(batcher.submit(pairs("first")), batcher.submit(pairs("second", "third")))
+        # tokenized when the first is ready, so the first waits for it. (The first has two
+        # items: a lone item on an idle batcher would skip the queue, as the next tests show.)
+        await asyncio.gather(batcher.submit(pairs("first", "second")), batcher.submit(pairs("third")))
         return value(metrics, "plaudit_batch_size_items_count"), value(
             metrics, "plaudit_batch_size_items_sum"
         )
