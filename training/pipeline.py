@@ -20,7 +20,7 @@ from model_store.store import ModelStore, ModelVersion
 from training.data.examples import Example, PairExample, scored_texts
 from training.data.loaders import Dataset, load_dataset
 from training.data.report import describe
-from training.data.split import split_by_prompt
+from training.data.split import GROUP_BY_CONVERSATION, GROUP_BY_PROMPT, split_by_prompt
 from training.evaluate import evaluate, headline
 from training.transformer_trainer import TransformerConfig
 
@@ -162,7 +162,13 @@ def run_training(job: TrainJob) -> TrainOutcome:
                     "counts": dataset.counts(),
                     "quality": _quality_summary(dataset),
                 },
-                "split": {"val_fraction": job.val_fraction, "seed": job.seed, "train": len(train), "val": len(val)},
+                "split": {
+                    "val_fraction": job.val_fraction,
+                    "seed": job.seed,
+                    "group_by": GROUP_BY_CONVERSATION,
+                    "train": len(train),
+                    "val": len(val),
+                },
                 "rating_scale": list(job.rating_scale),
                 "environment": {"python": platform.python_version(), "machine": platform.machine()},
             }
@@ -222,5 +228,11 @@ def _quality_summary(dataset: Dataset) -> dict[str, Any]:
 def split_for_eval(examples: list[Example], metadata: dict[str, Any]) -> list[Example]:
     """The validation split a stored model was evaluated on (same fraction and seed)."""
     split = metadata.get("split") or {}
-    _, val = split_by_prompt(examples, val_fraction=split.get("val_fraction", 0.1), seed=split.get("seed", 0))
+    _, val = split_by_prompt(
+        examples,
+        val_fraction=split.get("val_fraction", 0.1),
+        seed=split.get("seed", 0),
+        # Versions trained before the conversation key recorded no group_by.
+        group_by=split.get("group_by", GROUP_BY_PROMPT),
+    )
     return val

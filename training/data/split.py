@@ -1,8 +1,13 @@
-"""Train/validation split that never puts one prompt on both sides.
+"""Train/validation split that never puts one conversation on both sides.
 
-Rows about the same prompt (pairs, ratings and likes alike) are one group, and each
-group goes to a side by a hash of (seed, prompt): the split depends on neither row
-order nor the other prompts, so adding data moves no existing prompt across sides.
+Rows about the same conversation (pairs, ratings and likes alike) are one group, and each
+group goes to a side by a hash of (seed, key): the split depends on neither row order nor
+the other prompts, so adding data moves no existing prompt across sides.
+
+The key of a multi-turn prompt ("Human: ...\n\nAssistant: ...\n\nHuman: ...") is its first
+turn. HH-style data holds the same conversation cut at several depths, and the shorter
+prompt's replies are turns inside the longer one's: keyed by the whole prompt, 14 of the
+172 validation pairs of the HH harmless file had such a relative in training.
 """
 
 from __future__ import annotations
@@ -18,8 +23,16 @@ from training.data.quality import normalize_text
 E = TypeVar("E", bound=Example)
 
 
-def split_by_prompt(examples: Sequence[E], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[E], list[E]]:
-    """(train, val): about `val_fraction` of the prompts, with all their rows, go to val.
+GROUP_BY_CONVERSATION = "conversation"
+GROUP_BY_PROMPT = "prompt"  # the whole prompt: versions trained before the conversation key
+GROUPINGS = (GROUP_BY_CONVERSATION, GROUP_BY_PROMPT)
+_TURN_BREAK = "\n\nAssistant:"
+
+
+def split_by_prompt(
+    examples: Sequence[E], val_fraction: float = 0.1, seed: int = 0, group_by: str = GROUP_BY_CONVERSATION
+) -> tuple[list[E], list[E]]:
+    """(train, val): about `val_fraction` of the conversations, with all their rows, go to val.
 
     If the hash sends no prompt to val (or none to train) while there are 2+ prompts,
     the prompt with the lowest (highest) hash is moved so that both sides have data;
@@ -30,7 +43,10 @@ def split_by_prompt(examples: Sequence[E], val_fraction: float = 0.1, seed: int 
         raise ValueError(f"val_fraction must be a number between 0 and 1 (exclusive), got {val_fraction!r}")
     if not (math.isfinite(val_fraction) and 0.0 < val_fraction < 1.0):
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    positions = {prompt: _position(seed, prompt) for prompt in {_prompt_key(e) for e in examples}}
+    if group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}, got {group_by!r}")
+    key = _conversation_key if group_by == GROUP_BY_CONVERSATION else _prompt_key
+    positions = {prompt: _position(seed, prompt) for prompt in {key(e) for e in examples}}
     val_prompts = {prompt for prompt, position in positions.items() if position < val_fraction}
     if len(positions) < 2:
         val_prompts = set()  # one prompt cannot be split; training needs it more
@@ -40,13 +56,18 @@ def split_by_prompt(examples: Sequence[E], val_fraction: float = 0.1, seed: int 
             val_prompts = {ordered[0]}
         elif len(val_prompts) == len(positions):
             val_prompts.discard(ordered[-1])
-    train = [e for e in examples if _prompt_key(e) not in val_prompts]
-    val = [e for e in examples if _prompt_key(e) in val_prompts]
+    train = [e for e in examples if key(e) not in val_prompts]
+    val = [e for e in examples if key(e) in val_prompts]
     return train, val
 
 
 def _prompt_key(example: Example) -> str:
     return normalize_text(example.prompt)
+
+
+def _conversation_key(example: Example) -> str:
+    cut = example.prompt.find(_TURN_BREAK)
+    return normalize_text(example.prompt if cut < 0 else example.prompt[:cut])
 
 
 def _position(seed: int, prompt: str) -> float:

@@ -77,3 +77,46 @@ def test_a_single_prompt_stays_in_train() -> None:
 def test_val_fraction_outside_zero_one_is_refused(fraction: object) -> None:
     with pytest.raises(ValueError, match=r"val_fraction must be .*between 0 and 1 \(exclusive\), got"):
         split_by_prompt(examples_for(3), val_fraction=fraction)  # type: ignore[arg-type]
+
+
+def test_one_conversation_at_several_depths_stays_on_one_side() -> None:
+    # HH-style data holds a conversation cut after each of its turns; the shorter prompt's
+    # replies are text inside the longer one, so the two must not be split apart.
+    rows: list[Example] = []
+    for i in range(200):
+        first = f"Human: question {i}"
+        rows.append(PairExample(first, f"answer {i}", "no", origin=f"c{i}:1"))
+        deeper = f"{first}\n\nAssistant: answer {i}\n\nHuman: and then?"
+        rows.append(PairExample(deeper, "more", "no", origin=f"c{i}:2"))
+    for seed in range(5):
+        train, val = split_by_prompt(rows, val_fraction=0.2, seed=seed)
+        assert val
+        sides = {}
+        for side, part in (("train", train), ("val", val)):
+            for e in part:
+                sides.setdefault(e.origin.split(":")[0], set()).add(side)
+        assert all(len(s) == 1 for s in sides.values()), seed
+
+
+def test_the_legacy_whole_prompt_grouping_is_kept_for_older_versions() -> None:
+    from training.pipeline import split_for_eval
+
+    rows = [PairExample(f"Human: q{i}\n\nAssistant: a\n\nHuman: {d}", "x", "y") for i in range(40) for d in "ab"]
+    legacy = split_by_prompt(rows, seed=2, group_by="prompt")
+    assert split_for_eval(rows, {"split": {"val_fraction": 0.1, "seed": 2}}) == legacy[1]
+    current = split_by_prompt(rows, seed=2)
+    assert split_for_eval(rows, {"split": {"val_fraction": 0.1, "seed": 2, "group_by": "conversation"}}) == current[1]
+    with pytest.raises(ValueError, match="group_by must be one of conversation, prompt"):
+        split_by_prompt(rows, group_by="turn")
+
+
+@pytest.mark.hh
+def test_on_the_hh_file_no_validation_reply_is_inside_a_training_prompt(hh_pairs) -> None:
+    from training.data.loaders import load_dataset
+
+    pairs = load_dataset([hh_pairs]).pairs
+    for seed in range(3):
+        train, val = split_by_prompt(pairs, val_fraction=0.1, seed=seed)
+        training_text = "\n".join(e.prompt for e in train)
+        leaked = [r for e in val for r in (e.chosen, e.rejected) if len(r) > 40 and r in training_text]
+        assert leaked == [], (seed, leaked[:2])
