@@ -55,7 +55,8 @@ async def record_feedback(
     body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
 ) -> AddResult:
     """Store `body` once per feedback_id; returns the row (the original one on a replay)."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import InternalError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from service.feedback import FeedbackConflict, InvalidFeedback, UnknownComparison
 
@@ -68,16 +69,30 @@ async def record_feedback(
         raise FeedbackIdConflict(str(exc)) from None
     except UnknownComparison as exc:
         raise ComparisonNotFound(str(exc)) from None
-    except OperationalError as exc:  # database unreachable, locked past its timeout, disk full...
+    except (OperationalError, InternalError) as exc:
+        # Unreachable, locked past its timeout, disk full, a read-only replica after a failover...
         log.warning("feedback not stored: the database failed: %s", str(exc.orig or exc).splitlines()[0])
         raise FeedbackUnavailable("the feedback database is unavailable; retry later") from None
+    except PoolTimeout:
+        log.warning("feedback not stored: no database connection came free in time")
+        raise FeedbackUnavailable("the feedback database is busy; retry later") from None
 
 
 def _store(
     body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
 ) -> AddResult:
-    from service.feedback import FeedbackConflict
+    from service.feedback import AddResult, FeedbackConflict, UnknownComparison
 
+    if body.shape == "choice" and body.feedback_id is not None:
+        # A retried choice is judged against the row it made, before its comparison is looked
+        # up again: the comparison may have expired (or been overwritten) since.
+        original = store.get(body.feedback_id)
+        if original is not None and original.request_id == comparison_key(body.request_id or "", body.index):
+            try:
+                item = _new_feedback(body, store, serving, settings)
+            except UnknownComparison:
+                return AddResult(original, created=False)
+            return store.add(item)
     item = _new_feedback(body, store, serving, settings)
     try:
         return store.add(item)

@@ -29,7 +29,9 @@ def _client_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER.encode():
             text: str = value.decode("latin-1").strip()
-            if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii():
+            # "#" is refused: it joins a request id and an index in the keys under which
+            # /v1/compare remembers a list of comparisons ("rid#1"), which must not collide.
+            if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii() and "#" not in text:
                 return text
     return None
 

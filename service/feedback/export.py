@@ -38,8 +38,8 @@ _SHAPE_FIELDS = {
 
 def iter_export(engine: sa.Engine, since: datetime | None = None, kind: str | None = None) -> Iterator[dict[str, Any]]:
     """Rows created at or after `since` (a naive datetime is read as UTC), of `kind` if given,
-    in id order. The query runs when iteration starts, in one read transaction."""
-    query = sa.select(feedback).order_by(feedback.c.id).execution_options(yield_per=EXPORT_BATCH_ROWS)
+    in id order, fetched EXPORT_BATCH_ROWS at a time."""
+    query = sa.select(feedback).order_by(feedback.c.id).limit(EXPORT_BATCH_ROWS)
     if kind is not None:
         if kind not in KINDS:
             raise FeedbackStoreError(f"kind {kind!r} is not one of: {', '.join(KINDS)}")
@@ -50,9 +50,20 @@ def iter_export(engine: sa.Engine, since: datetime | None = None, kind: str | No
 
 
 def _stream(engine: sa.Engine, query: sa.Select[Any]) -> Iterator[dict[str, Any]]:
-    with database.transaction(engine, write=False) as connection:
-        for row in connection.execute(query):
-            yield training_row(row._mapping)
+    # One short read transaction per batch, keyed on the last id sent: a client that reads
+    # slowly (or stalls) holds no database connection between batches, so it cannot starve
+    # the pool that POST /v1/feedback writes through. Rows committed during the export with
+    # a higher id are included; ids are never reused.
+    last_id = 0
+    while True:
+        with database.transaction(engine, write=False) as connection:
+            rows = connection.execute(query.where(feedback.c.id > last_id))
+            batch = [training_row(row._mapping) | {"_id": row.id} for row in rows]
+        for row in batch:
+            last_id = row.pop("_id")
+            yield row
+        if len(batch) < EXPORT_BATCH_ROWS:
+            return
 
 
 def training_row(row: Any) -> dict[str, Any]:

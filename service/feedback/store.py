@@ -96,14 +96,12 @@ class FeedbackStore:
         """
         values = normalize(item)
         feedback_id = uuid.uuid4().hex if item.feedback_id is None else check_feedback_id(item.feedback_id)
-        row = {
-            **values,
-            "feedback_id": feedback_id,
-            "body_sha256": body_sha256(values),
-            "created_at": _now(),
-        }
+        row = {**values, "feedback_id": feedback_id, "body_sha256": body_sha256(values)}
         try:
             with database.transaction(self._engine, write=True) as connection:
+                # Stamped once the write lock is held (SQLite's BEGIN IMMEDIATE), so created_at
+                # follows commit order and an export `since` the last row seen misses none.
+                row["created_at"] = _now()
                 inserted = connection.execute(sa.insert(feedback).values(row)).inserted_primary_key
         except sa.exc.IntegrityError:
             # The insert lost to a committed row with this id (a retry, or a concurrent one):

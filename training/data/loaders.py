@@ -40,7 +40,9 @@ _CSV_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, 
 # A plain decimal number: float() alone would also take "1_0", "nan" and "infinity".
 _CSV_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # Fields a row may carry besides its shape's: what `plaudit feedback export` writes.
-_READ_FIELDS = ("prompt", "chosen", "rejected", "margin", "response", "rating", "liked", "annotator")
+_READ_FIELDS = (
+    "prompt", "chosen", "rejected", "margin", "response", "rating", "rating_min", "rating_max", "liked", "annotator"
+)
 _KNOWN_EXTRA_FIELDS = frozenset(
     {"id", "feedback_id", "kind", "source", "user", "metadata", "model_name", "model_version", "created_at"}
 )
@@ -204,11 +206,12 @@ class _Loader:
         if shape == "ratings":
             prompt, response = fields.text("prompt", shape), fields.text("response", shape)
             rating = fields.number("rating", shape)
-            low, high = self.scale
+            low, high = self._row_scale(fields)
             if not low <= rating <= high:
+                where = "this row's scale" if fields.given("rating_min") else "the declared scale"
                 raise _RowError(
                     "rating",
-                    f"rating {rating:g} is outside the declared scale {low:g}-{high:g}; "
+                    f"rating {rating:g} is outside {where} {low:g}-{high:g}; "
                     "pass --rating-scale MIN-MAX if the scale differs",
                 )
             return RatingExample(prompt, response, rating, low, high, annotator, origin)
@@ -228,6 +231,20 @@ class _Loader:
             if margin < 0:
                 raise _RowError("margin", f"expected a number >= 0, got {margin:g}")
         return PairExample(prompt, chosen, rejected, margin, annotator, origin)
+
+    def _row_scale(self, fields: _Fields) -> RatingScale:
+        """A row's own rating_min/rating_max (what `plaudit feedback export` writes, so ratings
+        given on different scales train alike), else the declared scale."""
+        given = [fields.given("rating_min"), fields.given("rating_max")]
+        if not any(given):
+            return self.scale
+        if not all(given):
+            missing = "rating_max" if given[0] else "rating_min"
+            raise _RowError(missing, "missing: a row that gives one end of its rating scale needs both")
+        low, high = fields.number("rating_min", "ratings"), fields.number("rating_max", "ratings")
+        if not low < high:
+            raise _RowError("rating_max", f"expected rating_min < rating_max, got {low:g}-{high:g}")
+        return low, high
 
     def _split_hh(self, fields: _Fields, path: str, line: int) -> tuple[str, str, str]:
         """Split two dialogues at their last assistant turn into (prompt, chosen, rejected).

@@ -47,6 +47,29 @@ def test_export_reproduces_exactly_the_rows_in_id_order(store: FeedbackStore) ->
     assert list(store.export()) == [expected(row) for row in rows]
 
 
+def test_a_paused_export_holds_no_database_connection(store: FeedbackStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client that stalls mid-export must not keep a connection the writers need.
+    import service.feedback.export as export_module
+
+    monkeypatch.setattr(export_module, "EXPORT_BATCH_ROWS", 2)
+    rows = [store.add(item).row for item in ITEMS]
+    exported = store.export()
+    first = next(exported)
+    assert store._engine.pool.checkedout() == 0
+    late = store.add(NewFeedback(kind="like", prompt="Later?", response="Yes.", liked=True)).row
+    assert [first, *exported] == [expected(row) for row in [*rows, late]]  # later rows follow
+
+
+def test_ratings_on_two_scales_export_and_load_on_their_own_scales(store: FeedbackStore, tmp_path: Path) -> None:
+    store.add(NewFeedback(kind="rating", prompt="p", response="top of 1-5", rating=5))
+    store.add(NewFeedback(kind="rating", prompt="q", response="middle of 0-10", rating=5, rating_min=0, rating_max=10))
+    path = tmp_path / "ratings.jsonl"
+    export_jsonl(store, path)
+    dataset = load_dataset([path])
+    assert dataset.warnings == []  # the scale fields are read, not ignored
+    assert [round(e.normalized, 6) for e in dataset.ratings] == [1.0, 0.0]
+
+
 def test_export_filters_by_kind_and_since(store: FeedbackStore) -> None:
     rows = [store.add(item).row for item in ITEMS]
     assert list(store.export(kind="rating")) == [expected(rows[1]), expected(rows[4])]
