@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="train the default model if the store has none, then serve it")
-    up.add_argument("--store", default=default_store_dir(), metavar="DIR")
+    up.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
     up.add_argument("--name", default="default")
     up.add_argument("--epochs", type=int, default=3, help="epochs for the first training run")
     up.add_argument("--host", default="127.0.0.1")
@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def up_train_argv(args: argparse.Namespace) -> list[str]:
+    """The `plaudit train` command line `plaudit up` runs when the store has no model."""
+    return [
+        "train", "--store", str(args.store), "--name", args.name, "--epochs", str(args.epochs),
+        "--promote", "production",
+        # int8 too: it becomes the served default only if it passes the export's agreement gate.
+        "--quantize",
+    ] + [x for path in sample_data_paths() for x in ("--data", path)]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from model_store.store import ModelStore
 
@@ -63,22 +73,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"no model '{args.name}' in {args.store}: training the default model on the sample data")
         from training.cli import cmd_train
 
-        train_args = build_parser().parse_args(
-            [
-                "train", "--store", args.store, "--name", args.name, "--epochs", str(args.epochs),
-                "--promote", "production",
-                # int8 too: it becomes the served default only if it passes the export's agreement gate.
-                "--quantize",
-            ]
-            + [x for path in sample_data_paths() for x in ("--data", path)]
-        )
+        train_args = build_parser().parse_args(up_train_argv(args))
         code = cmd_train(train_args)
         if code:
             return code
     if args.train_only:
         return 0
     serve_args = build_parser().parse_args(
-        ["serve", "--store", args.store, "--model", args.name, "--host", args.host, "--port", str(args.port)]
+        ["serve", "--store", str(args.store), "--model", args.name, "--host", args.host, "--port", str(args.port)]
     )
     return int(serve_args.func(serve_args))
 

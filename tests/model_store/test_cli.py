@@ -254,3 +254,18 @@ def test_a_metric_past_floats_range_does_not_break_the_listing(
     code, out, err = run(["models", "list", "--store", str(tmp_path / "models")], capsys)
     assert (code, err) == (0, "")
     assert "acc=0.7" in out and "n=" not in out
+
+
+def test_plaudit_up_builds_a_train_command_that_parses_with_the_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `plaudit up` on a store with no model runs `plaudit train` with this command line; a Path
+    # default for --store once broke it (argparse takes strings only).
+    from plaudit.cli import build_parser, up_train_argv
+
+    monkeypatch.setenv("PLAUDIT_STORE_DIR", str(tmp_path / "store"))
+    parser = build_parser()
+    train = parser.parse_args(up_train_argv(parser.parse_args(["up"])))
+    assert (train.store, train.name, train.promote, train.quantize) == (str(tmp_path / "store"), "default", "production", True)
+    assert len(train.data) == 3 and all(Path(p).is_file() for p in train.data)
+
