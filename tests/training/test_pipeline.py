@@ -128,6 +128,48 @@ def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_
         assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-5)
 
 
+def test_resuming_with_other_options_or_data_is_refused(tiny_backbone: Path, tmp_path: Path) -> None:
+    from training.data.loaders import load_dataset
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    examples = load_dataset([SAMPLE_FILES[0]]).examples
+    train, val = list(examples[:64]), list(examples[64:80])
+    cfg = dict(backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2)
+    ckpt = str(tmp_path / "ckpt")
+    TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, max_steps=3, **cfg)).fit(train, val, progress=False)
+    with pytest.raises(ValueError, match=r"written by a run with batch_size=16 \(this run: 8\)"):
+        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **(cfg | {"batch_size": 8}))).fit(
+            train, val, progress=False
+        )
+    with pytest.raises(ValueError, match=r"4 steps per epoch \(this run's data: 2\)"):
+        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(train[:32], val, progress=False)
+    # What may change on resume (max_steps, threads) is accepted.
+    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, threads=1, **cfg)).fit(
+        train, val, progress=False
+    )
+    assert [h["step"] for h in resumed.history] == [2, 4, 6, 8]
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed(tiny_backbone: Path, tmp_path: Path) -> None:
+    import torch
+
+    from training.data.loaders import load_dataset
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    examples = load_dataset([SAMPLE_FILES[0]]).examples
+    train, val = list(examples[:64]), list(examples[64:80])
+    cfg = dict(backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2, patience=2)
+    ckpt = tmp_path / "ckpt" / "checkpoint.pt"
+    TransformerTrainer(TransformerConfig(checkpoint_dir=str(ckpt.parent), max_steps=4, **cfg)).fit(train, val, progress=False)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved["state"]["bad_evals"] = 2  # as the early stop at step 4 would have left it
+    torch.save(saved, ckpt)
+    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=str(ckpt.parent), resume=True, **cfg)).fit(
+        train, val, progress=False
+    )
+    assert [h["step"] for h in resumed.history] == [2, 4]  # no step after the stop
+
+
 def test_weight_average_matches_hand_computed_values_and_swaps_back() -> None:
     import torch
 
