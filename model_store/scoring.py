@@ -22,6 +22,16 @@ class TextPair:
     response: str
 
 
+def invalid_unicode_reason(text: str) -> str | None:
+    """Why `text` is not valid Unicode, or None if it is. JSON's "\\ud800" escapes decode to
+    lone surrogates, which neither UTF-8 nor any tokenizer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode: a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """One item after `Scorer.encode`.

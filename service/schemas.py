@@ -10,6 +10,8 @@ from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from model_store.scoring import invalid_unicode_reason
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,13 +30,9 @@ RequestIdField = Annotated[
 
 
 def _encodable(text: str) -> str:
-    # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer (or UTF-8) takes.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"not valid Unicode: a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}"
-        ) from None
+    reason = invalid_unicode_reason(text)
+    if reason is not None:
+        raise ValueError(reason)
     return text
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_store.scoring import invalid_unicode_reason
 from training.data.errors import MAX_ERRORS, DataError, DataValidationError
 from training.data.examples import Example, LikeExample, PairExample, RatingExample
 
@@ -394,12 +395,9 @@ class _Fields:
 
 
 def _check_unicode(name: str, value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # JSON allows "\ud800" escapes that encode nothing
-        raise _RowError(
-            name, f"not valid Unicode: a lone surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}"
-        ) from None
+    reason = invalid_unicode_reason(value)
+    if reason is not None:
+        raise _RowError(name, reason)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> Row:

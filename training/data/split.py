@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from training.data.examples import Example
+from training.data.loaders import HH_MARKER
 from training.data.quality import normalize_text
 
 E = TypeVar("E", bound=Example)
@@ -26,7 +27,6 @@ E = TypeVar("E", bound=Example)
 GROUP_BY_CONVERSATION = "conversation"
 GROUP_BY_PROMPT = "prompt"  # the whole prompt: versions trained before the conversation key
 GROUPINGS = (GROUP_BY_CONVERSATION, GROUP_BY_PROMPT)
-_TURN_BREAK = "\n\nAssistant:"
 
 
 def split_by_prompt(
@@ -46,7 +46,8 @@ def split_by_prompt(
     if group_by not in GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}, got {group_by!r}")
     key = _conversation_key if group_by == GROUP_BY_CONVERSATION else _prompt_key
-    positions = {prompt: _position(seed, prompt) for prompt in {key(e) for e in examples}}
+    keys = [key(e) for e in examples]  # once each: normalizing long dialogues is not free
+    positions = {prompt: _position(seed, prompt) for prompt in set(keys)}
     val_prompts = {prompt for prompt, position in positions.items() if position < val_fraction}
     if len(positions) < 2:
         val_prompts = set()  # one prompt cannot be split; training needs it more
@@ -56,8 +57,8 @@ def split_by_prompt(
             val_prompts = {ordered[0]}
         elif len(val_prompts) == len(positions):
             val_prompts.discard(ordered[-1])
-    train = [e for e in examples if key(e) not in val_prompts]
-    val = [e for e in examples if key(e) in val_prompts]
+    train = [e for e, k in zip(examples, keys, strict=True) if k not in val_prompts]
+    val = [e for e, k in zip(examples, keys, strict=True) if k in val_prompts]
     return train, val
 
 
@@ -66,7 +67,7 @@ def _prompt_key(example: Example) -> str:
 
 
 def _conversation_key(example: Example) -> str:
-    cut = example.prompt.find(_TURN_BREAK)
+    cut = example.prompt.find(HH_MARKER)
     return normalize_text(example.prompt if cut < 0 else example.prompt[:cut])
 
 
