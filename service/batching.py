@@ -288,13 +288,9 @@ class Batcher:
     def _encode_and_run(self, pair: TextPair) -> tuple[np.ndarray, int, float, float]:
         """In an engine thread: (scores, tokens, tokenize seconds, inference seconds)."""
         started = time.perf_counter()
-        encoded = list(self.scorer.encode([pair]))
-        if len(encoded) != 1:
-            raise ScoringError(f"the engine encoded {len(encoded)} items for a request of 1")
+        encoded = _checked_encoding(self.scorer.encode([pair]), 1)
         tokenized = time.perf_counter()
-        scores = np.asarray(self.scorer.run(encoded), dtype=np.float32).reshape(-1)
-        if scores.shape[0] != 1:
-            raise ScoringError(f"engine returned {scores.shape[0]} scores for a batch of 1 item")
+        scores = _checked_scores(self.scorer.run(encoded), 1)
         return scores, encoded[0].n_tokens, tokenized - started, time.perf_counter() - tokenized
 
     async def _encode(self, pairs: list[TextPair]) -> list[Encoded]:
@@ -304,7 +300,7 @@ class Batcher:
             encoded, seconds = await asyncio.get_running_loop().run_in_executor(
                 self._tokenize_pool, _timed, self.scorer.encode, pairs
             )
-            encoded = list(encoded)
+            encoded = list(encoded)  # an engine's bad return fails here, as "while tokenizing"
         except Exception as exc:
             log.error("Scorer.encode failed", exc_info=exc)
             raise ScoringFailed(_engine_failure_message("tokenizing", exc)) from None
@@ -312,9 +308,10 @@ class Batcher:
             self._tokenizing -= 1
             self._wake()
         self.metrics.tokenize.observe(seconds)
-        if len(encoded) != len(pairs):
-            raise ScoringFailed(f"the engine encoded {len(encoded)} items for a request of {len(pairs)}")
-        return encoded
+        try:
+            return _checked_encoding(encoded, len(pairs))
+        except ScoringError as exc:
+            raise ScoringFailed(str(exc)) from None
 
     def _accept(self, request: _Request) -> None:
         self._live.add(request)
@@ -455,11 +452,7 @@ class Batcher:
             scores, seconds = await asyncio.get_running_loop().run_in_executor(
                 self._engine_pool, _timed, self.scorer.run, [it.encoded for it in batch]
             )
-            scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-            if scores.shape[0] != len(batch):
-                raise ScoringError(
-                    f"engine returned {scores.shape[0]} scores for a batch of {len(batch)} items"
-                )
+            scores = _checked_scores(scores, len(batch))
         except Exception as exc:
             requests = {it.request for it in batch if not it.request.finished}
             log.error("a batch of %d items (%d requests) failed", len(batch), len(requests), exc_info=exc)
@@ -485,6 +478,22 @@ class Batcher:
         error = None if task.cancelled() else task.exception()
         log.critical("the batch collector stopped unexpectedly; the service is not ready", exc_info=error)
         self._fail_all(NotReady("the batcher stopped unexpectedly; the service needs a restart"))
+
+
+def _checked_encoding(encoded: Sequence[Encoded], n_items: int) -> list[Encoded]:
+    """The engine's encoding of `n_items` items, as a list; ScoringError if it has another count."""
+    encoded = list(encoded)
+    if len(encoded) != n_items:
+        raise ScoringError(f"the engine encoded {len(encoded)} items for a request of {n_items}")
+    return encoded
+
+
+def _checked_scores(scores: Sequence[float] | np.ndarray, n_items: int) -> np.ndarray:
+    """The engine's scores for a batch of `n_items`, as float32; ScoringError if it has another count."""
+    checked = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if checked.shape[0] != n_items:
+        raise ScoringError(f"engine returned {checked.shape[0]} scores for a batch of {n_items} items")
+    return checked
 
 
 def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
