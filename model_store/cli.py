@@ -90,11 +90,7 @@ def store_from_args(args: argparse.Namespace) -> ModelStore:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = store_from_args(args)
-    if not store.root.is_dir():
-        raise StoreError(
-            f"no model store at {store.root}: train a model into it (plaudit train --store DIR) "
-            f"or point --store / {STORE_ENV} at one"
-        )
+    store.check_exists()
     names = [args.name] if args.name else store.names()
     entries: list[tuple[ModelVersion, list[str]]] = []
     damaged: list[str] = []  # one unreadable version must not hide the others

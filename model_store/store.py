@@ -132,12 +132,7 @@ class ModelStore:
         return self._existing_versions(name)
 
     def get(self, name: str, version: int) -> ModelVersion:
-        numbers = self._existing_versions(name)
-        if version not in numbers:
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version}; versions: "
-                + ", ".join(str(n) for n in numbers)
-            )
+        self._require_version(name, version)
         return self._load(name, version)
 
     def latest(self, name: str) -> ModelVersion:
@@ -315,13 +310,8 @@ class ModelStore:
         """Remove a version. Refused while an alias points at it, unless `force`,
         which also removes those aliases. Works on a damaged version too (its metadata
         is not read), since deleting it is how one gets rid of it."""
-        numbers = self._existing_versions(name)
+        path = self._require_version(name, version)
         ref = f"{name}:{version}"
-        if version not in numbers:
-            raise ModelNotFoundError(
-                f"model {name!r} has no version {version}; versions: " + ", ".join(str(n) for n in numbers)
-            )
-        path = self.root / name / _VERSIONS_DIR / str(version)
         with self._locked(name):
             if not path.is_dir():
                 raise ModelNotFoundError(f"{ref} was already deleted (by another process)")
@@ -377,13 +367,26 @@ class ModelStore:
             and child.is_dir()
         )
 
+    def _require_version(self, name: str, version: int) -> Path:
+        """The folder of `name:version`; ModelNotFoundError (listing the versions) if there is none."""
+        numbers = self._existing_versions(name)
+        if version not in numbers:
+            raise ModelNotFoundError(
+                f"model {name!r} has no version {version}; versions: " + ", ".join(str(n) for n in numbers)
+            )
+        return self.root / name / _VERSIONS_DIR / str(version)
+
+    def check_exists(self) -> None:
+        """ModelNotFoundError, saying how to make one, if the store's folder does not exist."""
+        if not self.root.is_dir():
+            raise ModelNotFoundError(f"no model store at {self.root}: {_NO_STORE_HELP}")
+
     def _existing_versions(self, name: str) -> builtins.list[int]:
         """Version numbers of `name`; ModelNotFoundError (listing models) if there are none."""
         validate_name(name)
         numbers = self._version_numbers(name)
         if not numbers:
-            if not self.root.is_dir():
-                raise ModelNotFoundError(f"no model store at {self.root}: {_NO_STORE_HELP}")
+            self.check_exists()
             known = self.names()
             listing = f"models: {', '.join(known)}" if known else "the store is empty"
             raise ModelNotFoundError(f"no model named {name!r} in {self.root}; {listing}")
