@@ -115,24 +115,23 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, exc.code, exc.message, exc.headers)
 
 
-def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
+def _is_json(media_type: str) -> bool:
+    media_type = media_type.lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    content_type = request.headers.get("content-type")
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
     # FastAPI reads a form-typed body (plain `curl -d` sends one) as text and then says it
     # is "not a valid dictionary": name the real problem instead.
-    if content_type and not _is_json(content_type) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+    if media_type and not _is_json(media_type) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
         return error_response(
             request,
             415,
             "unsupported_media_type",
-            f"the body was sent as {content_type.split(';', 1)[0].strip()}; send JSON with "
-            "Content-Type: application/json",
+            f"the body was sent as {media_type}; send JSON with Content-Type: application/json",
         )
     return error_response(request, 422, InvalidInput.code, describe_validation_errors(errors))
 

@@ -83,17 +83,14 @@ def _store(
 ) -> AddResult:
     from service.feedback import AddResult, FeedbackConflict, UnknownComparison
 
-    if body.shape == "choice" and body.feedback_id is not None:
-        # A retried choice is judged against the row it made, before its comparison is looked
-        # up again: the comparison may have expired (or been overwritten) since.
-        original = store.get(body.feedback_id)
-        if original is not None and original.request_id == comparison_key(body.request_id or "", body.index):
-            try:
-                item = _new_feedback(body, store, serving, settings)
-            except UnknownComparison:
-                return AddResult(original, created=False)
-            return store.add(item)
-    item = _new_feedback(body, store, serving, settings)
+    try:
+        item = _new_feedback(body, store, serving, settings)
+    except UnknownComparison:
+        # A retried choice whose comparison has expired since: its row still stands.
+        original = store.get(body.feedback_id) if body.feedback_id is not None else None
+        if original is None or original.request_id != comparison_key(body.request_id or "", body.index):
+            raise
+        return AddResult(original, created=False)
     try:
         return store.add(item)
     except FeedbackConflict as conflict:

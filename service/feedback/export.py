@@ -58,10 +58,9 @@ def _stream(engine: sa.Engine, query: sa.Select[Any]) -> Iterator[dict[str, Any]
     while True:
         with database.transaction(engine, write=False) as connection:
             rows = connection.execute(query.where(feedback.c.id > last_id))
-            batch = [training_row(row._mapping) | {"_id": row.id} for row in rows]
-        for row in batch:
-            last_id = row.pop("_id")
-            yield row
+            batch = [(row.id, training_row(row._mapping)) for row in rows]
+        for last_id, exported in batch:
+            yield exported
         if len(batch) < EXPORT_BATCH_ROWS:
             return
 
