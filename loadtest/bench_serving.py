@@ -102,19 +102,26 @@ class Ceiling:
     best_workers: int
     best_items_per_s: float
     items_per_s_by_workers: dict[int, float]  # best batch size at each worker count
+    # One call at a time on the engine's lone-call session (all cores), when it has one.
+    lone_session_items_per_s_by_batch: dict[int, float]
+    best_on_lone_session: bool
     direct_latency_ms: float  # median of scoring the idle scenario's items one at a time, paced like it
     direct_latency_back_to_back_ms: float  # the same items, fastest of 3 back-to-back calls each
 
 
-def engine_items_per_s(scorer: Any, encoded: Sequence[Any], size: int, workers: int) -> float:
-    """Items/s of `scorer.run` over `encoded` in batches of `size`, from `workers` threads at once."""
+def engine_items_per_s(
+    scorer: Any, encoded: Sequence[Any], size: int, workers: int, lone_session: bool = False
+) -> float:
+    """Items/s of `scorer.run` over `encoded` in batches of `size`, from `workers` threads at
+    once; with `lone_session`, of `scorer.run_alone` (the call a lone item gets)."""
+    run = scorer.run_alone if lone_session else scorer.run
     batches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
-    scorer.run(batches[len(batches) // 2])  # warm this shape up
+    run(batches[len(batches) // 2])  # warm this shape up
     shares = [batches[w::workers] for w in range(workers)]
 
     def work(share: Sequence[Sequence[Any]]) -> None:
         for batch in share:
-            scorer.run(batch)
+            run(batch)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -123,7 +130,8 @@ def engine_items_per_s(scorer: Any, encoded: Sequence[Any], size: int, workers: 
 
 
 def direct_latency_ms(scorer: Any, items: Sequence[Any], interval_s: float | None = None) -> float:
-    """Median latency of direct `scorer.score([item])` calls over `items`.
+    """Median latency of scoring each of `items` directly, as the service scores a lone item
+    (`scorer.encode`, then `scorer.run_alone`).
 
     These are the very items the idle scenario sends. With `interval_s` the calls are
     paced like that scenario (one per interval, the machine idle in between), so the two
@@ -137,13 +145,13 @@ def direct_latency_ms(scorer: Any, items: Sequence[Any], interval_s: float | Non
         if interval_s is not None:
             time.sleep(max(0.0, started + index * interval_s - time.perf_counter()))
             t0 = time.perf_counter()
-            scorer.score([item])
+            scorer.run_alone(scorer.encode([item]))
             per_item.append((time.perf_counter() - t0) * 1000.0)
             continue
         runs = []
         for _ in range(3):
             t0 = time.perf_counter()
-            scorer.score([item])
+            scorer.run_alone(scorer.encode([item]))
             runs.append((time.perf_counter() - t0) * 1000.0)
         per_item.append(min(runs))
     return statistics.median(per_item)
@@ -161,7 +169,8 @@ def measure_ceiling(
     """The engine alone, the most any server around it could get: items/s on length-sorted
     batches at each batch size and number of concurrent engine calls, and the direct latency.
 
-    Encoding happens once, outside the timing. Each worker count gets an equal share of
+    Encoding happens once, outside the timing. Each worker count, and the engine's lone-call
+    session if it has one (one call at a time on every core), gets an equal share of
     `time_limit_s`; within it, batch sizes are tried smallest first (a batch that holds
     every item leaves all but one worker idle) until the share is spent, and at least one
     is always measured.
@@ -169,19 +178,26 @@ def measure_ceiling(
     encoded = scorer.encode(list(items))
     encoded.sort(key=lambda e: e.n_tokens)
     counts = sorted(set(worker_counts))
-    share_s = time_limit_s / len(counts)
-    table: dict[int, dict[int, float]] = {}
-    for workers in counts:
+    has_lone_session = bool(getattr(scorer, "lone_call_threads", None))
+    share_s = time_limit_s / (len(counts) + has_lone_session)
+
+    def by_batch_size(workers: int, lone_session: bool) -> dict[int, float]:
         started = time.monotonic()
         by_batch: dict[int, float] = {}
         for size in sorted(batch_sizes):
             if by_batch and time.monotonic() - started > share_s:
                 break
-            by_batch[size] = engine_items_per_s(scorer, encoded, size, workers)
-        table[workers] = dict(sorted(by_batch.items()))
+            by_batch[size] = engine_items_per_s(scorer, encoded, size, workers, lone_session)
+        return dict(sorted(by_batch.items()))
+
+    table = {workers: by_batch_size(workers, lone_session=False) for workers in counts}
+    lone_table = by_batch_size(1, lone_session=True) if has_lone_session else {}
     best_of = {w: max(b.values()) for w, b in table.items()}
     best_workers = max(best_of, key=lambda w: best_of[w])
     by_batch = table[best_workers]
+    on_lone = bool(lone_table) and max(lone_table.values()) > best_of[best_workers]
+    if on_lone:
+        best_workers, by_batch = 1, lone_table
     best = max(by_batch, key=lambda s: by_batch[s])
     return Ceiling(
         items_per_s_by_batch=by_batch,
@@ -189,6 +205,8 @@ def measure_ceiling(
         best_workers=best_workers,
         best_items_per_s=by_batch[best],
         items_per_s_by_workers=best_of,
+        lone_session_items_per_s_by_batch=lone_table,
+        best_on_lone_session=on_lone,
         direct_latency_ms=direct_latency_ms(scorer, idle_items, idle_interval_s),
         direct_latency_back_to_back_ms=direct_latency_ms(scorer, idle_items),
     )
@@ -400,7 +418,7 @@ def http_floor_ms(url: str, requests: int, interval_s: float) -> float | None:
 def interleaved_idle_ms(
     url: str, scorer: Any, items: Sequence[Any], interval_s: float
 ) -> dict[str, float] | None:
-    """Single-item requests to `url` and direct `scorer.score` calls on the same items,
+    """Single-item requests to `url` and direct lone calls (`scorer.run_alone`) on the same items,
     taken alternately half `interval_s` apart: each one's median latency, their ratio,
     and the median of the per-item ratios (served / direct).
 
@@ -426,7 +444,7 @@ def interleaved_idle_ms(
 
             def one_direct(item: Any) -> bool:
                 t0 = time.perf_counter()
-                scorer.score([item])
+                scorer.run_alone(scorer.encode([item]))  # as the service scores a lone item
                 direct.append((time.perf_counter() - t0) * 1000.0)
                 return True
 
@@ -521,9 +539,13 @@ def format_results(results: Mapping[str, Any]) -> str:
     if ceiling:
         sizes = ", ".join(f"b{b}: {_num(v)}" for b, v in ceiling["items_per_s_by_batch"].items())
         workers = ", ".join(f"{w} worker(s): {_num(v)}" for w, v in ceiling["items_per_s_by_workers"].items())
+        lone = ceiling.get("lone_session_items_per_s_by_batch") or {}
+        if lone:
+            workers += ", lone-call session: " + ", ".join(f"b{b} {_num(v)}" for b, v in lone.items())
+        where = " on the lone-call session" if ceiling.get("best_on_lone_session") else ""
         lines.append(
             f"engine ceiling (items/s)  {sizes}  (best b{ceiling['best_batch_size']} "
-            f"with {ceiling['best_workers']} concurrent call(s); best by workers: {workers})"
+            f"with {ceiling['best_workers']} concurrent call(s){where}; best by workers: {workers})"
         )
         lines.append(
             f"direct single-item latency  {_num(ceiling['direct_latency_ms'], 2)} ms paced like the idle "
@@ -593,6 +615,7 @@ def engine_config(args: argparse.Namespace) -> NaiveConfig:
         precision=args.precision,
         intra_op_threads=args.threads,
         onnx_options="plaudit",
+        lone_call_threads=getattr(args, "lone_call_threads", None),  # set by resolve_engine_layout
     )
 
 
@@ -617,6 +640,7 @@ def resolve_engine_layout(args: argparse.Namespace) -> None:
         precision = resolved_precision(args.engine, args.precision, metadata)
     layout = settings.engine_layout(precision)
     args.threads, args.engine_workers = layout.threads_per_call, layout.workers
+    args.lone_call_threads = layout.lone_call_threads
 
 
 def server_configs(args: argparse.Namespace, model_config: NaiveConfig) -> dict[str, NaiveConfig]:

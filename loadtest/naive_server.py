@@ -48,6 +48,7 @@ class NaiveConfig:
     precision: str = "auto"
     intra_op_threads: int | None = None
     intra_op_spinning: bool = False  # for Plaudit's tuned options (the ceiling); ORT's defaults spin anyway
+    lone_call_threads: int | None = None  # Plaudit's engine only (the ceiling): its lone-call session
     engine_options: Mapping[str, Any] = field(default_factory=dict)
     max_items_per_request: int = DEFAULT_MAX_ITEMS_PER_REQUEST
     onnx_options: str = "ort-defaults"  # one of ONNX_OPTION_CHOICES
@@ -131,6 +132,7 @@ def load_configured_scorer(config: NaiveConfig) -> Scorer:
         intra_op_threads=config.intra_op_threads,
         intra_op_spinning=config.intra_op_spinning,
         onnx_options=onnx_options,
+        lone_call_threads=config.lone_call_threads if onnx_options is None else None,
     )
 
 

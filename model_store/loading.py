@@ -52,12 +52,15 @@ def load_scorer_from_dir(
     intra_op_threads: int | None = None,
     intra_op_spinning: bool = False,
     onnx_options: Any = None,
+    lone_call_threads: int | None = None,
 ) -> Scorer:
     """Load a model folder laid out as the store keeps it (model.onnx, tokenizer/, torch/...).
 
     `intra_op_spinning` lets ONNX Runtime's threads busy-wait (see onnx_scorer.session_options).
     `onnx_options` (an onnxruntime.SessionOptions) replaces the tuned options of the
     transformer ONNX engine; only the naive benchmark baseline passes it (ORT's defaults).
+    `lone_call_threads` gives the transformer ONNX engine a second session for calls that
+    have the engine to themselves (`Scorer.run_alone`); other engines run those as any call.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -116,6 +119,7 @@ def load_scorer_from_dir(
         intra_op_threads=intra_op_threads,
         spinning=intra_op_spinning,
         options=onnx_options,
+        lone_call_threads=lone_call_threads,
     )
 
 
@@ -127,6 +131,7 @@ def load_scorer(
     intra_op_threads: int | None = None,
     intra_op_spinning: bool = False,
     onnx_options: Any = None,
+    lone_call_threads: int | None = None,
 ) -> Scorer:
     """Load a `ModelVersion` from the store. The caller verifies checksums first (store.verify)."""
     return load_scorer_from_dir(
@@ -140,4 +145,5 @@ def load_scorer(
         intra_op_threads=intra_op_threads,
         intra_op_spinning=intra_op_spinning,
         onnx_options=onnx_options,
+        lone_call_threads=lone_call_threads,
     )

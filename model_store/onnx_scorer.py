@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model_store.scoring import BaseScorer, Encoded, TextPair
+from model_store.scoring import WARMUP_PAIR, BaseScorer, Encoded, TextPair
 from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
 
 
@@ -57,8 +57,16 @@ class TransformerOnnxScorer(BaseScorer):
         intra_op_threads: int | None = None,
         spinning: bool = False,
         options: ort.SessionOptions | None = None,
+        lone_call_threads: int | None = None,
     ) -> None:
-        """`options` replaces Plaudit's tuned session options (`session_options`) when given."""
+        """`options` replaces Plaudit's tuned session options (`session_options`) when given.
+
+        `lone_call_threads`: a second session on that many threads serves `run_alone`. Under
+        load, single-threaded calls side by side serve more items on a small machine than
+        calls that split each small graph node across threads; a lone item on an idle engine
+        still finishes sooner on every core (README, serving). Both sessions load the same
+        file, and a thread count does not change a score (tests/model_store).
+        """
         self.name = name
         self.version = version
         self.tokenizer = tokenizer
@@ -68,6 +76,13 @@ class TransformerOnnxScorer(BaseScorer):
             sess_options=options if options is not None else session_options(intra_op_threads, spinning),
             providers=execution_providers(device),
         )
+        self._lone_session: ort.InferenceSession | None = None
+        if lone_call_threads is not None and lone_call_threads != intra_op_threads:
+            self._lone_session = ort.InferenceSession(
+                str(onnx_path),
+                sess_options=session_options(lone_call_threads, spinning),
+                providers=execution_providers(device),
+            )
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._output = self._session.get_outputs()[0].name
 
@@ -75,10 +90,27 @@ class TransformerOnnxScorer(BaseScorer):
         return [Encoded(n_tokens=len(t), payload=t) for t in self.tokenizer.encode(pairs)]
 
     def _run(self, batch: Sequence[Encoded]) -> np.ndarray:
+        return self._run_on(self._session, batch)
+
+    def _run_alone(self, batch: Sequence[Encoded]) -> np.ndarray:
+        return self._run_on(self._lone_session or self._session, batch)
+
+    def _run_on(self, session: ort.InferenceSession, batch: Sequence[Encoded]) -> np.ndarray:
         items: list[TokenizedPair] = [e.payload for e in batch]
         feeds = pad_batch(items, pad_id=self.tokenizer.pad_id)
-        (scores,) = self._session.run([self._output], {k: feeds[k] for k in self._inputs})
+        (scores,) = session.run([self._output], {k: feeds[k] for k in self._inputs})
         return scores
 
+    @property
+    def lone_call_threads(self) -> int | None:
+        """Threads of the session `run_alone` uses, when it has its own."""
+        return self._lone_session.get_session_options().intra_op_num_threads if self._lone_session else None
+
+    def warmup(self) -> None:
+        super().warmup()
+        if self._lone_session is not None:
+            self.run_alone(self.encode([WARMUP_PAIR]))
+
     def close(self) -> None:
+        self._lone_session = None
         self._session = None  # type: ignore[assignment]

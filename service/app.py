@@ -60,9 +60,10 @@ async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: 
     holder.set(LoadedModel(info=info, scorer=scorer, batcher=batcher))
     metrics.set_model(info.name, info.version)
     log.info(
-        "serving %s:%s (engine %s, %s, %s; %d engine worker(s) x %d thread(s), batches of at most %d)",
+        "serving %s:%s (engine %s, %s, %s; %d engine worker(s) x %d thread(s), batches of at most %d%s)",
         info.name, info.version, info.engine, info.device, info.precision,
         info.engine_workers, info.threads_per_call, info.max_batch_items,
+        f"; a lone item on an idle engine gets {info.lone_call_threads} threads" if info.lone_call_threads else "",
     )
 
 

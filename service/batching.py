@@ -245,9 +245,10 @@ class Batcher:
                 request.future.exception()
 
     def _can_run_alone(self, n_items: int) -> bool:
-        """One item, and nothing else accepted: there is nothing to batch it with."""
+        """One item, nothing else accepted and no batch in the engine: there is nothing to
+        batch it with, and it may take every core (`Scorer.run_alone`)."""
         assert self._free_workers is not None
-        return n_items == 1 and self._accepted_items == 0 and not self._free_workers.locked()
+        return n_items == 1 and self._accepted_items == 0 and not self._running and not self._free_workers.locked()
 
     async def _run_alone(self, request: _Request, pair: TextPair) -> np.ndarray:
         """Tokenize and score a lone item in one engine-thread job.
@@ -290,7 +291,8 @@ class Batcher:
         started = time.perf_counter()
         encoded = _checked_encoding(self.scorer.encode([pair]), 1)
         tokenized = time.perf_counter()
-        scores = _checked_scores(self.scorer.run(encoded), 1)
+        # Nothing else was accepted and no batch was running (_can_run_alone): the engine is idle.
+        scores = _checked_scores(self.scorer.run_alone(encoded), 1)
         return scores, encoded[0].n_tokens, tokenized - started, time.perf_counter() - tokenized
 
     async def _encode(self, pairs: list[TextPair]) -> list[Encoded]:

@@ -34,7 +34,7 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, help="TCP port (default: 8000)")
     parser.add_argument(
         "--max-batch-items", type=int,
-        help="most items per engine call (default: 2 for int8 on the onnx CPU engine, else 8)",
+        help="most items per engine call (default: 2 on the onnx CPU engine, else 8)",
     )
     parser.add_argument(
         "--max-padding-waste", type=float,
@@ -43,10 +43,10 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
     parser.add_argument(
         "--threads", dest="intra_op_threads", type=int,
-        help="threads per engine call (default: 1 for int8 on the onnx CPU engine, else all cores / engine workers)",
+        help="threads per engine call (default: 1 on the onnx CPU engine, where a lone item on an idle engine gets all cores; else all cores / engine workers)",
     )
     parser.add_argument(
-        "--engine-workers", type=int, help="batches run at once (default: one per core for int8 on the onnx CPU engine, else 1)"
+        "--engine-workers", type=int, help="batches run at once (default: one per core on the onnx CPU engine, else 1)"
     )
     parser.add_argument(
         "--feedback-db",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from model_store.engines import TEST_ENGINES
 from model_store.errors import ChecksumError, ModelNotFoundError, StoreError
 from model_store.references import DEFAULT_ALIAS
-from model_store.scoring import TextPair
+from model_store.scoring import WARMUP_PAIR
 from model_store.store import ModelStore, ModelVersion
 from service.batching import Batcher
 from service.errors import InvalidInput, NotReady, ServiceError
@@ -39,7 +39,6 @@ log = logging.getLogger("plaudit.lifecycle")
 
 # Requests carry a deadline of request_timeout_s; this covers writing their responses.
 DRAIN_MARGIN_S = 5.0
-WARMUP_PAIR = TextPair("Hello, how are you?", "I am fine, thank you.")
 # Errors whose own text says what is wrong with a version (anything else: its type too).
 _DESCRIBED_ERRORS = (StoreError, ModelLoadError, ValueError, OSError, RuntimeError, ImportError)
 

@@ -36,6 +36,7 @@ class ModelInfo:
     engine_workers: int = 1  # batches run at once (Settings.engine_layout)
     threads_per_call: int = 1
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS  # items per engine call at most (Settings.engine_layout)
+    lone_call_threads: int | None = None  # threads of a lone item on an idle engine, when it gets its own
 
 
 class InFlight:

@@ -66,6 +66,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         precision=settings.precision,
         intra_op_threads=layout.threads_per_call,
         intra_op_spinning=settings.intra_op_spinning,
+        lone_call_threads=layout.lone_call_threads,
     )
     aliases = tuple(sorted(alias for alias, v in store.aliases(mv.name).items() if v == mv.version))
     info = ModelInfo(
@@ -79,6 +80,8 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         engine_workers=layout.workers,
         threads_per_call=layout.threads_per_call,
         max_batch_items=layout.max_batch_items,
+        # What the engine really holds: only the transformer ONNX engine keeps a lone-call session.
+        lone_call_threads=getattr(scorer, "lone_call_threads", None),
     )
     try:
         scorer.warmup()

@@ -227,6 +227,11 @@ class ModelsResponse(BaseModel):
     engine_workers: int = Field(description="Batches the engine runs at once.", examples=[1])
     threads_per_call: int = Field(description="Intra-op threads of each engine call.", examples=[2])
     max_batch_items: int = Field(description="Most items one engine call takes.", examples=[8])
+    lone_call_threads: int | None = Field(
+        description="Intra-op threads of a lone item scored while the engine is idle; "
+        "null when it runs like any other call.",
+        examples=[2],
+    )
     request_id: RequestIdField
 
 

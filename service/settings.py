@@ -58,17 +58,18 @@ def env_name(field: str) -> str:
 
 # Batch caps when max_batch_items is left to engine_layout (see there for the measurements).
 DEFAULT_MAX_BATCH_ITEMS = 8
-SINGLE_THREAD_INT8_MAX_BATCH_ITEMS = 2
+SINGLE_THREAD_MAX_BATCH_ITEMS = 2
 
 
 @dataclass(frozen=True, slots=True)
 class EngineLayout:
-    """Batches the engine runs at once, the intra-op threads of each call, and the most
-    items one call takes."""
+    """Batches the engine runs at once, the intra-op threads of each call, the most items
+    one call takes, and the threads of a call that has the engine to itself."""
 
     workers: int
     threads_per_call: int
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    lone_call_threads: int | None = None  # threads of a lone item on an idle engine, if it gets its own
 
 
 class Settings(BaseSettings):
@@ -104,7 +105,7 @@ class Settings(BaseSettings):
     max_batch_items: int | None = Field(
         default=None,
         description="Most items per engine call; None = auto (see engine_layout): 2 for "
-        "single-threaded int8 calls on the ONNX CPU engine, else 8.",
+        "single-threaded calls on the ONNX CPU engine, else 8.",
     )
     max_batch_tokens: int = 2048
     max_padding_waste: float = Field(
@@ -118,7 +119,7 @@ class Settings(BaseSettings):
     engine_workers: int | None = Field(
         default=None,
         description="Batches the engine runs at once, each on intra_op_threads threads; None = "
-        "auto (see engine_layout): 1, or one per core for int8 on the ONNX CPU engine.",
+        "auto (see engine_layout): one per core on the ONNX CPU engine, else 1.",
     )
 
     # -- per-request limits --------------------------------------------------------------
@@ -165,31 +166,35 @@ class Settings(BaseSettings):
         """How many batches run at once, and on how many threads each, for the precision the
         model resolved to. What the operator set wins; the rest follows from the cores.
 
-        Left to itself, int8 on the ONNX CPU engine gets one single-threaded worker per core:
-        its graph has many small nodes, and with two threads per call every one of them is a
-        hand-off between threads. On 2 vCPUs at c=32 that served 46.1 items/s against 34.5
-        with one 2-thread worker, and a lone call took 27 ms against 34 (README, serving).
-        fp32 keeps one worker on every core: it gains far less, and a lone call on one thread
-        takes twice as long.
+        Left to itself, the ONNX CPU engine gets one single-threaded worker per core, in fp32
+        and int8 alike: with two threads per call every small graph node is a hand-off between
+        threads. On 2 vCPUs at c=32, int8 served 46.1 items/s this way against 34.5 with one
+        2-thread worker; fp32 served 54.8 against 45.7 (p99 926 ms against 1,387), and 99.3
+        against 85.2 on a faster machine (README, serving).
 
-        Single-threaded int8 calls also get small batches: in-process, on two machines, one
-        item per call was their fastest setting and every bigger batch slower, even length-
+        A lone item on an idle engine runs on every core instead (`lone_call_threads`, a
+        second session): one thread would leave the other cores idle and take longer (fp32:
+        35 ms on one thread against 20 on two).
+
+        Single-threaded calls also get small batches: in-process, on two machines, one
+        item per call was int8's fastest setting and every bigger batch slower, even length-
         sorted (b1 147 items/s against b8 117 on an Intel Xeon). Served at c=32 there, a cap
         of 2 matched a cap of 1 (117-127 items/s each, three runs) and beat 8 (96-106); on an
         AMD EPYC it served 76.2 items/s against 67.8 for 1 and 77.9 for 8. Everything else keeps 8:
         on 2 cores batches of 8 beat 32, even length-sorted (bench_serving's ceiling).
         """
         cores = available_cores()
-        onnx_cpu_int8 = self.engine == "onnx" and self.device == "cpu" and precision == "int8"
-        if onnx_cpu_int8 and self.engine_workers is None and self.intra_op_threads is None:
+        onnx_cpu = self.engine == "onnx" and self.device == "cpu" and precision in ("fp32", "int8")
+        if onnx_cpu and self.engine_workers is None and self.intra_op_threads is None:
             workers, threads = cores, 1
         else:
             workers = self.engine_workers or 1
             threads = self.intra_op_threads or max(1, cores // workers)
         batch = self.max_batch_items or (
-            SINGLE_THREAD_INT8_MAX_BATCH_ITEMS if onnx_cpu_int8 and threads == 1 else DEFAULT_MAX_BATCH_ITEMS
+            SINGLE_THREAD_MAX_BATCH_ITEMS if onnx_cpu and threads == 1 else DEFAULT_MAX_BATCH_ITEMS
         )
-        return EngineLayout(workers=workers, threads_per_call=threads, max_batch_items=batch)
+        lone = cores if onnx_cpu and threads < cores else None
+        return EngineLayout(workers=workers, threads_per_call=threads, max_batch_items=batch, lone_call_threads=lone)
 
     @field_validator("engine", "device", "precision", mode="before")
     @classmethod

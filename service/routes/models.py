@@ -25,4 +25,5 @@ async def models(model: ModelDep, request_id: RequestIdDep) -> ModelsResponse:
         engine_workers=info.engine_workers,
         threads_per_call=info.threads_per_call,
         max_batch_items=info.max_batch_items,
+        lone_call_threads=info.lone_call_threads,
     )

@@ -17,15 +17,16 @@ from model_store.engines.deterministic import DeterministicScorer
 
 
 class RecordingScorer(DeterministicScorer):
-    """The deterministic engine, noting when each `score` call began."""
+    """The deterministic engine, noting when each lone call (`run_alone`, what the service
+    gives a lone item) began."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         super().__init__(delay_s=delay_s)
         self.calls: list[float] = []
 
-    def score(self, pairs):  # type: ignore[no-untyped-def]
+    def run_alone(self, batch):  # type: ignore[no-untyped-def]
         self.calls.append(time.perf_counter())
-        return super().score(pairs)
+        return super().run_alone(batch)
 
 
 def report(items_per_s: float, p50: float, p99: float) -> LoadReport:
@@ -284,16 +285,29 @@ def test_measure_ceiling_on_a_stored_onnx_model(trained_store: Path, precision: 
     from loadtest.naive_server import load_configured_scorer
 
     config = NaiveConfig(
-        store_dir=str(trained_store), model="tiny@production", precision=precision, intra_op_threads=1
+        store_dir=str(trained_store),
+        model="tiny@production",
+        precision=precision,
+        intra_op_threads=1,
+        onnx_options="plaudit",
+        lone_call_threads=2,
     )
     scorer = load_configured_scorer(config)
     try:
         items = synthetic_items(24)
-        ceiling = bench.measure_ceiling(scorer, items, idle_items=items[:3], time_limit_s=60.0)
+        ceiling = bench.measure_ceiling(
+            scorer, items, idle_items=items[:3], time_limit_s=60.0, worker_counts=(1, 2)
+        )
     finally:
         scorer.close()
     assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
     assert ceiling.best_items_per_s > 0 and ceiling.direct_latency_ms > 0
+    # The lone-call session is measured too, and the best is the best of every layout.
+    assert list(ceiling.lone_session_items_per_s_by_batch) == list(bench.BATCH_SIZES)
+    every = [*ceiling.items_per_s_by_workers.values(), *ceiling.lone_session_items_per_s_by_batch.values()]
+    assert ceiling.best_items_per_s == max(every)
+    best_table = ceiling.lone_session_items_per_s_by_batch if ceiling.best_on_lone_session else None
+    assert best_table is None or best_table == ceiling.items_per_s_by_batch
 
 
 @pytest.mark.parametrize(("flags", "naive"), [([], "int8"), (["--naive-precision", "fp32"], "fp32")])
@@ -314,13 +328,13 @@ def test_the_engine_layout_defaults_to_what_the_service_would_choose(trained_sto
     bench.resolve_engine_layout(args)
     expected = Settings().engine_layout(stored)
     assert (args.engine_workers, args.threads) == (expected.workers, expected.threads_per_call)
+    assert args.lone_call_threads == expected.lone_call_threads
+    assert bench.engine_config(args).lone_call_threads == expected.lone_call_threads  # the ceiling's scorer
 
-    args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny", "--precision", "int8"])
-    bench.resolve_engine_layout(args)
-    assert (args.engine_workers, args.threads) == (cores, 1)
-    args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny", "--precision", "fp32"])
-    bench.resolve_engine_layout(args)
-    assert (args.engine_workers, args.threads) == (1, cores)
+    for precision in ("int8", "fp32"):
+        args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny", "--precision", precision])
+        bench.resolve_engine_layout(args)
+        assert (args.engine_workers, args.threads, args.lone_call_threads) == (cores, 1, cores if cores > 1 else None)
     # Flags on the command line win.
     args = bench.build_parser().parse_args(
         ["--store", str(trained_store), "--model", "tiny", "--precision", "int8", "--threads", "2", "--engine-workers", "3"]

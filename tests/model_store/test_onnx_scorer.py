@@ -80,6 +80,29 @@ def test_int8_stays_close_to_fp32(trained_store: Path, onnx_scorer: Scorer) -> N
     np.testing.assert_allclose(scorer.score(TEXTS), fp32, atol=0.05 * spread + 1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_lone_call_on_its_own_wider_session_scores_the_same(trained_store: Path, precision: str) -> None:
+    """The service scores a lone item on a second session with more threads: the thread count
+    must not move a score, alone or against the narrow session's batches."""
+    mv = ModelStore(trained_store).resolve("tiny")
+    scorer = load_scorer(mv, precision=precision, intra_op_threads=1, lone_call_threads=3)
+    try:
+        assert scorer.lone_call_threads == 3  # type: ignore[attr-defined]
+        assert scorer._session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+        narrow_batch = scorer.run(scorer.encode(TEXTS))
+        lone = np.array([scorer.run_alone(scorer.encode([t]))[0] for t in TEXTS])
+        np.testing.assert_allclose(lone, narrow_batch, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(scorer.run_alone(scorer.encode(TEXTS)), narrow_batch, atol=1e-5, rtol=0)
+    finally:
+        scorer.close()
+    # Without one, or when it would add no threads, a lone call runs on the one session.
+    for lone_threads in (None, 1):
+        plain = load_scorer(mv, precision=precision, intra_op_threads=1, lone_call_threads=lone_threads)
+        assert plain.lone_call_threads is None  # type: ignore[attr-defined]
+        np.testing.assert_allclose(plain.run_alone(plain.encode(TEXTS)), narrow_batch, atol=1e-5, rtol=0)
+        plain.close()
+
+
 @pytest.mark.parametrize("spinning", [True, False])
 def test_the_spinning_choice_reaches_the_onnx_runtime_session(trained_store: Path, spinning: bool) -> None:
     scorer = load_scorer(ModelStore(trained_store).resolve("tiny"), intra_op_spinning=spinning)

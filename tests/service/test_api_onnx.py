@@ -106,23 +106,29 @@ def test_models_endpoint_reports_the_engine_layout_chosen_for_the_served_precisi
         layout.threads_per_call,
         layout.max_batch_items,
     )
+    assert body["lone_call_threads"] == layout.lone_call_threads
 
 
-def test_an_explicit_precision_gets_the_plain_layout(trained_store: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_loading_gives_the_onnx_sessions_the_layouts_thread_counts(trained_store: Path, precision: str) -> None:
     from service.model_loading import batch_limits, load_model
     from service.settings import Settings, available_cores
 
-    scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision="fp32"))
-    scorer.close()
-    assert (info.precision, info.engine_workers, info.threads_per_call) == ("fp32", 1, available_cores())
-    scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision="int8"))
+    cores = available_cores()
+    scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision=precision))
     options = scorer._session.get_session_options()  # type: ignore[attr-defined]
+    lone_threads = scorer.lone_call_threads  # type: ignore[attr-defined]
     scorer.close()
-    assert (info.precision, info.engine_workers, info.threads_per_call) == ("int8", available_cores(), 1)
+    assert (info.precision, info.engine_workers, info.threads_per_call) == (precision, cores, 1)
     assert info.max_batch_items == 2 and batch_limits(Settings(), info).max_batch_items == 2
     assert options.intra_op_num_threads == 1  # the ONNX session really got the layout's thread count
+    # and a lone item gets a session on every core, where there is more than one
+    assert info.lone_call_threads == lone_threads == (cores if cores > 1 else None)
     scorer, info = load_model(
-        Settings(store_dir=trained_store, model="tiny", precision="int8", engine_workers=1)
+        Settings(store_dir=trained_store, model="tiny", precision=precision, engine_workers=1)
     )
+    lone_threads = scorer.lone_call_threads  # type: ignore[attr-defined]
     scorer.close()
-    assert (info.engine_workers, info.threads_per_call) == (1, available_cores())
+    assert (info.engine_workers, info.threads_per_call, info.lone_call_threads, lone_threads) == (
+        1, cores, None, None
+    )

@@ -102,6 +102,47 @@ def test_a_lone_item_on_an_idle_batcher_takes_one_engine_job_and_no_tokenizer_ho
     with_batcher(DeterministicScorer(), body)
 
 
+class CallRecordingScorer(DeterministicScorer):
+    """The deterministic engine, noting which entry point each engine call used."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
+        self.entry_points: list[tuple[str, int]] = []
+
+    def run(self, batch):  # type: ignore[no-untyped-def]
+        self.entry_points.append(("run", len(batch)))
+        return super().run(batch)
+
+    def run_alone(self, batch):  # type: ignore[no-untyped-def]
+        self.entry_points.append(("run_alone", len(batch)))
+        return super().run_alone(batch)
+
+
+def test_only_an_item_on_an_idle_engine_is_a_lone_call():
+    """`run_alone` may take every core (the ONNX engine's wide session); a call made while
+    another batch runs must not, or the two would fight over the cores."""
+    scorer = CallRecordingScorer(delay_s=0.2)
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        await batcher.submit(pairs("idle"))
+        assert scorer.entry_points == [("run_alone", 1)]
+        first = asyncio.create_task(batcher.submit(pairs("first", "batch")))
+        await eventually(lambda: len(scorer.entry_points) == 2, "the first batch")
+        # One engine worker is still free, but a batch is running: this item is not alone.
+        second = asyncio.create_task(batcher.submit(pairs("while busy")))
+        await asyncio.gather(first, second)
+        assert scorer.entry_points == [("run_alone", 1), ("run", 2), ("run", 1)]
+        # Nor when the running batch's caller has gone: the engine is still busy with it.
+        third = asyncio.create_task(batcher.submit(pairs("abandoned", "batch")))
+        await eventually(lambda: len(scorer.entry_points) == 4, "the abandoned batch")
+        third.cancel()
+        await asyncio.gather(third, return_exceptions=True)
+        await batcher.submit(pairs("after the abandoned one"))
+        assert scorer.entry_points[3:] == [("run", 2), ("run", 1)]
+
+    with_batcher(scorer, body, engine_workers=2)
+
+
 def test_a_lone_item_holds_its_engine_worker_so_the_next_batch_waits_for_it():
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         lone = asyncio.create_task(batcher.submit(pairs("first")))

@@ -37,30 +37,36 @@ def test_engine_threads_are_the_cores_shared_out_among_workers_unless_set():
     from service.settings import EngineLayout, available_cores
 
     cores = available_cores()
-    assert Settings().engine_layout("fp32") == EngineLayout(workers=1, threads_per_call=cores, max_batch_items=8)
-    assert Settings(max_batch_items=32).engine_layout("fp32").max_batch_items == 32
-    assert Settings(engine_workers=1).engine_layout("fp32") == EngineLayout(1, cores)
-    assert Settings(engine_workers=2).engine_layout("fp32") == EngineLayout(2, max(1, cores // 2))
-    assert Settings(engine_workers=64).engine_layout("fp32") == EngineLayout(64, 1)
-    assert Settings(engine_workers=2, intra_op_threads=3).engine_layout("fp32") == EngineLayout(2, 3)
+    # Engines other than ONNX on the CPU: one worker on every core, batches of 8.
+    for settings in (Settings(engine="torch"), Settings(device="cuda"), Settings(engine="deterministic")):
+        assert settings.engine_layout("fp32") == EngineLayout(workers=1, threads_per_call=cores, max_batch_items=8)
+    torch = {"engine": "torch"}
+    assert Settings(max_batch_items=32, **torch).engine_layout("fp32").max_batch_items == 32
+    assert Settings(engine_workers=2, **torch).engine_layout("fp32") == EngineLayout(2, max(1, cores // 2))
+    assert Settings(engine_workers=64, **torch).engine_layout("fp32") == EngineLayout(64, 1)
+    assert Settings(engine_workers=2, intra_op_threads=3, **torch).engine_layout("fp32") == EngineLayout(2, 3)
     with pytest.raises(ValidationError, match="engine_workers"):
         Settings(engine_workers=0)
 
 
-def test_int8_on_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_unless_told_otherwise():
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_and_a_lone_call_on_every_core(precision):
     from service.settings import EngineLayout, available_cores
 
     cores = available_cores()
-    assert Settings().engine_layout("int8") == EngineLayout(workers=cores, threads_per_call=1, max_batch_items=2)
-    # Whatever the operator set wins, and the rest follows from it as for fp32; the batch
-    # cap of 2 goes with single-threaded int8 calls, however they came about.
+    wide = cores if cores > 1 else None  # a lone call gets its own session only if that adds threads
+    assert Settings().engine_layout(precision) == EngineLayout(
+        workers=cores, threads_per_call=1, max_batch_items=2, lone_call_threads=wide
+    )
+    # Whatever the operator set wins, and the rest follows from it; the batch cap of 2 goes
+    # with single-threaded calls, however they came about, and any call on fewer threads
+    # than the cores has a lone-call session beside it.
     multi_threaded_cap = 2 if cores == 1 else 8
-    assert Settings(engine_workers=1).engine_layout("int8") == EngineLayout(1, cores, multi_threaded_cap)
-    assert Settings(intra_op_threads=2).engine_layout("int8") == EngineLayout(1, 2, 8)
-    assert Settings(engine_workers=2, intra_op_threads=1).engine_layout("int8") == EngineLayout(2, 1, 2)
-    assert Settings(max_batch_items=5).engine_layout("int8") == EngineLayout(cores, 1, 5)
-    # Only the ONNX engine on the CPU runs int8; other engines keep the plain layout.
-    assert Settings(engine="deterministic").engine_layout("int8") == EngineLayout(1, cores, 8)
+    assert Settings(engine_workers=1).engine_layout(precision) == EngineLayout(1, cores, multi_threaded_cap)
+    assert Settings(intra_op_threads=2).engine_layout(precision) == EngineLayout(1, 2, 8, cores if cores > 2 else None)
+    assert Settings(engine_workers=2, intra_op_threads=1).engine_layout(precision) == EngineLayout(2, 1, 2, wide)
+    assert Settings(engine_workers=64).engine_layout(precision) == EngineLayout(64, 1, 2, wide)
+    assert Settings(max_batch_items=5).engine_layout(precision) == EngineLayout(cores, 1, 5, wide)
 
 
 def test_environment_variables_with_prefix(monkeypatch):
