@@ -77,7 +77,7 @@ class TransformerOnnxScorer(BaseScorer):
             providers=execution_providers(device),
         )
         self._lone_session: ort.InferenceSession | None = None
-        if lone_call_threads is not None and lone_call_threads != intra_op_threads:
+        if lone_call_threads is not None and lone_call_threads != (intra_op_threads or os.cpu_count() or 1):
             self._lone_session = ort.InferenceSession(
                 str(onnx_path),
                 sess_options=session_options(lone_call_threads, spinning),

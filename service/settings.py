@@ -173,8 +173,9 @@ class Settings(BaseSettings):
         against 85.2 on a faster machine (README, serving).
 
         A lone item on an idle engine runs on every core instead (`lone_call_threads`, a
-        second session): one thread would leave the other cores idle and take longer (fp32:
-        35 ms on one thread against 20 on two).
+        second session): one thread would leave the other cores idle and take longer (fp32,
+        one item per call, one call at a time: 29.3 items/s on one thread, 50.5 on the
+        2-thread session; bench_serving's ceiling).
 
         Single-threaded calls also get small batches: in-process, on two machines, one
         item per call was int8's fastest setting and every bigger batch slower, even length-

@@ -1,5 +1,6 @@
 """Invariance tests on a model that was really trained and exported (tests/conftest.py)."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,8 @@ def test_a_lone_call_on_its_own_wider_session_scores_the_same(trained_store: Pat
     finally:
         scorer.close()
     # Without one, or when it would add no threads, a lone call runs on the one session.
-    for lone_threads in (None, 1):
-        plain = load_scorer(mv, precision=precision, intra_op_threads=1, lone_call_threads=lone_threads)
+    for threads, lone_threads in ((1, None), (1, 1), (None, os.cpu_count())):
+        plain = load_scorer(mv, precision=precision, intra_op_threads=threads, lone_call_threads=lone_threads)
         assert plain.lone_call_threads is None  # type: ignore[attr-defined]
         np.testing.assert_allclose(plain.run_alone(plain.encode(TEXTS)), narrow_batch, atol=1e-5, rtol=0)
         plain.close()
