@@ -172,10 +172,12 @@ class Settings(BaseSettings):
         2-thread worker; fp32 served 54.8 against 45.7 (p99 926 ms against 1,387), and 99.3
         against 85.2 on a faster machine (README, serving).
 
-        A lone item on an idle engine runs on every core instead (`lone_call_threads`, a
-        second session): one thread would leave the other cores idle and take longer (fp32,
-        one item per call, one call at a time: 29.3 items/s on one thread, 50.5 on the
-        2-thread session; bench_serving's ceiling).
+        In fp32 a lone item on an idle engine runs on every core instead (`lone_call_threads`,
+        a second session): one thread would leave the other cores idle and take longer (one
+        item per call, one call at a time: 29.3 items/s on one thread, 50.5 on the 2-thread
+        session; bench_serving's ceiling). int8 keeps one thread for it: its many small nodes
+        gain less from a second thread, and on an AVX2 machine an idle int8 request took 27 ms
+        on one thread against 34 on two.
 
         Single-threaded calls also get small batches: in-process, on two machines, one
         item per call was int8's fastest setting and every bigger batch slower, even length-
@@ -194,7 +196,7 @@ class Settings(BaseSettings):
         batch = self.max_batch_items or (
             SINGLE_THREAD_MAX_BATCH_ITEMS if onnx_cpu and threads == 1 else DEFAULT_MAX_BATCH_ITEMS
         )
-        lone = cores if onnx_cpu and threads < cores else None
+        lone = cores if onnx_cpu and precision == "fp32" and threads < cores else None
         return EngineLayout(workers=workers, threads_per_call=threads, max_batch_items=batch, lone_call_threads=lone)
 
     @field_validator("engine", "device", "precision", mode="before")

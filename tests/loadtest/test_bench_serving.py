@@ -334,7 +334,8 @@ def test_the_engine_layout_defaults_to_what_the_service_would_choose(trained_sto
     for precision in ("int8", "fp32"):
         args = bench.build_parser().parse_args(["--store", str(trained_store), "--model", "tiny", "--precision", precision])
         bench.resolve_engine_layout(args)
-        assert (args.engine_workers, args.threads, args.lone_call_threads) == (cores, 1, cores if cores > 1 else None)
+        lone = cores if cores > 1 and precision == "fp32" else None
+        assert (args.engine_workers, args.threads, args.lone_call_threads) == (cores, 1, lone)
     # Flags on the command line win.
     args = bench.build_parser().parse_args(
         ["--store", str(trained_store), "--model", "tiny", "--precision", "int8", "--threads", "2", "--engine-workers", "3"]

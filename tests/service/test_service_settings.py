@@ -54,7 +54,8 @@ def test_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_and_a_lone_c
     from service.settings import EngineLayout, available_cores
 
     cores = available_cores()
-    wide = cores if cores > 1 else None  # a lone call gets its own session only if that adds threads
+    # fp32 gives a lone call its own session when that adds threads; int8 runs it like any call.
+    wide = cores if cores > 1 and precision == "fp32" else None
     assert Settings().engine_layout(precision) == EngineLayout(
         workers=cores, threads_per_call=1, max_batch_items=2, lone_call_threads=wide
     )
@@ -63,7 +64,9 @@ def test_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_and_a_lone_c
     # than the cores has a lone-call session beside it.
     multi_threaded_cap = 2 if cores == 1 else 8
     assert Settings(engine_workers=1).engine_layout(precision) == EngineLayout(1, cores, multi_threaded_cap)
-    assert Settings(intra_op_threads=2).engine_layout(precision) == EngineLayout(1, 2, 8, cores if cores > 2 else None)
+    assert Settings(intra_op_threads=2).engine_layout(precision) == EngineLayout(
+        1, 2, 8, cores if cores > 2 and precision == "fp32" else None
+    )
     assert Settings(engine_workers=2, intra_op_threads=1).engine_layout(precision) == EngineLayout(2, 1, 2, wide)
     assert Settings(engine_workers=64).engine_layout(precision) == EngineLayout(64, 1, 2, wide)
     assert Settings(max_batch_items=5).engine_layout(precision) == EngineLayout(cores, 1, 5, wide)
