@@ -99,6 +99,11 @@ def test_format_results_prints_every_row() -> None:
     text = bench.format_results(results)
     assert "b8: 500.0" in text and "(best b8 with 2 concurrent call(s)" in text
     assert "1 worker(s): 400.0, 2 worker(s): 500.0" in text
+    assert "lone-call session" not in text  # this engine had none
+    results["ceiling"] |= {"lone_session_items_per_s_by_batch": {1: 450.0, 8: 520.0}, "best_on_lone_session": True}
+    text_with_lone = bench.format_results(results)
+    assert "2 worker(s): 500.0, lone-call session: b1 450.0, b8 520.0)" in text_with_lone
+    assert "concurrent call(s) on the lone-call session;" in text_with_lone
     assert "Plaudit/naive items/s x4," in text and "p99 Plaudit/naive 0.25" in text
     assert "Plaudit/ceiling 0.8," in text
     assert "naive    idle_c1_1rps  (not run: no time left or server did not start)" in text
