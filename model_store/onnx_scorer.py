@@ -71,18 +71,14 @@ class TransformerOnnxScorer(BaseScorer):
         self.version = version
         self.tokenizer = tokenizer
         self.max_length = tokenizer.max_length
-        self._session = ort.InferenceSession(
-            str(onnx_path),
-            sess_options=options if options is not None else session_options(intra_op_threads, spinning),
-            providers=execution_providers(device),
-        )
+        def open_session(opts: ort.SessionOptions) -> ort.InferenceSession:
+            return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=execution_providers(device))
+
+        self._session = open_session(options if options is not None else session_options(intra_op_threads, spinning))
         self._lone_session: ort.InferenceSession | None = None
-        if lone_call_threads is not None and lone_call_threads != (intra_op_threads or os.cpu_count() or 1):
-            self._lone_session = ort.InferenceSession(
-                str(onnx_path),
-                sess_options=session_options(lone_call_threads, spinning),
-                providers=execution_providers(device),
-            )
+        # Compared with the threads the first session really got: a second one that adds none is waste.
+        if lone_call_threads not in (None, self._session.get_session_options().intra_op_num_threads):
+            self._lone_session = open_session(session_options(lone_call_threads, spinning))
         self._inputs = [i.name for i in self._session.get_inputs()]
         self._output = self._session.get_outputs()[0].name
 
