@@ -10,9 +10,8 @@ from model_store.errors import StoreError
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 MAX_NAME_LENGTH = 100
 DEFAULT_ALIAS = "production"
-
-
 MAX_VERSION_DIGITS = 9  # far past any real store, and well short of int()'s 4,300-digit limit
+
 
 def validate_name(name: str, kind: str = "model name") -> str:
     """Return `name` if it is a valid model or alias name, else raise StoreError.

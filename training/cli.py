@@ -17,6 +17,7 @@ from model_store.cli import default_store_dir
 if TYPE_CHECKING:
     from training.transformer_trainer import TransformerConfig
 
+
 def parse_scale(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(x) for x in text.split("-", 1))

@@ -13,7 +13,6 @@ from service.dispatch import enforce_limits, score_pairs
 from service.feedback_state import comparison_key, remember_comparisons
 from service.model import LoadedModel
 from service.schemas import (
-    error_responses,
     CompareBatchResponse,
     CompareRequest,
     CompareResponse,
@@ -25,6 +24,7 @@ from service.schemas import (
     RankResponse,
     ScoreRequest,
     ScoreResponse,
+    error_responses,
 )
 
 if TYPE_CHECKING:
