@@ -43,7 +43,7 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a fuller batch (default: 5)")
     parser.add_argument(
         "--threads", dest="intra_op_threads", type=int,
-        help="threads per engine call (default: 1 on the onnx CPU engine, where a lone item on an idle engine gets all cores; else all cores / engine workers)",
+        help="threads per engine call (default: 1 on the onnx CPU engine, where in fp32 a lone item on an idle engine gets all cores; else all cores / engine workers)",
     )
     parser.add_argument(
         "--engine-workers", type=int, help="batches run at once (default: one per core on the onnx CPU engine, else 1)"
