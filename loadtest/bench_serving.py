@@ -344,11 +344,15 @@ def run_server(
     reserve_s: float = 10.0,
     load: Callable[[LoadConfig, ItemCycle], LoadResult] = run_load_sync,
     after_idle: Callable[[str, Scenario], None] | None = None,
+    before_load: Callable[[str, Scenario], None] | None = None,
+    after_load: Callable[[str, Scenario], None] | None = None,
 ) -> tuple[dict[str, LoadReport | None], str | None]:
     """Run `plan` against `factory`, returning a report per scenario and the start error if any.
     `load` runs one scenario's load (one generator process by default). `after_idle` is
     called with the server's URL and the idle scenario right after that scenario, on the
     same, still idle server (for the HTTP floor and the interleaved direct calls).
+    `before_load` and `after_load` are called with the URL and the scenario right before and
+    right after each scenario's load, on the same server (to read its counters).
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
@@ -376,7 +380,11 @@ def run_server(
                 rate=sc.rate,
                 duration_s=min(sc.duration_s, time_left),
             )
+            if before_load is not None:
+                before_load(server.url, sc)
             report = summarize(load(config, items))
+            if after_load is not None:
+                after_load(server.url, sc)
             reports[sc.name] = report
             if after_idle is not None and sc.name == IDLE_SCENARIO and sc.rate:
                 after_idle(server.url, sc)
@@ -469,6 +477,64 @@ def interleaved_idle_ms(
         }
 
     return asyncio.run(probe())
+
+
+# Plaudit's /metrics series that say how long the engine took per item under load.
+ENGINE_COUNTERS = {
+    "plaudit_inference_seconds_sum": "engine_s",  # wall time inside Scorer.run, summed over batches
+    "plaudit_batch_size_items_sum": "items",
+    "plaudit_batch_size_items_count": "batches",
+}
+
+
+def engine_counters(url: str) -> dict[str, float] | None:
+    """Plaudit's cumulative engine counters from GET /metrics (ENGINE_COUNTERS), or None where
+    the server has none of them (the naive server has no /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        response = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    found = {
+        ENGINE_COUNTERS[sample.name]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name in ENGINE_COUNTERS
+    }
+    return found if len(found) == len(ENGINE_COUNTERS) else None
+
+
+def engine_use(before: Mapping[str, float] | None, after: Mapping[str, float] | None) -> dict[str, float] | None:
+    """What the engine did between two `engine_counters` readings: the items and batches it
+    ran, the engine-call time per item (summed over calls that ran at once, so comparable
+    with the ceiling's calls / items per second) and the items per batch. None without
+    both readings or without a batch in between.
+
+    Set beside the ceiling, this splits a server's shortfall in two: engine calls that ran
+    slower under load than alone (contention for the cores), or time spent outside them.
+    """
+    if before is None or after is None:
+        return None
+    items = after["items"] - before["items"]
+    batches = after["batches"] - before["batches"]
+    if items <= 0 or batches <= 0:
+        return None
+    return {
+        "items": items,
+        "batches": batches,
+        "engine_ms_per_item": (after["engine_s"] - before["engine_s"]) / items * 1000.0,
+        "mean_batch_items": items / batches,
+    }
+
+
+def ceiling_engine_ms_per_item(ceiling: Ceiling) -> float | None:
+    """Engine-call time per item at the ceiling's best setting: its concurrent calls over its
+    items per second (one call at a time on the lone-call session)."""
+    calls = 1 if ceiling.best_on_lone_session else ceiling.best_workers
+    return ratio(calls * 1000.0, ceiling.best_items_per_s)
 
 
 # -- 3. comparison -------------------------------------------------------------------------
@@ -598,6 +664,13 @@ def format_results(results: Mapping[str, Any]) -> str:
                 f"naive/ceiling {_x(r['naive_over_ceiling'])}, "
                 f"p99 Plaudit/naive {_x(r['p99_plaudit_over_naive'])}"
             )
+        engine = r.get("plaudit_engine")
+        if engine and name != IDLE_SCENARIO:
+            lines.append(
+                f"  Plaudit's engine calls under this load: {_num(engine['engine_ms_per_item'], 1)} ms per item "
+                f"(ceiling {_num(engine['ceiling_engine_ms_per_item'], 1)} ms, x{_x(engine['over_ceiling'])}), "
+                f"{_num(engine['mean_batch_items'], 2)} items per batch"
+            )
     return "\n".join(lines)
 
 
@@ -697,6 +770,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         configs = server_configs(args, model_config)
         floors: dict[str, float | None] = {}
         interleaved: dict[str, dict[str, float] | None] = {}
+        counters_before: dict[str, dict[str, float] | None] = {}
+        plaudit_engine: dict[str, dict[str, float] | None] = {}
+
+        def before_load(url: str, sc: Scenario) -> None:
+            counters_before[sc.name] = engine_counters(url)
+
+        def after_load(url: str, sc: Scenario) -> None:
+            plaudit_engine[sc.name] = engine_use(counters_before.pop(sc.name, None), engine_counters(url))
 
         def after_idle(server: str) -> Callable[[str, Scenario], None]:
             def measure(url: str, sc: Scenario) -> None:
@@ -716,6 +797,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 plan,
                 budget,
                 after_idle=after_idle(server),
+                before_load=before_load if server == "plaudit" else None,
+                after_load=after_load if server == "plaudit" else None,
             )
             if error is not None:
                 errors[server] = error  # the other server still gets measured
@@ -729,6 +812,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     results["comparison"] = compare(
         reports["plaudit"], reports["naive"], ceiling.best_items_per_s, ceiling.direct_latency_ms
     )
+    ceiling_ms = ceiling_engine_ms_per_item(ceiling)
+    for name, use in plaudit_engine.items():
+        if use is not None and name in results["comparison"]:
+            results["comparison"][name]["plaudit_engine"] = {
+                **use,
+                "ceiling_engine_ms_per_item": ceiling_ms,
+                "over_ceiling": ratio(use["engine_ms_per_item"], ceiling_ms),
+            }
     if IDLE_SCENARIO in results["comparison"]:
         idle_comparison = results["comparison"][IDLE_SCENARIO]
         idle_comparison["http_floor_p50_ms"] = {server: floors.get(server) for server in SERVERS}

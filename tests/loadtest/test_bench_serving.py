@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -118,6 +119,15 @@ def test_format_results_prints_every_row() -> None:
         "per-pair ratios x1.05)"
     ) in bench.format_results(results)
     assert "8.00 ms paced like the idle scenario, 6.50 ms back to back" in text
+    assert "engine calls under this load" not in text  # not read in this run: no line
+    results["comparison"]["c32_k1"]["plaudit_engine"] = {
+        "items": 400.0, "batches": 200.0, "engine_ms_per_item": 4.6, "mean_batch_items": 2.0,
+        "ceiling_engine_ms_per_item": 4.0, "over_ceiling": 1.15,
+    }
+    assert (
+        "  Plaudit's engine calls under this load: 4.6 ms per item (ceiling 4.0 ms, x1.15), "
+        "2.00 items per batch"
+    ) in bench.format_results(results)
 
 
 def test_paced_direct_latency_calls_the_engine_on_the_idle_scenarios_schedule() -> None:
@@ -351,3 +361,68 @@ def test_the_engine_layout_defaults_to_what_the_service_would_choose(trained_sto
     args = bench.build_parser().parse_args(["--engine", "deterministic"])
     bench.resolve_engine_layout(args)
     assert (args.engine_workers, args.threads) == (1, cores)
+
+
+def test_engine_use_is_the_difference_of_two_counter_readings() -> None:
+    before = {"engine_s": 10.0, "items": 100.0, "batches": 60.0}
+    after = {"engine_s": 17.5, "items": 250.0, "batches": 135.0}
+    # 7.5 s over 150 items in 75 batches
+    assert bench.engine_use(before, after) == {
+        "items": 150.0, "batches": 75.0, "engine_ms_per_item": 50.0, "mean_batch_items": 2.0
+    }
+    assert bench.engine_use(None, after) is None
+    assert bench.engine_use(before, None) is None
+    assert bench.engine_use(after, after) is None  # no batch in between
+
+
+def test_ceiling_engine_time_per_item_counts_the_calls_that_ran_at_once() -> None:
+    two_calls = bench.Ceiling(
+        items_per_s_by_batch={1: 40.0}, best_batch_size=1, best_workers=2, best_items_per_s=40.0,
+        items_per_s_by_workers={1: 21.0, 2: 40.0}, lone_session_items_per_s_by_batch={},
+        best_on_lone_session=False, direct_latency_ms=30.0, direct_latency_back_to_back_ms=25.0,
+    )
+    assert bench.ceiling_engine_ms_per_item(two_calls) == 50.0  # 2 calls / 40 items/s
+    lone = replace(two_calls, best_on_lone_session=True, lone_session_items_per_s_by_batch={1: 40.0})
+    assert bench.ceiling_engine_ms_per_item(lone) == 25.0  # one call at a time
+
+
+def test_engine_counters_move_by_what_a_real_plaudit_server_scored() -> None:
+    # The deterministic engine sleeps 50 ms a batch: engine time has that lower bound (no
+    # speed check), and the counters count exactly the items sent.
+    slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.05}, intra_op_threads=1)
+    port = bench.free_port()
+    with bench.ServerProcess(bench.SERVERS["plaudit"], bench.server_env({}, slow, port), port) as proc:
+        proc.wait_ready(timeout_s=60)
+        before = bench.engine_counters(proc.url)
+        items = [{"prompt": "p", "response": f"r{i}"} for i in range(3)]
+        for _ in range(2):
+            response = httpx.post(f"{proc.url}/v1/score", json={"items": items}, trust_env=False)
+            assert response.status_code == 200
+        use = bench.engine_use(before, bench.engine_counters(proc.url))
+    assert use is not None and use["items"] == 6.0
+    assert 1.0 <= use["batches"] <= 6.0
+    assert use["engine_ms_per_item"] * use["items"] >= 50.0 * use["batches"] - 1.0
+
+
+def test_engine_counters_are_none_for_a_server_without_plaudit_metrics() -> None:
+    config = NaiveConfig(engine="deterministic", intra_op_threads=1)
+    port = bench.free_port()
+    with bench.ServerProcess(bench.SERVERS["naive"], bench.server_env({}, config, port), port) as proc:
+        proc.wait_ready(timeout_s=60)
+        assert bench.engine_counters(proc.url) is None
+
+
+def test_run_server_reads_counters_right_around_each_scenario_load() -> None:
+    fast = NaiveConfig(engine="deterministic", intra_op_threads=1)
+    plan = [
+        bench.Scenario("a", concurrency=1, items_per_request=1, requests=2, duration_s=30.0),
+        bench.Scenario("b", concurrency=1, items_per_request=1, requests=2, duration_s=30.0),
+    ]
+    seen: list[tuple[str, str]] = []
+    reports, error = _run_naive(
+        fast, plan, n_items=4, reserve_s=0.0,
+        before_load=lambda url, sc: seen.append(("before", sc.name)),
+        after_load=lambda url, sc: seen.append(("after", sc.name)),
+    )
+    assert error is None and all(reports.values())
+    assert seen == [("before", "a"), ("after", "a"), ("before", "b"), ("after", "b")]
