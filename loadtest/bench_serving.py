@@ -13,6 +13,8 @@ under the same load, in one run.
    Both load the same stored model; the naive server opens its ONNX file with ORT's default
    session options unless --naive-onnx-options plaudit gives it the service's tuned ones, and
    in Plaudit's precision unless --naive-precision names another (fp32 against int8, say).
+   Around each Plaudit scenario its /metrics are read, for the engine-call time per item
+   under that load (set beside the ceiling's: did the engine slow down, or time go elsewhere?).
 3. A table and the ratios; `--out` writes everything as JSON.
 The whole run is bounded by --max-total-s: every phase gets only what is left.
 """
