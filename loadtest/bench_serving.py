@@ -534,9 +534,8 @@ def engine_use(before: Mapping[str, float] | None, after: Mapping[str, float] | 
 
 def ceiling_engine_ms_per_item(ceiling: Ceiling) -> float | None:
     """Engine-call time per item at the ceiling's best setting: its concurrent calls over its
-    items per second (one call at a time on the lone-call session)."""
-    calls = 1 if ceiling.best_on_lone_session else ceiling.best_workers
-    return ratio(calls * 1000.0, ceiling.best_items_per_s)
+    items per second (`best_workers` is 1 when the best was the lone-call session)."""
+    return ratio(ceiling.best_workers * 1000.0, ceiling.best_items_per_s)
 
 
 # -- 3. comparison -------------------------------------------------------------------------

@@ -382,7 +382,8 @@ def test_ceiling_engine_time_per_item_counts_the_calls_that_ran_at_once() -> Non
         best_on_lone_session=False, direct_latency_ms=30.0, direct_latency_back_to_back_ms=25.0,
     )
     assert bench.ceiling_engine_ms_per_item(two_calls) == 50.0  # 2 calls / 40 items/s
-    lone = replace(two_calls, best_on_lone_session=True, lone_session_items_per_s_by_batch={1: 40.0})
+    # measure_ceiling gives best_workers 1 when the lone-call session (one call at a time) wins
+    lone = replace(two_calls, best_workers=1, best_on_lone_session=True, lone_session_items_per_s_by_batch={1: 40.0})
     assert bench.ceiling_engine_ms_per_item(lone) == 25.0  # one call at a time
 
 

@@ -60,8 +60,8 @@ def test_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_and_a_lone_c
         workers=cores, threads_per_call=1, max_batch_items=2, lone_call_threads=wide
     )
     # Whatever the operator set wins, and the rest follows from it; the batch cap of 2 goes
-    # with single-threaded calls, however they came about, and any call on fewer threads
-    # than the cores has a lone-call session beside it.
+    # with single-threaded calls, however they came about, and in fp32 any call on fewer
+    # threads than the cores has a lone-call session beside it.
     multi_threaded_cap = 2 if cores == 1 else 8
     assert Settings(engine_workers=1).engine_layout(precision) == EngineLayout(1, cores, multi_threaded_cap)
     assert Settings(intra_op_threads=2).engine_layout(precision) == EngineLayout(
