@@ -31,6 +31,20 @@ def session_options(intra_op_threads: int | None, spinning: bool = False) -> ort
     return opts
 
 
+def exact_integer_products(opts: ort.SessionOptions) -> ort.SessionOptions:
+    """Make int8 MatMuls exact on every x86 CPU; returns `opts`, changed in place.
+
+    x86 CPUs without VNNI multiply u8 x s8 through a 16-bit accumulator that saturates when
+    two adjacent products are large, which 8-bit weights reach (training/quantize.py). This
+    entry makes ONNX Runtime store such weights as u8 and run the exact u8 x u8 kernel on
+    those CPUs only; with VNNI, and for graphs without int8 weights, it changes nothing. A
+    correctness setting, not tuning: it is set on every session, the naive baseline's too,
+    so that one stored file gives the same scores on any CPU.
+    """
+    opts.add_session_config_entry("session.x64quantprecision", "1")
+    return opts
+
+
 def execution_providers(device: str) -> list[str]:
     """CUDA when asked for and installed (onnxruntime-gpu), else CPU."""
     if device == "cuda":
@@ -72,7 +86,9 @@ class TransformerOnnxScorer(BaseScorer):
         self.tokenizer = tokenizer
         self.max_length = tokenizer.max_length
         def open_session(opts: ort.SessionOptions) -> ort.InferenceSession:
-            return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=execution_providers(device))
+            return ort.InferenceSession(
+                str(onnx_path), sess_options=exact_integer_products(opts), providers=execution_providers(device)
+            )
 
         self._session = open_session(options if options is not None else session_options(intra_op_threads, spinning))
         self._lone_session: ort.InferenceSession | None = None
