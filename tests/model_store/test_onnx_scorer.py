@@ -48,7 +48,7 @@ def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     mv = ModelStore(trained_store).resolve("tiny")
     assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     int8 = mv.metadata["int8"]
-    assert int8["recipe"] == "per_token_w7_gptq_outliers"
+    assert int8["recipe"] == "per_token_centred_w8_gptq_actorder_outliers"
     # Agreeing on every decision means the same accuracy; each flip moves it by 1/n_pairs.
     accuracy_gap = abs(int8["pairwise_accuracy_int8"] - int8["pairwise_accuracy_fp32"])
     assert accuracy_gap <= (1.0 - int8["decision_agreement_vs_fp32"]) + 1e-9
@@ -77,7 +77,7 @@ def test_int8_stays_close_to_fp32(trained_store: Path, onnx_scorer: Scorer) -> N
     fp32 = onnx_scorer.score(TEXTS)
     spread = float(np.ptp(fp32))
     assert spread > 0
-    # 7-bit weights and 8-bit activations: a few percent of the score range at most.
+    # 8-bit weights and activations: a few percent of the score range at most.
     np.testing.assert_allclose(scorer.score(TEXTS), fp32, atol=0.05 * spread + 1e-3, rtol=0)
 
 

@@ -39,15 +39,17 @@ def test_every_constant_weight_matmul_is_rewritten_and_attention_stays_fp32(trai
     assert quantize_per_token(version_dir / "model.onnx", out, _calibration(version_dir)) == expected
     int8 = onnx.load(str(out))
     side_weights = {i.name for i in int8.graph.initializer if i.name.endswith("/w_out")}
+    # Centred rows: every int8 MatMul has a side product (its rows' centres, and any outliers).
+    assert len(side_weights) == expected
     assert [n for n in _weight_matmuls(int8) if n.input[1] not in side_weights] == []
     assert sum(n.op_type == "MatMulIntegerToFloat" for n in int8.graph.node) == expected
     # Attention's activation-by-activation MatMuls are left alone.
     activation_matmuls = sum(n.op_type == "MatMul" for n in fp32.graph.node) - expected
     assert sum(n.op_type == "MatMul" for n in int8.graph.node) == activation_matmuls + len(side_weights)
-    # Weights are stored in 7 bits: every int8 weight lies in [-63, 63].
+    # 8-bit weights: symmetric levels in [-127, 127], and the full range is used.
     int8_weights = [numpy_helper.to_array(i) for i in int8.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) == expected
-    assert all(np.abs(w.astype(np.int16)).max() <= 63 for w in int8_weights)
+    assert all(np.abs(w.astype(np.int16)).max() == 127 for w in int8_weights)
 
 
 def test_outlier_channels_have_zero_int8_rows_and_travel_in_fp32(trained_store: Path, tmp_path: Path) -> None:
@@ -63,13 +65,17 @@ def test_outlier_channels_have_zero_int8_rows_and_travel_in_fp32(trained_store: 
         input_prefix = node.input[0].removesuffix("xq")  # ptq/inN/
         mm_prefix = node.input[1].removesuffix("wq")  # ptq/mmN/
         levels = init[node.input[1]]
+        w_side = init[mm_prefix + "w_out"]
+        scale = init[mm_prefix + "w_scale"]
+        # The side product's last row is the centre's weight: the int8 weights' column sums.
+        np.testing.assert_allclose(w_side[-1], (levels.astype(np.float64) * scale).sum(axis=0), rtol=1e-5, atol=1e-6)
         if input_prefix + "outlier_idx" not in init:
-            assert mm_prefix + "w_out" not in init
+            assert w_side.shape == (1, levels.shape[1])
             continue
         idx = init[input_prefix + "outlier_idx"]
         assert 1 <= idx.size <= 2
-        assert not levels[idx].any()  # saturated outlier values multiply zero
-        assert init[mm_prefix + "w_out"].shape == (idx.size, levels.shape[1])
+        assert not levels[idx].any()  # outlier channels read 0 and multiply zero
+        assert w_side.shape == (idx.size + 1, levels.shape[1])
         with_outliers += 1
     # With the bar at the 90th percentile itself, every input has channels past it.
     assert with_outliers == sum(n.op_type == "MatMulIntegerToFloat" for n in model.graph.node)
@@ -116,6 +122,68 @@ def test_gptq_leaves_exact_rows_unrounded_but_updated() -> None:
     # Row 0 is quantised before the exact rows, so they absorb its error: they differ from w.
     assert not np.allclose(final[exact], w[exact])
     assert np.allclose(final[~exact], levels[~exact] * scale)
+
+
+def test_activation_order_changes_the_order_not_the_layout() -> None:
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(8, 4))
+    scale = np.abs(w).max(axis=0) / 63
+    # Uncorrelated inputs: nothing to spread, so either order rounds to nearest, row for row.
+    gram = np.diag(rng.uniform(1, 10, size=8))
+    plain, _ = gptq_rows(w, gram, scale, 63, np.zeros(8, bool))
+    ordered, _ = gptq_rows(w, gram, scale, 63, np.zeros(8, bool), act_order=True)
+    assert np.array_equal(ordered, plain)
+    # Correlated inputs: exact rows stay unrounded where they were, whatever the order.
+    x = rng.normal(size=(400, 8)) * np.arange(1, 9)  # channel 7 is the busiest
+    exact = np.zeros(8, bool)
+    exact[2] = True
+    levels, final = gptq_rows(w, x.T @ x, scale, 63, exact, act_order=True)
+    assert not levels[2].any() and levels[~exact].any()
+    assert np.allclose(final[~exact], levels[~exact] * scale)
+    # The busiest channel goes first, so it is rounded to nearest: no error reached it yet.
+    assert np.array_equal(levels[7], np.clip(np.round(w[7] / scale), -63, 63))
+
+
+def _one_matmul_model(path: Path, w: np.ndarray) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "one_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, w.shape[1]])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_centred_rows_halve_the_error_on_one_sided_activations(tmp_path: Path) -> None:
+    """Post-GELU rows span about [-0.17, max]: a range centred on 0 wastes half of its levels."""
+    import onnxruntime as ort
+
+    from model_store.onnx_scorer import exact_integer_products, session_options
+
+    rng = np.random.default_rng(4)
+    # Weights on an 8-bit grid (every column reaches 127 levels), so only the activations round.
+    w = rng.integers(-127, 128, size=(64, 16)) / 64.0
+    w[0] = 127 / 64.0
+    z = rng.normal(size=(300, 64)) * rng.uniform(0.5, 3, size=(300, 1))
+    x = (0.5 * z * (1 + np.tanh(0.8 * z))).astype(np.float32)  # GELU-shaped: one-sided rows
+    _one_matmul_model(tmp_path / "fp32.onnx", w)
+    calibration = [{"x": x[i : i + 10]} for i in range(0, 200, 10)]
+    held_out = x[200:]
+    exact = held_out.astype(np.float64) @ w
+    errors = {}
+    for centred in (True, False):
+        out = tmp_path / f"int8-{centred}.onnx"
+        quantize_per_token(tmp_path / "fp32.onnx", out, calibration, centred=centred, outlier_channels=0)
+        session = ort.InferenceSession(str(out), exact_integer_products(session_options(1)), providers=["CPUExecutionProvider"])
+        y = session.run(None, {"x": held_out})[0]
+        errors[centred] = float(np.sqrt(np.mean((y - exact) ** 2)))
+        # Per row: the same item alone gives the same output (batching cannot move a score).
+        alone = session.run(None, {"x": held_out[:1]})[0]
+        np.testing.assert_allclose(alone[0], y[0], rtol=0, atol=1e-5)
+    assert errors[True] < 0.6 * errors[False], errors
 
 
 def test_statistics_cover_every_quantised_input_with_real_rows_only(trained_store: Path) -> None:
