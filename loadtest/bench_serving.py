@@ -43,6 +43,7 @@ import httpx
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import LoadConfig, LoadResult, endpoint_path, request_body, run_load_sync
 from loadtest.http_client import make_http_client
+from loadtest.machine import describe_machine, machine_line
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, summarize, write_json
 from model_store.errors import StoreError
@@ -601,7 +602,7 @@ def _x(value: float | None) -> str:
 
 
 def format_results(results: Mapping[str, Any]) -> str:
-    lines = []
+    lines = [machine_line(results["machine"])] if results.get("machine") else []
     ceiling = results.get("ceiling")
     if ceiling:
         sizes = ", ".join(f"b{b}: {_num(v)}" for b, v in ceiling["items_per_s_by_batch"].items())
@@ -735,6 +736,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     plan = scenarios(args.quick)
     results: dict[str, Any] = {
         "settings": {k: v for k, v in vars(args).items() if k != "func"},
+        "machine": describe_machine(),
         "n_items": len(items),
         "scenarios": [asdict(sc) for sc in plan],
         "servers": {},

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadtest.machine import describe_machine, machine_line
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("skip", "no_progress")}, "cores": os.cpu_count()}
+    results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("skip", "no_progress")}, "cores": os.cpu_count(), "machine": describe_machine()}
+    print(machine_line(results["machine"]), flush=True)
     for kind in ("linear", "transformer"):
         if kind not in args.skip:
             results[kind] = run_plaudit(kind, args.data, Path(args.store), args)

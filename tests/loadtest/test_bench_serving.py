@@ -128,6 +128,9 @@ def test_format_results_prints_every_row() -> None:
         "  Plaudit's engine calls under this load: 4.6 ms per item (ceiling 4.0 ms, x1.15), "
         "2.00 items per batch"
     ) in bench.format_results(results)
+    assert not text.startswith("machine:")  # no record in these results: no line
+    results["machine"] = {"cpu": "Test CPU", "cores": 2, "machine": "x86_64", "flags": ["avx2"], "int8_kernel": "u8u8"}
+    assert bench.format_results(results).startswith("machine: Test CPU, 2 cores (avx2); 8-bit int8 weights run the slower")
 
 
 def test_paced_direct_latency_calls_the_engine_on_the_idle_scenarios_schedule() -> None:
