@@ -39,7 +39,7 @@ def exact_integer_products(opts: ort.SessionOptions) -> ort.SessionOptions:
     entry makes ONNX Runtime store such weights as u8 and run the exact u8 x u8 kernel on
     those CPUs only; with VNNI, and for graphs without int8 weights, it changes nothing. A
     correctness setting, not tuning: it is set on every session, the naive baseline's too,
-    so that one stored file gives the same scores on any CPU.
+    so that no CPU overflows the products one stored file asks for.
     """
     opts.add_session_config_entry("session.x64quantprecision", "1")
     return opts
