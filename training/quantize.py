@@ -243,10 +243,7 @@ def quantize_per_token(
                     helper.make_node("Mul", [p + "sum", half], [p + "mid"]),
                     helper.make_node("Sub", [p + "hi", p + "lo"], [p + "span"]),
                     helper.make_node("Mul", [p + "span", inv_254], [p + "scale0"]),
-                    helper.make_node("Max", [p + "scale0", eps], [p + "scale_col"]),
                     helper.make_node("Sub", [x_ordinary, p + "mid"], [p + "xc"]),
-                    helper.make_node("Shape", [p + "scale_col"], [p + "n_rows"], end=1),
-                    helper.make_node("Expand", [zero_point_1d, p + "n_rows"], [p + "zps"]),
                 ]
                 to_quantize = p + "xc"
                 side.append(p + "mid")
@@ -255,12 +252,12 @@ def quantize_per_token(
                     helper.make_node("Abs", [x_ordinary], [p + "abs"]),
                     helper.make_node("ReduceMax", [p + "abs"], [p + "amax"], axes=[1], keepdims=1),
                     helper.make_node("Mul", [p + "amax", inv_127], [p + "scale0"]),
-                    helper.make_node("Max", [p + "scale0", eps], [p + "scale_col"]),
-                    helper.make_node("Shape", [p + "scale_col"], [p + "n_rows"], end=1),
-                    helper.make_node("Expand", [zero_point_1d, p + "n_rows"], [p + "zps"]),
                 ]
                 to_quantize = x_ordinary
             rewritten += [
+                helper.make_node("Max", [p + "scale0", eps], [p + "scale_col"]),
+                helper.make_node("Shape", [p + "scale_col"], [p + "n_rows"], end=1),
+                helper.make_node("Expand", [zero_point_1d, p + "n_rows"], [p + "zps"]),
                 helper.make_node("Reshape", [p + "scale_col", flat], [p + "scale"]),
                 # Outlier channels read 0 here; their int8 weight rows are zero anyway.
                 helper.make_node("QuantizeLinear", [to_quantize, p + "scale", p + "zps"], [p + "xq"], axis=0),
