@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("skip", "no_progress")}, "cores": os.cpu_count(), "machine": describe_machine()}
+    results: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k not in ("skip", "no_progress")}, "machine": describe_machine()}
     print(machine_line(results["machine"]), flush=True)
     for kind in ("linear", "transformer"):
         if kind not in args.skip:
