@@ -2,8 +2,9 @@
 
 CPU figures in the README swing with the machine a session gets, and int8 most of all: with
 VNNI (or AMX) ONNX Runtime multiplies u8 x s8 exactly in one instruction; without it the
-engine's exact-product setting (model_store.onnx_scorer.exact_integer_products) makes it run
-the slower u8 x u8 kernel for 8-bit weights. Every benchmark result records this, so a ratio
+engine's exact-product setting (model_store.int8_products) makes it run the slower u8 x u8
+kernel for 8-bit weights. Which of the two runs comes from the engine's own probe, not from
+the flags; the flags are recorded beside it. Every benchmark result records this, so a ratio
 is read against the right machine.
 """
 
@@ -14,9 +15,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
-# Flags (as /proc/cpuinfo spells them) that give ONNX Runtime an exact u8 x s8 kernel.
-EXACT_U8S8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-REPORTED_FLAGS = ("avx2", "avx512f", *EXACT_U8S8_FLAGS)
+from model_store.int8_products import int8_kernel
+
+# Flags (as /proc/cpuinfo spells them) that decide ONNX Runtime's int8 kernel on x86.
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
@@ -32,16 +34,6 @@ def parse_cpuinfo(text: str) -> tuple[str | None, set[str]]:
     return model, flags
 
 
-def int8_kernel(machine: str, flags: set[str] | None) -> str:
-    """Which integer product 8-bit weights run on: 'u8s8' (fast and exact), 'u8u8' (exact, slower
-    x86 without VNNI), or 'unknown' where the flags cannot be read (not Linux)."""
-    if machine.lower() not in ("x86_64", "amd64", "i386", "i686"):
-        return "u8s8"  # ONNX Runtime's exact-product setting acts on x86 only
-    if flags is None:
-        return "unknown"
-    return "u8s8" if flags & set(EXACT_U8S8_FLAGS) else "u8u8"
-
-
 def describe_machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     try:
         model, flags = parse_cpuinfo(cpuinfo.read_text())
@@ -53,14 +45,13 @@ def describe_machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "machine": machine,
         "flags": sorted(f for f in REPORTED_FLAGS if flags and f in flags),
-        "int8_kernel": int8_kernel(machine, flags),
+        "int8_kernel": int8_kernel(),
     }
 
 
 KERNEL_WORDS = {
-    "u8s8": "the u8 x s8 kernel",
+    "u8s8": "the exact u8 x s8 kernel",
     "u8u8": "the slower exact u8 x u8 kernel (no VNNI)",
-    "unknown": "an unknown kernel (CPU flags unreadable)",
 }
 
 

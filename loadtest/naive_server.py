@@ -9,7 +9,7 @@ ONNX file as a first deployment would, `onnxruntime.InferenceSession(path)` with
 default session options, because the issue counts Plaudit's engine tuning as part of what
 the service adds. PLAUDIT_NAIVE_ONNX_OPTIONS=plaudit gives it Plaudit's tuned session
 options instead, which isolates what batching and the serving path add on their own. Either
-way its sessions ask for exact int8 products (model_store.onnx_scorer.exact_integer_products),
+way its sessions ask for exact int8 products (model_store.int8_products.exact_integer_products),
 a correctness setting: without it an int8 file would score differently on CPUs without VNNI.
 
 Run it with `uvicorn --factory loadtest.naive_server:create_naive_app`; settings come from

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from model_store.int8_products import exact_integer_products
 from model_store.scoring import WARMUP_PAIR, BaseScorer, Encoded, TextPair
 from model_store.tokenization import PairTokenizer, TokenizedPair, pad_batch
 
@@ -28,20 +29,6 @@ def session_options(intra_op_threads: int | None, spinning: bool = False) -> ort
     # deployments at low load can turn it on (PLAUDIT_INTRA_OP_SPINNING=true).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3
-    return opts
-
-
-def exact_integer_products(opts: ort.SessionOptions) -> ort.SessionOptions:
-    """Make int8 MatMuls exact on every x86 CPU; returns `opts`, changed in place.
-
-    x86 CPUs without VNNI multiply u8 x s8 through a 16-bit accumulator that saturates when
-    two adjacent products are large, which 8-bit weights reach (training/quantize.py). This
-    entry makes ONNX Runtime store such weights as u8 and run the exact u8 x u8 kernel on
-    those CPUs only; with VNNI, and for graphs without int8 weights, it changes nothing. A
-    correctness setting, not tuning: it is set on every session, the naive baseline's too,
-    so that no CPU overflows the products one stored file asks for.
-    """
-    opts.add_session_config_entry("session.x64quantprecision", "1")
     return opts
 
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from loadtest.machine import describe_machine, int8_kernel, machine_line, parse_cpuinfo
+from loadtest.machine import KERNEL_WORDS, describe_machine, machine_line, parse_cpuinfo
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -21,13 +21,12 @@ def test_cpuinfo_gives_the_first_processors_model_and_flags() -> None:
     assert flags == {"fpu", "sse2", "avx2", "avx512f", "avx512_vnni", "avx512_bf16"}
 
 
-def test_the_int8_kernel_follows_vnni_on_x86_only() -> None:
-    assert int8_kernel("x86_64", {"avx2", "avx512_vnni"}) == "u8s8"
-    assert int8_kernel("x86_64", {"avx2", "avx_vnni"}) == "u8s8"  # the AVX2 form (Alder Lake and later)
-    assert int8_kernel("x86_64", {"avx2", "amx_int8"}) == "u8s8"
-    assert int8_kernel("x86_64", {"avx2", "avx512f"}) == "u8u8"  # AVX-512 without VNNI saturates too
-    assert int8_kernel("x86_64", None) == "unknown"
-    assert int8_kernel("aarch64", None) == "u8s8"  # the exact-product setting acts on x86 only
+def test_the_int8_kernel_is_the_engines_own_probe() -> None:
+    from model_store.int8_products import default_products_exact
+
+    info = describe_machine()
+    assert info["int8_kernel"] == ("u8s8" if default_products_exact() else "u8u8")
+    assert info["int8_kernel"] in KERNEL_WORDS
 
 
 def test_describe_machine_reads_the_given_cpuinfo(tmp_path: Path) -> None:

@@ -111,55 +111,17 @@ def test_the_spinning_choice_reaches_the_onnx_runtime_session(trained_store: Pat
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
 
 
-def _saturating_int8_matmul() -> tuple[bytes, np.ndarray, np.ndarray]:
-    """A MatMulIntegerToFloat whose u8 x s8 pairs overflow a 16-bit accumulator, and its exact result."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    k, n = 64, 8
-    weights = np.full((k, n), 127, np.int8)  # 8-bit weights at full range
-    weights[:, 1::2] = -127
-    activations = np.full((3, k), 255, np.uint8)
-    activations[1] = 200
-    activations[2, ::2] = 0
-    graph = helper.make_graph(
-        [helper.make_node("MatMulIntegerToFloat", ["a", "w", "sa", "sw", "za"], ["y"], domain="com.microsoft")],
-        "saturating",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
-        [
-            numpy_helper.from_array(weights, "w"),
-            numpy_helper.from_array(np.array(1.0, np.float32), "sa"),
-            numpy_helper.from_array(np.ones(n, np.float32), "sw"),
-            numpy_helper.from_array(np.array(128, np.uint8), "za"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    exact = (activations.astype(np.int64) - 128) @ weights.astype(np.int64)
-    return model.SerializeToString(), activations, exact.astype(np.float32)
-
-
-def test_int8_products_are_exact_with_the_scorers_session_options() -> None:
-    """255 x 127 twice is 64,770, past the 32,767 a 16-bit accumulator holds: x86 CPUs without
-    VNNI get this wrong unless the session asks for the exact kernel (README, int8)."""
+def test_every_session_of_the_onnx_engine_multiplies_int8_exactly(trained_store: Path) -> None:
+    """Each session's own options, run on the saturating probe (model_store/int8_products.py)."""
     import onnxruntime as ort
 
-    from model_store.onnx_scorer import exact_integer_products, session_options
-
-    model, activations, exact = _saturating_int8_matmul()
-    for options in (session_options(1), ort.SessionOptions()):
-        session = ort.InferenceSession(model, exact_integer_products(options), providers=["CPUExecutionProvider"])
-        np.testing.assert_array_equal(session.run(None, {"a": activations})[0], exact)
-
-
-def test_every_session_of_the_onnx_engine_asks_for_exact_int8_products(trained_store: Path) -> None:
-    import onnxruntime as ort
+    from model_store.int8_products import products_are_exact
 
     mv = ModelStore(trained_store).resolve("tiny")
     tuned = load_scorer(mv, precision="int8", intra_op_threads=1, lone_call_threads=2)
     baseline = load_scorer(mv, precision="int8", onnx_options=ort.SessionOptions())  # the naive server's way
     for session in (tuned._session, tuned._lone_session, baseline._session):  # type: ignore[attr-defined]
-        assert session.get_session_options().get_session_config_entry("session.x64quantprecision") == "1"
+        assert products_are_exact(session.get_session_options())
     tuned.close()
     baseline.close()
 

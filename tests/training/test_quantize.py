@@ -161,7 +161,8 @@ def test_centred_rows_halve_the_error_on_one_sided_activations(tmp_path: Path) -
     """Post-GELU rows span about [-0.17, max]: a range centred on 0 wastes half of its levels."""
     import onnxruntime as ort
 
-    from model_store.onnx_scorer import exact_integer_products, session_options
+    from model_store.int8_products import exact_integer_products
+    from model_store.onnx_scorer import session_options
 
     rng = np.random.default_rng(4)
     # Weights on an 8-bit grid (every column reaches 127 levels), so only the activations round.
