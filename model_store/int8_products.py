@@ -6,8 +6,9 @@ and fast. On x86 without them, its u8 x s8 kernel first adds adjacent products i
 accumulator that saturates once both are large (255 x 127 twice is 64,770, past 32,767), and
 8-bit weights get there. The session entry `session.x64quantprecision=1` makes ONNX Runtime
 convert such weights to u8 and run its exact u8 x u8 kernel instead. It does that on every
-x86 CPU, VNNI ones too, where it buys nothing and costs speed: 28.6 against 17.6 ms per item
-for the HH model on an AVX-512 VNNI EPYC, with identical scores (README, int8).
+x86 CPU, VNNI ones too, where it buys nothing and costs speed: on an AVX-512 VNNI EPYC the HH
+model's int8 ceiling in bench_serving was 63.0 items/s with the entry and 111.1 without it,
+for the same scores (README, serving).
 
 So the engine asks ONNX Runtime rather than reading CPU flags: a one-node probe graph whose
 products saturate a 16-bit accumulator (`int8_probe.onnx`, beside this file) runs once per
