@@ -22,10 +22,13 @@ which the `train` extra installs); a test checks that the shipped file is what i
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+log = logging.getLogger("plaudit.model_store")
 
 PROBE_PATH = Path(__file__).with_name("int8_probe.onnx")
 EXACT_PRODUCTS_ENTRY = "session.x64quantprecision"
@@ -94,10 +97,23 @@ def products_are_exact(options: ort.SessionOptions) -> bool:
 
 @functools.cache
 def default_products_exact() -> bool:
-    """Does ONNX Runtime, left to its defaults, multiply int8 exactly on this CPU? (Probed once.)"""
+    """Does ONNX Runtime, left to its defaults, multiply int8 exactly on this CPU? (Probed once.)
+
+    A probe that cannot run (its file missing from a broken install, an ONNX Runtime that
+    refuses it) answers False: the setting then costs speed on some CPUs, never correctness.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return products_are_exact(options)
+    try:
+        return products_are_exact(options)
+    except Exception as exc:  # onnxruntime raises its own exception types, not one base class
+        log.warning(
+            "could not probe ONNX Runtime's int8 products (%s: %s); asking for the exact kernel "
+            "on every session, which may be slower on this CPU",
+            type(exc).__name__,
+            exc,
+        )
+        return False
 
 
 def exact_integer_products(opts: ort.SessionOptions) -> ort.SessionOptions:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -81,3 +83,18 @@ def test_the_scorers_options_multiply_exactly_here_whatever_the_cpu() -> None:
 
     for options in (session_options(1), ort.SessionOptions()):
         assert products_are_exact(exact_integer_products(options))
+
+
+def test_a_probe_that_cannot_run_falls_back_to_the_exact_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing probe file costs speed, never correctness: the sessions get the setting."""
+    monkeypatch.setattr(int8_products, "PROBE_PATH", tmp_path / "missing.onnx")
+    int8_products.default_products_exact.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="plaudit.model_store"):
+            assert int8_products.default_products_exact() is False
+        assert "could not probe" in caplog.text and "FileNotFoundError" in caplog.text
+        assert _entry(exact_integer_products(ort.SessionOptions())) == "1"
+    finally:
+        int8_products.default_products_exact.cache_clear()  # the next caller probes the real file
