@@ -37,7 +37,8 @@ never the validation pairs the export's agreement gate reads):
 - 8-bit weights. x86 CPUs without VNNI multiply u8 x s8 through a 16-bit accumulator that
   8-bit weights can saturate; the ONNX engine therefore asks ONNX Runtime for its exact
   u8 x u8 kernel on the CPUs where a probe finds the default inexact
-  (model_store.int8_products), so no CPU overflows an int8 product. Earlier versions stored 7-bit weights to stay exact instead.
+  (model_store.int8_products), so no CPU overflows an int8 product. Earlier versions stored
+  7-bit weights to stay exact instead.
   (Float rounding in the fp32 parts still differs between CPU types, as in fp32, and
   re-quantisation can amplify it.)
 On the HH model (`python -m loadtest.bench_training --skip trl`), decision agreement with fp32
