@@ -9,7 +9,9 @@ under the same load, in one run.
 2. Each server runs as `uvicorn --factory` on a free 127.0.0.1 port, settings in PLAUDIT_*
    variables, and gets the scenarios: c=32 k=1, c=32 k=16, c=1 at 1 req/s (idle latency).
    After the idle scenario, on the same idle server: the HTTP floor (a paced GET /healthz)
-   and, for Plaudit, single-item requests interleaved with direct calls to its engine.
+   and, for Plaudit, single-item requests interleaved with direct calls to its engine, with
+   its /metrics read around them to split a served request into the engine's own work and
+   the rest.
    Both load the same stored model; the naive server opens its ONNX file with ORT's default
    session options unless --naive-onnx-options plaudit gives it the service's tuned ones, and
    in Plaudit's precision unless --naive-precision names another (fp32 against int8, say).
@@ -474,6 +476,8 @@ def interleaved_idle_ms(
         return {
             "plaudit_p50_ms": served_p50,
             "direct_p50_ms": direct_p50,
+            "plaudit_mean_ms": statistics.fmean(served),
+            "direct_mean_ms": statistics.fmean(direct),
             "plaudit_over_direct": served_p50 / direct_p50,
             "median_paired_ratio": statistics.median(s / d for s, d in zip(served, direct, strict=True)),
             "pairs": len(served),
@@ -485,6 +489,7 @@ def interleaved_idle_ms(
 # Plaudit's /metrics series that say how long the engine took per item under load.
 ENGINE_COUNTERS = {
     "plaudit_inference_seconds_sum": "engine_s",  # wall time inside Scorer.run, summed over batches
+    "plaudit_tokenize_seconds_sum": "tokenize_s",
     "plaudit_batch_size_items_sum": "items",
     "plaudit_batch_size_items_count": "batches",
 }
@@ -531,6 +536,27 @@ def engine_use(before: Mapping[str, float] | None, after: Mapping[str, float] | 
         "engine_ms_per_item": (after["engine_s"] - before["engine_s"]) / items * 1000.0,
         "mean_batch_items": items / batches,
     }
+
+
+def idle_split(
+    before: Mapping[str, float] | None, after: Mapping[str, float] | None, served_mean_ms: float
+) -> dict[str, float] | None:
+    """Where an idle request's time went: the engine's own work per request (tokenizing and
+    scoring, from two `engine_counters` readings around the interleaved probe) and the rest
+    of `served_mean_ms` (HTTP, the framework, thread hand-offs). None without both readings
+    or without a request in between.
+
+    Beside the direct call's mean, this says whether an idle request is slower than a
+    direct call because its engine work ran slower in the server or because of what
+    surrounds it.
+    """
+    if before is None or after is None:
+        return None
+    items = after["items"] - before["items"]
+    if items <= 0:
+        return None
+    engine_ms = (after["engine_s"] - before["engine_s"] + after["tokenize_s"] - before["tokenize_s"]) / items * 1000.0
+    return {"server_engine_mean_ms": engine_ms, "outside_engine_mean_ms": served_mean_ms - engine_ms}
 
 
 def ceiling_engine_ms_per_item(ceiling: Ceiling) -> float | None:
@@ -659,6 +685,13 @@ def format_results(results: Mapping[str, Any]) -> str:
                     f"{_num(both['direct_p50_ms'], 2)} ms (Plaudit/direct x{_x(both['plaudit_over_direct'])}; "
                     f"median of the per-pair ratios x{_x(both['median_paired_ratio'])})"
                 )
+                if "server_engine_mean_ms" in both:
+                    lines.append(
+                        f"  their means: Plaudit {_num(both['plaudit_mean_ms'], 2)} ms = its engine "
+                        f"(tokenize + score, from /metrics) {_num(both['server_engine_mean_ms'], 2)} ms + "
+                        f"outside the engine {_num(both['outside_engine_mean_ms'], 2)} ms; direct "
+                        f"{_num(both['direct_mean_ms'], 2)} ms"
+                    )
         else:
             lines.append(
                 f"{name}: Plaudit/naive items/s x{_x(r['plaudit_over_naive_items_per_s'])}, "
@@ -787,7 +820,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 interval_s = 1.0 / sc.rate if sc.rate else 1.0
                 floors[server] = http_floor_ms(url, sc.requests, interval_s)
                 if server == "plaudit":  # the direct scorer is Plaudit's engine, not naive's
-                    interleaved[server] = interleaved_idle_ms(url, scorer, singles[:n_pairs], interval_s)
+                    before = engine_counters(url)
+                    both = interleaved_idle_ms(url, scorer, singles[:n_pairs], interval_s)
+                    if both is not None:
+                        both |= idle_split(before, engine_counters(url), both["plaudit_mean_ms"]) or {}
+                    interleaved[server] = both
 
             return measure
 

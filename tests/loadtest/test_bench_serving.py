@@ -112,11 +112,20 @@ def test_format_results_prints_every_row() -> None:
     assert "interleaved" not in text  # not measured in this run: no line
     results["comparison"][bench.IDLE_SCENARIO]["interleaved"] = {
         "plaudit_p50_ms": 11.0, "direct_p50_ms": 10.0, "plaudit_over_direct": 1.1,
-        "median_paired_ratio": 1.05, "pairs": 60,
+        "median_paired_ratio": 1.05, "pairs": 60, "plaudit_mean_ms": 11.5, "direct_mean_ms": 10.25,
     }
+    text_interleaved = bench.format_results(results)
     assert (
         "60 pairs (p50): Plaudit 11.00 ms, direct 10.00 ms (Plaudit/direct x1.1; median of the "
         "per-pair ratios x1.05)"
+    ) in text_interleaved
+    assert "their means" not in text_interleaved  # the server's counters were not read: no line
+    results["comparison"][bench.IDLE_SCENARIO]["interleaved"] |= {
+        "server_engine_mean_ms": 9.75, "outside_engine_mean_ms": 1.75,
+    }
+    assert (
+        "  their means: Plaudit 11.50 ms = its engine (tokenize + score, from /metrics) 9.75 ms + "
+        "outside the engine 1.75 ms; direct 10.25 ms"
     ) in bench.format_results(results)
     assert "8.00 ms paced like the idle scenario, 6.50 ms back to back" in text
     assert "engine calls under this load" not in text  # not read in this run: no line
@@ -251,6 +260,7 @@ def test_interleaved_idle_probe_alternates_served_requests_and_direct_calls() ->
     assert both is not None and both["pairs"] == 4
     assert both["plaudit_p50_ms"] >= 50.0 and both["direct_p50_ms"] >= 150.0
     assert both["plaudit_over_direct"] == both["plaudit_p50_ms"] / both["direct_p50_ms"]
+    assert both["plaudit_mean_ms"] >= 50.0 and both["direct_mean_ms"] >= 150.0
     assert len(calls) == 4  # one direct call per item
     # Items 0 and 2 go to the server first (direct at half the interval), 1 and 3 direct first.
     offsets = [at - started for at in calls]
@@ -378,6 +388,19 @@ def test_engine_use_is_the_difference_of_two_counter_readings() -> None:
     assert bench.engine_use(after, after) is None  # no batch in between
 
 
+def test_idle_split_takes_the_engine_work_per_request_out_of_the_served_mean() -> None:
+    before = {"engine_s": 1.0, "tokenize_s": 0.5, "items": 10.0, "batches": 10.0}
+    after = {"engine_s": 1.9, "tokenize_s": 0.53, "items": 40.0, "batches": 40.0}
+    # (0.9 s scoring + 0.03 s tokenizing) over 30 requests = 31 ms each; 35 ms served
+    split = bench.idle_split(before, after, served_mean_ms=35.0)
+    assert split is not None
+    assert split["server_engine_mean_ms"] == pytest.approx(31.0)
+    assert split["outside_engine_mean_ms"] == pytest.approx(4.0)
+    assert bench.idle_split(None, after, 35.0) is None
+    assert bench.idle_split(before, None, 35.0) is None
+    assert bench.idle_split(after, after, 35.0) is None  # no request in between
+
+
 def test_ceiling_engine_time_per_item_counts_the_calls_that_ran_at_once() -> None:
     two_calls = bench.Ceiling(
         items_per_s_by_batch={1: 40.0}, best_batch_size=1, best_workers=2, best_items_per_s=40.0,
@@ -403,9 +426,17 @@ def test_engine_counters_move_by_what_a_real_plaudit_server_scored() -> None:
             response = httpx.post(f"{proc.url}/v1/score", json={"items": items}, trust_env=False)
             assert response.status_code == 200
         use = bench.engine_use(before, bench.engine_counters(proc.url))
+        # Lone items (the idle path) are counted too, with their tokenizing.
+        before_lone = bench.engine_counters(proc.url)
+        for i in range(2):
+            response = httpx.post(f"{proc.url}/v1/score", json={"items": items[i : i + 1]}, trust_env=False)
+            assert response.status_code == 200
+        split = bench.idle_split(before_lone, bench.engine_counters(proc.url), served_mean_ms=1000.0)
     assert use is not None and use["items"] == 6.0
     assert 1.0 <= use["batches"] <= 6.0
     assert use["engine_ms_per_item"] * use["items"] >= 50.0 * use["batches"] - 1.0
+    assert split is not None and split["server_engine_mean_ms"] >= 50.0
+    assert split["outside_engine_mean_ms"] == pytest.approx(1000.0 - split["server_engine_mean_ms"])
 
 
 def test_engine_counters_are_none_for_a_server_without_plaudit_metrics() -> None:
