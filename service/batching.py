@@ -484,7 +484,7 @@ class Batcher:
 
 def _checked_encoding(encoded: Sequence[Encoded], n_items: int) -> list[Encoded]:
     """The engine's encoding of `n_items` items, as a list; ScoringError if it has another count."""
-    encoded = list(encoded)
+    encoded = encoded if isinstance(encoded, list) else list(encoded)  # _encode already made one
     if len(encoded) != n_items:
         raise ScoringError(f"the engine encoded {len(encoded)} items for a request of {n_items}")
     return encoded
