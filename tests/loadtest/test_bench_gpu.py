@@ -40,6 +40,28 @@ def test_verdicts_need_both_bars_and_no_failure() -> None:
     assert not bench_gpu.verdicts({"x": report(9000.0)}, 20000.0)["x"]["passed"]
 
 
+def test_results_print_a_load_that_answered_nothing() -> None:
+    # On a slow machine a 32-item load can end with every request still in flight: no
+    # latency at all (null in the JSON). The table must still print, and say FAIL.
+    silent = LoadReport(
+        endpoint="score", concurrency=64, items_per_request=32, rate=None,
+        requests=64, ok=0, failed=0, unfinished=64, items_ok=0, elapsed_s=30.0,
+        requests_per_s=0.0, items_per_s=0.0,
+        latency=LatencySummary.from_seconds([]), errors={}, stopped_by="duration",
+    )
+    reports = {"c64_k32": silent, "c128_k32": report(9000.0)}
+    results = {
+        "ceiling": {"items_per_s_by_batch": {32: 12000.0}, "best_batch_size": 32, "best_workers": 2, "best_items_per_s": 12000.0},
+        "servers": {"plaudit": {name: r.to_json() for name, r in reports.items()}},
+        "verdicts": bench_gpu.verdicts(reports, 12000.0),
+    }
+    lines = bench_gpu.format_results(json.loads(json.dumps(results))).splitlines()
+    silent_line = next(line for line in lines if line.startswith("c64_k32"))
+    assert silent_line.split() == ["c64_k32", "0", "0.00", "-", "-", "0", "0", "FAIL"]
+    answered = next(line for line in lines if line.startswith("c128_k32"))
+    assert answered.split() == ["c128_k32", "9000", "0.75", "5.0", "10.0", "100", "0", "PASS"]
+
+
 def test_load_processes_must_be_at_least_one() -> None:  # the split and merge: the end-to-end test below
     with pytest.raises(ValueError, match="processes must be at least 1"):
         run_load_processes(LoadConfig(), [], 0)
