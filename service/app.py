@@ -27,7 +27,7 @@ from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
-from service.model_loading import ModelLoadError, batch_limits, load_model
+from service.model_loading import ModelLoadError, batch_limits, load_model, log_precision_note
 from service.routes import feedback, lifecycle, models, ops, scoring
 from service.settings import Settings
 
@@ -65,6 +65,7 @@ async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: 
         info.engine_workers, info.threads_per_call, info.max_batch_items,
         f"; a lone item on an idle engine gets {info.lone_call_threads} threads" if info.lone_call_threads else "",
     )
+    log_precision_note(info)
 
 
 def _lifespan(

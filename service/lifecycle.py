@@ -32,7 +32,7 @@ from service.batching import Batcher
 from service.errors import InvalidInput, NotReady, ServiceError
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, ModelHolder
-from service.model_loading import ModelLoadError, batch_limits, load_model
+from service.model_loading import ModelLoadError, batch_limits, load_model, log_precision_note
 from service.settings import Settings, env_name
 
 log = logging.getLogger("plaudit.lifecycle")
@@ -213,6 +213,7 @@ class ModelSwapper:
         self.metrics.set_model(new.name, new.version)
         was = f"{old.name}:{old.version}" if old is not None else "nothing"
         log.info("now serving %s:%s (was %s)", new.name, new.version, was)
+        log_precision_note(new.info)
         if old is not None:
             await self._retire(old)
         return SwapOutcome(old=_ref(old) if old is not None else None, new=_ref(new), swapped=True)

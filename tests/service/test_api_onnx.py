@@ -132,3 +132,40 @@ def test_loading_gives_the_onnx_sessions_the_layouts_thread_counts(trained_store
     assert (info.engine_workers, info.threads_per_call, info.lone_call_threads, lone_threads) == (
         1, cores, None, None
     )
+
+
+@pytest.mark.parametrize(
+    ("engine", "device", "precision", "kernel", "noted"),
+    [
+        ("onnx", "cpu", "int8", "u8u8", True),  # x86 without VNNI: int8 about as fast as fp32
+        ("onnx", "cpu", "int8", "u8s8", False),  # VNNI/AMX: int8 is the fast engine
+        ("onnx", "cpu", "fp32", "u8u8", False),
+        ("torch", "cuda", "bf16", "u8u8", False),
+    ],
+)
+def test_precision_note_only_where_int8_runs_the_slow_exact_kernel(
+    engine: str, device: str, precision: str, kernel: str, noted: bool
+) -> None:
+    from service.model import ModelInfo
+    from service.model_loading import precision_note
+
+    info = ModelInfo(name="m", version="1", engine=engine, device=device, precision=precision, max_length=64)
+    note = precision_note(info, kernel)
+    assert (note is not None) == noted
+    if noted:
+        assert "PLAUDIT_PRECISION=fp32" in note and "u8 x u8" in note
+
+
+def test_startup_logs_the_precision_note_for_this_cpus_int8_kernel(
+    trained_store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from model_store.int8_products import int8_kernel
+    from service.model_loading import load_model, log_precision_note
+    from service.settings import Settings
+
+    scorer, info = load_model(Settings(store_dir=trained_store, model="tiny", precision="int8"))
+    scorer.close()
+    with caplog.at_level("INFO", logger="plaudit.service"):
+        log_precision_note(info)
+    noted = any("u8 x u8" in r.getMessage() for r in caplog.records)
+    assert noted == (int8_kernel() == "u8u8")  # this machine's own probe decides
