@@ -45,7 +45,7 @@ from loadtest.feedback_bench.databases import fresh_database, read_stored_rows
 from loadtest.feedback_bench.load import FeedbackLoad, ServiceUnderTest
 from loadtest.feedback_bench.plan import plan_jobs, planned_posts
 from loadtest.feedback_bench.verify import SHOWN_PROBLEMS, verify
-from loadtest.report import LatencySummary, write_json
+from loadtest.report import LatencySummary, figure, write_json
 
 EXPORT_PATH = "/v1/feedback/export"
 
@@ -118,10 +118,6 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     return results
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def format_results(results: Mapping[str, Any]) -> str:
     c = results["counts"]
     s = results["settings"]
@@ -138,7 +134,7 @@ def format_results(results: Mapping[str, Any]) -> str:
     if kill is not None:
         lines.append(
             f"kill          SIGKILL after {kill['after_posts']} posts sent, {kill['in_flight']} requests in "
-            f"flight; restarted on the same port and database, ready {_num(kill['down_s'], 2)} s after the kill"
+            f"flight; restarted on the same port and database, ready {figure(kill['down_s'], 2)} s after the kill"
         )
     failed = ", ".join(f"{k} {v}" for k, v in results["failed_attempts_by_reason"].items()) or "none"
     lines += [
@@ -149,10 +145,10 @@ def format_results(results: Mapping[str, Any]) -> str:
         f"were in flight together with their original",
         f"retries       {c['retried_attempts']} attempts failed and were retried ({failed}); "
         f"{c['attempts']} attempts in all",
-        f"throughput    {_num(results['posts_per_s'])} acknowledged posts/s "
-        f"over {_num(results['load_elapsed_s'], 2)} s",
-        f"latency ms    p50 {_num(lat['p50_ms'])}  p95 {_num(lat['p95_ms'])}  p99 {_num(lat['p99_ms'])}  "
-        f"max {_num(lat['max_ms'])}  (acknowledged attempts)",
+        f"throughput    {figure(results['posts_per_s'])} acknowledged posts/s "
+        f"over {figure(results['load_elapsed_s'], 2)} s",
+        f"latency ms    p50 {figure(lat['p50_ms'])}  p95 {figure(lat['p95_ms'])}  p99 {figure(lat['p99_ms'])}  "
+        f"max {figure(lat['max_ms'])}  (acknowledged attempts)",
         f"store         {c['stored_rows']} rows; {c['duplicate_ids']} duplicate ids, {c['duplicate_bodies']} "
         f"duplicate bodies, {c['body_mismatches']} bodies differing from what was sent, "
         f"{c['stored_unacknowledged']} stored but never acknowledged",

@@ -21,8 +21,6 @@ how its tests and a dry run check it; the figures then mean nothing for the GPU 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -41,7 +39,7 @@ from loadtest.bench_serving import (
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import run_load_processes
 from loadtest.naive_server import load_configured_scorer
-from loadtest.report import LoadReport, json_safe, write_json
+from loadtest.report import LoadReport, figure, json_safe, write_json
 from model_store.errors import StoreError
 from service.settings import available_cores
 
@@ -139,11 +137,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _num(value: float | None, digits: int) -> str:
-    """A figure, or "-" where the JSON has none (no request answered: NaN became null)."""
-    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
 def format_results(results: Mapping[str, Any]) -> str:
     ceiling = results["ceiling"]
     sizes = ", ".join(f"b{b}: {v:.0f}" for b, v in ceiling["items_per_s_by_batch"].items())
@@ -160,8 +153,8 @@ def format_results(results: Mapping[str, Any]) -> str:
             continue
         latency = report["latency"]
         lines.append(
-            f"{name:<10} {_num(report['items_per_s'], 0):>9} {_num(verdict['share_of_ceiling'], 2):>11} "
-            f"{_num(latency['p50_ms'], 1):>8} {_num(latency['p99_ms'], 1):>8} "
+            f"{name:<10} {figure(report['items_per_s'], 0):>9} {figure(verdict['share_of_ceiling'], 2):>11} "
+            f"{figure(latency['p50_ms'], 1):>8} {figure(latency['p99_ms'], 1):>8} "
             f"{report['ok']:>6} {report['failed']:>6}  {'PASS' if verdict['passed'] else 'FAIL'}"
         )
     lines.append(
@@ -207,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.out:  # first: on a lent GPU machine this run is the only one, and its JSON must survive
         write_json(args.out, results)
-    print(format_results(json.loads(json.dumps(json_safe(results)))))  # what the JSON holds
+    print(format_results(json_safe(results)))  # as the JSON holds it: NaN as null
     if results["server_error"]:
         print(f"bench_gpu: the server did not start: {results['server_error']}", file=sys.stderr)
     if args.out:

@@ -47,7 +47,7 @@ from loadtest.generator import LoadConfig, LoadResult, endpoint_path, request_bo
 from loadtest.http_client import make_http_client
 from loadtest.machine import describe_machine, machine_line
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
-from loadtest.report import LoadReport, summarize, write_json
+from loadtest.report import LoadReport, figure, summarize, write_json
 from model_store.errors import StoreError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -616,12 +616,6 @@ def compare(
     return out
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def _x(value: float | None) -> str:
     """A ratio with three significant digits: 0.00123, 0.25, 4, 1.5e+03."""
     return "-" if value is None else f"{value:.3g}"
@@ -631,19 +625,19 @@ def format_results(results: Mapping[str, Any]) -> str:
     lines = [machine_line(results["machine"])] if results.get("machine") else []
     ceiling = results.get("ceiling")
     if ceiling:
-        sizes = ", ".join(f"b{b}: {_num(v)}" for b, v in ceiling["items_per_s_by_batch"].items())
-        workers = ", ".join(f"{w} worker(s): {_num(v)}" for w, v in ceiling["items_per_s_by_workers"].items())
+        sizes = ", ".join(f"b{b}: {figure(v)}" for b, v in ceiling["items_per_s_by_batch"].items())
+        workers = ", ".join(f"{w} worker(s): {figure(v)}" for w, v in ceiling["items_per_s_by_workers"].items())
         lone = ceiling.get("lone_session_items_per_s_by_batch") or {}
         if lone:
-            workers += ", lone-call session: " + ", ".join(f"b{b} {_num(v)}" for b, v in lone.items())
+            workers += ", lone-call session: " + ", ".join(f"b{b} {figure(v)}" for b, v in lone.items())
         where = " on the lone-call session" if ceiling.get("best_on_lone_session") else ""
         lines.append(
             f"engine ceiling (items/s)  {sizes}  (best b{ceiling['best_batch_size']} "
             f"with {ceiling['best_workers']} concurrent call(s){where}; best by workers: {workers})"
         )
         lines.append(
-            f"direct single-item latency  {_num(ceiling['direct_latency_ms'], 2)} ms paced like the idle "
-            f"scenario, {_num(ceiling['direct_latency_back_to_back_ms'], 2)} ms back to back"
+            f"direct single-item latency  {figure(ceiling['direct_latency_ms'], 2)} ms paced like the idle "
+            f"scenario, {figure(ceiling['direct_latency_back_to_back_ms'], 2)} ms back to back"
         )
         lines.append("")
     header = (
@@ -658,8 +652,8 @@ def format_results(results: Mapping[str, Any]) -> str:
                 continue
             lat = rep["latency"]
             lines.append(
-                f"{server:<8} {name:<13} {_num(rep['items_per_s']):>9} {_num(lat['p50_ms']):>8} "
-                f"{_num(lat['p95_ms']):>8} {_num(lat['p99_ms']):>8} {rep['ok']:>6} {rep['failed']:>6} "
+                f"{server:<8} {name:<13} {figure(rep['items_per_s']):>9} {figure(lat['p50_ms']):>8} "
+                f"{figure(lat['p95_ms']):>8} {figure(lat['p99_ms']):>8} {rep['ok']:>6} {rep['failed']:>6} "
                 f"{rep['unfinished']:>4}"
             )
     lines.append("(cut: requests still in flight when the scenario's time cap ended it)")
@@ -667,30 +661,30 @@ def format_results(results: Mapping[str, Any]) -> str:
     for name, r in results.get("comparison", {}).items():
         if name == IDLE_SCENARIO:
             lines.append(
-                f"{name}: p50 Plaudit {_num(r['plaudit_p50_ms'], 2)} ms, naive "
-                f"{_num(r['naive_p50_ms'], 2)} ms, direct {_num(r['direct_single_item_ms'], 2)} ms "
+                f"{name}: p50 Plaudit {figure(r['plaudit_p50_ms'], 2)} ms, naive "
+                f"{figure(r['naive_p50_ms'], 2)} ms, direct {figure(r['direct_single_item_ms'], 2)} ms "
                 f"(Plaudit/direct x{_x(r['plaudit_over_direct'])})"
             )
             floor = r.get("http_floor_p50_ms") or {}
             if floor:
                 lines.append(
                     f"  HTTP floor (GET /healthz at the same pace, p50): Plaudit "
-                    f"{_num(floor.get('plaudit'), 2)} ms, naive {_num(floor.get('naive'), 2)} ms"
+                    f"{figure(floor.get('plaudit'), 2)} ms, naive {figure(floor.get('naive'), 2)} ms"
                 )
             both = r.get("interleaved")
             if both:
                 lines.append(
                     f"  interleaved, one Plaudit request and one direct call per interval, {both['pairs']} "
-                    f"pairs (p50): Plaudit {_num(both['plaudit_p50_ms'], 2)} ms, direct "
-                    f"{_num(both['direct_p50_ms'], 2)} ms (Plaudit/direct x{_x(both['plaudit_over_direct'])}; "
+                    f"pairs (p50): Plaudit {figure(both['plaudit_p50_ms'], 2)} ms, direct "
+                    f"{figure(both['direct_p50_ms'], 2)} ms (Plaudit/direct x{_x(both['plaudit_over_direct'])}; "
                     f"median of the per-pair ratios x{_x(both['median_paired_ratio'])})"
                 )
                 if "server_engine_mean_ms" in both:
                     lines.append(
-                        f"  their means: Plaudit {_num(both['plaudit_mean_ms'], 2)} ms = its engine "
-                        f"(tokenize + score, from /metrics) {_num(both['server_engine_mean_ms'], 2)} ms + "
-                        f"outside the engine {_num(both['outside_engine_mean_ms'], 2)} ms; direct "
-                        f"{_num(both['direct_mean_ms'], 2)} ms"
+                        f"  their means: Plaudit {figure(both['plaudit_mean_ms'], 2)} ms = its engine "
+                        f"(tokenize + score, from /metrics) {figure(both['server_engine_mean_ms'], 2)} ms + "
+                        f"outside the engine {figure(both['outside_engine_mean_ms'], 2)} ms; direct "
+                        f"{figure(both['direct_mean_ms'], 2)} ms"
                     )
         else:
             lines.append(
@@ -702,9 +696,9 @@ def format_results(results: Mapping[str, Any]) -> str:
         engine = r.get("plaudit_engine")
         if engine and name != IDLE_SCENARIO:
             lines.append(
-                f"  Plaudit's engine calls under this load: {_num(engine['engine_ms_per_item'], 1)} ms per item "
-                f"(ceiling {_num(engine['ceiling_engine_ms_per_item'], 1)} ms, x{_x(engine['over_ceiling'])}), "
-                f"{_num(engine['mean_batch_items'], 2)} items per batch"
+                f"  Plaudit's engine calls under this load: {figure(engine['engine_ms_per_item'], 1)} ms per item "
+                f"(ceiling {figure(engine['ceiling_engine_ms_per_item'], 1)} ms, x{_x(engine['over_ceiling'])}), "
+                f"{figure(engine['mean_batch_items'], 2)} items per batch"
             )
     return "\n".join(lines)
 

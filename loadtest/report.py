@@ -123,8 +123,10 @@ def summarize(result: LoadResult) -> LoadReport:
     )
 
 
-def _fmt(value: float, digits: int = 1) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+def figure(value: float | None, digits: int = 1) -> str:
+    """A figure for a benchmark's printed table: "-" where there is none (None, or NaN when
+    no request succeeded)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def format_table(report: LoadReport) -> str:
@@ -138,12 +140,12 @@ def format_table(report: LoadReport) -> str:
             f"{report.requests} ({report.ok} ok, {report.failed} failed"
             + (f", {report.unfinished} unfinished at the time cap)" if report.unfinished else ")"),
         ),
-        ("elapsed", f"{_fmt(report.elapsed_s, 2)} s (stopped by {report.stopped_by})"),
-        ("throughput", f"{_fmt(report.requests_per_s)} req/s, {_fmt(report.items_per_s)} items/s"),
+        ("elapsed", f"{figure(report.elapsed_s, 2)} s (stopped by {report.stopped_by})"),
+        ("throughput", f"{figure(report.requests_per_s)} req/s, {figure(report.items_per_s)} items/s"),
         (
             "latency ms",
-            f"p50 {_fmt(lat.p50_ms)}  p95 {_fmt(lat.p95_ms)}  p99 {_fmt(lat.p99_ms)}  "
-            f"max {_fmt(lat.max_ms)}",
+            f"p50 {figure(lat.p50_ms)}  p95 {figure(lat.p95_ms)}  p99 {figure(lat.p99_ms)}  "
+            f"max {figure(lat.max_ms)}",
         ),
     ]
     if report.errors:
