@@ -8,7 +8,7 @@ heavy engines (onnxruntime, torch) only when it builds one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from model_store.engines import TEST_ENGINES
@@ -108,15 +108,16 @@ def batch_limits(settings: Settings, info: ModelInfo) -> Settings:
     )
 
 
-def precision_note(info: ModelInfo, int8_kernel: str) -> str | None:
+def precision_note(info: ModelInfo, int8_kernel: Callable[[], str]) -> str | None:
     """A word for the log where int8 buys little on this machine, else None.
 
-    `int8_kernel` is `model_store.int8_products.int8_kernel()`: on x86 CPUs without VNNI
-    ('u8u8') stored int8 runs ONNX Runtime's exact u8 x u8 kernel, which measured about as
-    fast as fp32 (README, Benchmarks: `python -m loadtest.bench_ops`), while fp32 gives the
-    model's own scores rather than ones that agree with them on 99% of decisions.
+    `int8_kernel` is `model_store.int8_products.int8_kernel`, asked only for int8 on the ONNX
+    CPU engine (its probe opens an ONNX Runtime session). On x86 CPUs without VNNI ('u8u8')
+    stored int8 runs ONNX Runtime's exact u8 x u8 kernel, which measured about as fast as
+    fp32 (README, Benchmarks: `python -m loadtest.bench_ops`), while fp32 gives the model's
+    own scores rather than ones that agree with them on 99% of decisions.
     """
-    if (info.engine, info.device, info.precision, int8_kernel) != ("onnx", "cpu", "int8", "u8u8"):
+    if (info.engine, info.device, info.precision) != ("onnx", "cpu", "int8") or int8_kernel() != "u8u8":
         return None
     return (
         "int8 runs ONNX Runtime's exact u8 x u8 kernel on this CPU (no VNNI), which measured about "
@@ -125,12 +126,14 @@ def precision_note(info: ModelInfo, int8_kernel: str) -> str | None:
     )
 
 
+def _int8_kernel() -> str:
+    from model_store.int8_products import int8_kernel  # imports onnxruntime: only when asked
+
+    return int8_kernel()
+
+
 def log_precision_note(info: ModelInfo) -> None:
     """Log `precision_note` for a model that just started serving, where it has one."""
-    if (info.engine, info.device, info.precision) != ("onnx", "cpu", "int8"):
-        return  # the probe below needs onnxruntime, which other engines may not load
-    from model_store.int8_products import int8_kernel
-
-    note = precision_note(info, int8_kernel())
+    note = precision_note(info, _int8_kernel)
     if note is not None:
         logging.getLogger("plaudit.service").info(note)

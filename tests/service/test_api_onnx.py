@@ -150,7 +150,9 @@ def test_precision_note_only_where_int8_runs_the_slow_exact_kernel(
     from service.model_loading import precision_note
 
     info = ModelInfo(name="m", version="1", engine=engine, device=device, precision=precision, max_length=64)
-    note = precision_note(info, kernel)
+    probed: list[str] = []
+    note = precision_note(info, lambda: probed.append(kernel) or kernel)
+    assert probed == ([kernel] if (engine, device, precision) == ("onnx", "cpu", "int8") else [])
     assert (note is not None) == noted
     if noted:
         assert "PLAUDIT_PRECISION=fp32" in note and "u8 x u8" in note
