@@ -21,10 +21,13 @@ import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadtest.data import load_items, synthetic_items
 from loadtest.machine import describe_machine, machine_line
+
+if TYPE_CHECKING:
+    from model_store.store import ModelVersion
 
 MATRIX_PRODUCTS = frozenset({"MatMul", "FusedMatMul", "Gemm", "MatMulIntegerToFloat", "MatMulInteger"})
 WARMUP_ITEMS = 3
@@ -47,15 +50,22 @@ def kernel_time_by_op(profile: Sequence[dict[str, Any]], skip_runs: int) -> tupl
     return micros, calls, len(runs) - skip_runs
 
 
-def profile_precision(store_dir: Path, ref: str, precision: str, items: Sequence[Any], threads: int) -> dict[str, Any]:
-    """Run `items` one at a time through `ref`'s `precision` file with profiling on."""
-    from model_store.loading import load_scorer
-    from model_store.onnx_scorer import session_options
+def verified_version(store_dir: Path, ref: str) -> ModelVersion:
+    """`ref`'s ModelVersion in `store_dir`, its checksums checked (once for all precisions)."""
     from model_store.store import ModelStore
 
     store = ModelStore(store_dir)
     version = store.resolve(ref)
     store.verify(version)
+    return version
+
+
+def profile_precision(version: ModelVersion, precision: str, items: Sequence[Any], threads: int) -> dict[str, Any]:
+    """Run `items` one at a time through `version`'s `precision` file with profiling on."""
+    from model_store.loading import load_scorer
+    from model_store.onnx_scorer import session_options
+
+    ref = version.ref
     with tempfile.TemporaryDirectory(prefix="plaudit-ops-") as folder:
         options = session_options(threads)
         options.enable_profiling = True
@@ -121,11 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.items < 1 or args.threads < 1:
         parser.error("--items and --threads must be at least 1")
     items = load_items(args.data, limit=args.items) if args.data else synthetic_items(args.items)
+    version = verified_version(args.store, args.model)
     results: dict[str, Any] = {
         "machine": describe_machine(),
         "model": args.model,
         "threads": args.threads,
-        "precisions": {p: profile_precision(args.store, args.model, p, items, args.threads) for p in args.precision},
+        "precisions": {p: profile_precision(version, p, items, args.threads) for p in args.precision},
     }
     print(format_results(results))
     if args.out:

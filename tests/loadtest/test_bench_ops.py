@@ -60,5 +60,6 @@ def test_refuses_bad_counts(trained_store: Path) -> None:
 
 
 def test_synthetic_items_are_used_without_data(trained_store: Path) -> None:
-    r = bench_ops.profile_precision(trained_store, "tiny:1", "fp32", synthetic_items(2), threads=1)
+    version = bench_ops.verified_version(trained_store, "tiny:1")
+    r = bench_ops.profile_precision(version, "fp32", synthetic_items(2), threads=1)
     assert r["items"] == 2 and r["ms_per_item"] > 0.0
