@@ -6,11 +6,13 @@ They are `async def` so FastAPI calls them on the event loop instead of a worker
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
 
 from service.auth import ApiKeyTable
+from service.errors import NotReady
 from service.feedback_state import FeedbackStoreHolder
 from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
@@ -69,6 +71,38 @@ async def get_request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
+@dataclass(frozen=True, slots=True)
+class ScoringContext:
+    """What a scoring route needs, in one dependency.
+
+    FastAPI resolves each dependency anew for every request, and a generator dependency
+    (as `get_model` is) costs an exit stack and a shielded cancel scope on top: on a small
+    /v1/score request that was more of the server's CPU than the route's own work. So the
+    scoring routes take this plain one and `dispatch.score_pairs` takes the model itself,
+    holding it exactly while it scores.
+    """
+
+    holder: ModelHolder
+    settings: Settings
+    feedback: FeedbackStoreHolder
+    request_id: str
+
+
+async def get_scoring_context(request: Request) -> ScoringContext:
+    """503 (NotReady) while no model is ready, before the body's limits are checked, as
+    with `get_model`."""
+    state = request.state
+    holder: ModelHolder = state.holder
+    if not holder.ready:
+        raise NotReady(holder.why_not_ready())
+    return ScoringContext(
+        holder=holder,
+        settings=state.settings,
+        feedback=state.feedback,
+        request_id=str(getattr(state, "request_id", "")),
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
@@ -76,3 +110,4 @@ ModelDep = Annotated[LoadedModel, Depends(get_model)]
 SwapperDep = Annotated[ModelSwapper, Depends(get_swapper)]
 FeedbackDep = Annotated[FeedbackStoreHolder, Depends(get_feedback)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
+ScoringDep = Annotated[ScoringContext, Depends(get_scoring_context)]

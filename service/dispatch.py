@@ -15,7 +15,7 @@ from fastapi import Request
 
 from model_store.scoring import TextPair
 from service.errors import ClientDisconnected, PayloadTooLarge
-from service.model import LoadedModel
+from service.model import LoadedModel, ModelHolder
 from service.settings import Settings
 
 
@@ -47,11 +47,25 @@ async def _until_disconnected(request: Request) -> None:
 
 
 async def score_pairs(
-    request: Request, model: LoadedModel, settings: Settings, pairs: Sequence[TextPair]
-) -> np.ndarray:
-    """Scores for `pairs`, in order. The deadline counts from when the request arrived."""
+    request: Request, holder: ModelHolder, settings: Settings, pairs: Sequence[TextPair]
+) -> tuple[LoadedModel, np.ndarray]:
+    """The model that scored `pairs`, and their scores in order. The deadline counts from
+    when the request arrived.
+
+    The model is taken and held in one step (no await between them): a hot swap waits for
+    held models' requests before it drains their batcher, so the items cannot meet a
+    batcher that stopped accepting.
+    """
     received_at = getattr(request.state, "received_at", None) or time.monotonic()
     deadline = received_at + settings.request_timeout_s
+    model = holder.get()
+    with model.requests.hold():
+        return model, await _score_until_disconnected(request, model, pairs, deadline)
+
+
+async def _score_until_disconnected(
+    request: Request, model: LoadedModel, pairs: Sequence[TextPair], deadline: float
+) -> np.ndarray:
     scoring = asyncio.ensure_future(model.batcher.submit(list(pairs), deadline))
     watcher = asyncio.ensure_future(_until_disconnected(request))
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 
 from model_store.scoring import TextPair
-from service.deps import FeedbackDep, ModelDep, RequestIdDep, SettingsDep
+from service.deps import ScoringDep
 from service.dispatch import enforce_limits, score_pairs
 from service.feedback_state import comparison_key, remember_comparisons
 from service.model import LoadedModel
@@ -48,18 +48,16 @@ def sigmoid(x: float) -> float:
 
 
 @router.post("/score", response_model=ScoreResponse, summary="Score (prompt, response) pairs")
-async def score(
-    body: ScoreRequest, request: Request, model: ModelDep, settings: SettingsDep, request_id: RequestIdDep
-) -> ScoreResponse:
+async def score(body: ScoreRequest, request: Request, ctx: ScoringDep) -> ScoreResponse:
     texts = (
         (f"items.{i}.{field}", text)
         for i, item in enumerate(body.items)
         for field, text in (("prompt", item.prompt), ("response", item.response))
     )
-    enforce_limits(len(body.items), texts, settings)
+    enforce_limits(len(body.items), texts, ctx.settings)
     pairs = [TextPair(item.prompt, item.response) for item in body.items]
-    scores = await score_pairs(request, model, settings, pairs)
-    return ScoreResponse(scores=scores.tolist(), model=model_ref(model), request_id=request_id)
+    model, scores = await score_pairs(request, ctx.holder, ctx.settings, pairs)
+    return ScoreResponse(scores=scores.tolist(), model=model_ref(model), request_id=ctx.request_id)
 
 
 @router.post(
@@ -67,14 +65,7 @@ async def score(
     response_model=CompareResponse | CompareBatchResponse,
     summary="Probability that response_a is preferred to response_b",
 )
-async def compare(
-    body: CompareRequest,
-    request: Request,
-    model: ModelDep,
-    settings: SettingsDep,
-    request_id: RequestIdDep,
-    feedback: FeedbackDep,
-) -> CompareResponse | CompareBatchResponse:
+async def compare(body: CompareRequest, request: Request, ctx: ScoringDep) -> CompareResponse | CompareBatchResponse:
     """Each comparison is remembered (before the answer goes out) so that a later POST
     /v1/feedback {request_id, choice} resolves to it; remembering never fails the comparison."""
     comparisons = body.as_comparisons()
@@ -84,9 +75,11 @@ async def compare(
         for i, c in enumerate(comparisons)
         for field in ("prompt", "response_a", "response_b")
     )
-    enforce_limits(2 * len(comparisons), texts, settings, unit="items (2 per comparison)")
+    enforce_limits(2 * len(comparisons), texts, ctx.settings, unit="items (2 per comparison)")
     pairs = [TextPair(c.prompt, r) for c in comparisons for r in (c.response_a, c.response_b)]
-    scores = (await score_pairs(request, model, settings, pairs)).tolist()
+    model, scored = await score_pairs(request, ctx.holder, ctx.settings, pairs)
+    scores = scored.tolist()
+    request_id, feedback = ctx.request_id, ctx.feedback
     results = [
         CompareResult(p_a_preferred=sigmoid(a - b), score_a=a, score_b=b)
         for a, b in zip(scores[0::2], scores[1::2], strict=True)
@@ -124,16 +117,14 @@ def scored_comparisons(
 
 
 @router.post("/rank", response_model=RankResponse, summary="Order responses to one prompt, best first")
-async def rank(
-    body: RankRequest, request: Request, model: ModelDep, settings: SettingsDep, request_id: RequestIdDep
-) -> RankResponse:
+async def rank(body: RankRequest, request: Request, ctx: ScoringDep) -> RankResponse:
     texts = [("prompt", body.prompt)] + [(f"responses.{i}", r) for i, r in enumerate(body.responses)]
-    enforce_limits(len(body.responses), texts, settings)
-    scores = (
-        await score_pairs(request, model, settings, [TextPair(body.prompt, r) for r in body.responses])
-    ).tolist()
+    enforce_limits(len(body.responses), texts, ctx.settings)
+    pairs = [TextPair(body.prompt, r) for r in body.responses]
+    model, scored = await score_pairs(request, ctx.holder, ctx.settings, pairs)
+    scores = scored.tolist()
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
     if body.top_n is not None:
         order = order[: body.top_n]
     results = [RankedResponse(index=i, score=scores[i]) for i in order]
-    return RankResponse(results=results, model=model_ref(model), request_id=request_id)
+    return RankResponse(results=results, model=model_ref(model), request_id=ctx.request_id)
