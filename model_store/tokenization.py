@@ -73,8 +73,18 @@ class PairTokenizer:
     def encode(self, pairs: Sequence[TextPair]) -> list[TokenizedPair]:
         if not pairs:
             return []
+        return self.lay_out(*self.encode_sides(pairs))
+
+    def encode_sides(self, pairs: Sequence[TextPair]) -> tuple[list[Encoding], list[Encoding]]:
+        """Step one of `encode`: prompts and responses tokenized apart, without special tokens
+        (in Rust, which releases the GIL)."""
         prompts = self._tok.encode_batch([p.prompt for p in pairs], add_special_tokens=False)
         responses = self._tok.encode_batch([p.response for p in pairs], add_special_tokens=False)
+        return prompts, responses
+
+    def lay_out(self, prompts: Sequence[Encoding], responses: Sequence[Encoding]) -> list[TokenizedPair]:
+        """Step two of `encode`: each pair cut to the budget and joined with its special tokens
+        and token types (Python, holding the GIL)."""
         if self._template is None:
             return [self._post_processed(p, r) for p, r in zip(prompts, responses, strict=True)]
         budget, template = self._budget, self._template
@@ -109,10 +119,11 @@ class PairTemplate:
     """Where a tokenizer's post-processor puts its special tokens around a (prompt, response)
     pair, and the token type ids of each part: `prefix + prompt + middle + response + suffix`.
 
-    Laying pairs out with `Tokenizer.post_process` (and Encoding.truncate) cost about 120 us
-    per HH pair on this project's CPUs, all of it holding the GIL, which caps one process at
-    some 8k items/s however many tokenizer threads it has; from this template it costs about
-    25 us (`python -m loadtest.bench_tokenize`). BERT's, RoBERTa's and most
+    Laying pairs out is the part of tokenizing that holds the GIL, so one server process
+    can do only so much of it however many tokenizer threads it has. With
+    `Tokenizer.post_process` (and Encoding.truncate) it cost 60-62 us per HH pair on this
+    project's CPUs; from this template 11-13 us (`python -m loadtest.bench_tokenize`). At a
+    GPU's 8k items/s that is half a core of GIL time saved. BERT's, RoBERTa's and most
     TemplateProcessing layouts fit it. `learn` reads it off the post-processor itself and
     keeps it only if it reproduces `post_process` exactly on probe pairs (empty sides too);
     otherwise the tokenizer keeps calling `post_process`.

@@ -33,7 +33,23 @@ def test_main_times_both_layouts_and_writes_json(tmp_path: Path, capsys: pytest.
         assert set(row) == {"post_process", "template", "encode_batch"} and all(v > 0 for v in row.values())
     ratio = results["template_over_post_process"]["1"]
     assert ratio == pytest.approx(results["items_per_s"]["1"]["template"] / results["items_per_s"]["1"]["post_process"])
-    us = results["us_per_item_1_thread"]
-    assert results["layout_us_per_item"]["template"] == pytest.approx(us["template"] - us["encode_batch"])
+    layout = results["layout_us_per_item"]
+    assert set(layout) == {"post_process", "template"} and all(v > 0 for v in layout.values())
+    assert results["layout_post_process_over_template"] == pytest.approx(layout["post_process"] / layout["template"])
     printed = capsys.readouterr().out
-    assert "template/post_process" in printed and "machine:" in printed
+    assert "template/post_process" in printed and "machine:" in printed and "laying pairs out alone" in printed
+
+
+def test_layout_timing_runs_the_second_step_on_every_item() -> None:
+    calls: list[int] = []
+    tokenizer = PairTokenizer.from_dir(TOKENIZER, 64)
+    real = tokenizer.lay_out
+
+    def counted(prompts, responses):  # type: ignore[no-untyped-def]
+        calls.append(len(prompts))
+        return real(prompts, responses)
+
+    tokenizer.lay_out = counted  # type: ignore[method-assign]
+    items = synthetic_items(10)
+    assert bench_tokenize.layout_us_per_item(tokenizer, [items[:4], items[4:]]) > 0
+    assert calls == [4, 6]
