@@ -30,14 +30,14 @@ def test_main_times_both_layouts_and_writes_json(tmp_path: Path, capsys: pytest.
     assert results["items"] == 64 and results["rounds"] == 2
     assert set(results["items_per_s"]) == {"1", "2"}
     for row in results["items_per_s"].values():
-        assert set(row) == {"post_process", "template", "encode_batch"} and all(v > 0 for v in row.values())
+        assert set(row) == {"post_process", "template", "encode_sides", "encode_batch"} and all(v > 0 for v in row.values())
     ratio = results["template_over_post_process"]["1"]
     assert ratio == pytest.approx(results["items_per_s"]["1"]["template"] / results["items_per_s"]["1"]["post_process"])
     layout = results["layout_us_per_item"]
     assert set(layout) == {"post_process", "template"} and all(v > 0 for v in layout.values())
     assert results["layout_post_process_over_template"] == pytest.approx(layout["post_process"] / layout["template"])
     printed = capsys.readouterr().out
-    assert "template/post_process" in printed and "machine:" in printed and "laying pairs out alone" in printed
+    assert "template / post_process" in printed and "machine:" in printed and "laying pairs out alone" in printed
 
 
 def test_layout_timing_runs_the_second_step_on_every_item() -> None:

@@ -84,6 +84,16 @@ def test_template_equals_post_process_on_the_sample_data(tok_dir: Path, max_leng
     )
 
 
+def test_sides_carry_the_ids_of_plain_encode_batch(tok_dir: Path) -> None:
+    """encode_sides may take the offset-free encode_batch_fast; the ids must not change."""
+    pairs = load_items(SAMPLE_DIR / "pairs.jsonl") + EDGE_PAIRS
+    tok = PairTokenizer.from_dir(tok_dir, 64)
+    prompts, responses = tok.encode_sides(pairs)
+    plain = tok._tok  # the wrapped tokenizers.Tokenizer
+    assert [e.ids for e in prompts] == [e.ids for e in plain.encode_batch([p.prompt for p in pairs], add_special_tokens=False)]
+    assert [e.ids for e in responses] == [e.ids for e in plain.encode_batch([p.response for p in pairs], add_special_tokens=False)]
+
+
 def test_template_equals_post_process_on_hh_pairs(tok_dir: Path, hh_pairs: Path) -> None:
     pairs = load_items(hh_pairs, limit=1000)
     for max_length in (128, 256):
