@@ -129,9 +129,9 @@ class PairTemplate:
 
     Laying pairs out is the part of tokenizing that holds the GIL, so one server process
     can do only so much of it however many tokenizer threads it has. With
-    `Tokenizer.post_process` (and Encoding.truncate) it cost 60-62 us per HH pair on this
-    project's CPUs; from this template 11-13 us (`python -m loadtest.bench_tokenize`). At a
-    GPU's 8k items/s that is half a core of GIL time saved. BERT's, RoBERTa's and most
+    `Tokenizer.post_process` (and Encoding.truncate) it cost 33-37 us per HH pair on this
+    project's CPUs (60-62 us where the encodings carry character offsets); from this
+    template 11-12 us (`python -m loadtest.bench_tokenize`). BERT's, RoBERTa's and most
     TemplateProcessing layouts fit it. `learn` reads it off the post-processor itself and
     keeps it only if it reproduces `post_process` exactly on probe pairs (empty sides too);
     otherwise the tokenizer keeps calling `post_process`.
