@@ -10,8 +10,11 @@ however many tokenizer threads it has; on a GPU, where the engine is fast, it is
 front end spends per item. This runs both layouts (after checking that they give the same
 arrays) on the same items in requests of --batch items, alternating which goes first each
 round, from one thread and from --threads threads; it also times the first step alone (as
-served, and with the offsets plain encode_batch computes), and each layout's second step
-alone on sides encoded beforehand. Medians over the rounds.
+served, and as it was: plain encode_batch, with character offsets, on every prompt), and
+each layout's second step alone on sides encoded beforehand. Medians over the rounds.
+The template path is the served one, which also tokenizes each distinct prompt of a
+request once; the output says how many distinct prompts the requests held (HH items come
+in pairs that share one).
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ def run(tokenizer_dir: Path, max_length: int, items: Sequence[TextPair], batch: 
     return {
         "items": len(items),
         "batch": batch,
+        "distinct_prompts_per_request": statistics.fmean(len({p.prompt for p in b}) for b in batches),
         "max_length": max_length,
         "rounds": rounds,
         "items_per_s": {str(t): v for t, v in by_threads.items()},
@@ -119,8 +123,9 @@ def run(tokenizer_dir: Path, max_length: int, items: Sequence[TextPair], batch: 
 def format_results(results: dict[str, Any]) -> str:
     lines = [machine_line(results["machine"]) if "machine" in results else ""]
     lines.append(
-        f"{results['items']} items in requests of {results['batch']}, max length {results['max_length']}, "
-        f"median of {results['rounds']} rounds"
+        f"{results['items']} items in requests of {results['batch']} "
+        f"({figure(results['distinct_prompts_per_request'], 1)} distinct prompts each on average), "
+        f"max length {results['max_length']}, median of {results['rounds']} rounds"
     )
     lines.append(f"{'threads':>8} {'post_process':>13} {'template':>10} {'ratio':>6} {'encode_sides':>13} {'encode_batch':>13}")
     for t, row in results["items_per_s"].items():
@@ -131,7 +136,7 @@ def format_results(results: dict[str, Any]) -> str:
         )
     lines.append(
         "(items/s; ratio: template / post_process; encode_sides: the first step alone as served, "
-        "encode_batch: the same with character offsets, as before encode_batch_fast)"
+        "encode_batch: plain encode_batch on every prompt, as before)"
     )
     layout = results["layout_us_per_item"]
     lines.append(

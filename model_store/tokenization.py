@@ -85,10 +85,17 @@ class PairTokenizer:
 
     def encode_sides(self, pairs: Sequence[TextPair]) -> tuple[list[Encoding], list[Encoding]]:
         """Step one of `encode`: prompts and responses tokenized apart, without special tokens
-        (in Rust, which releases the GIL)."""
-        prompts = self._encode_batch([p.prompt for p in pairs], add_special_tokens=False)
+        (in Rust, which releases the GIL). Each distinct prompt is tokenized once: best-of-n
+        and re-ranking send one prompt with many responses, and the prompt is usually the
+        longer text."""
         responses = self._encode_batch([p.response for p in pairs], add_special_tokens=False)
-        return prompts, responses
+        prompts = [p.prompt for p in pairs]
+        distinct = list(dict.fromkeys(prompts))
+        if self._template is None or len(distinct) == len(prompts):
+            # post_process truncates encodings in place: no two of its pairs may share one.
+            return self._encode_batch(prompts, add_special_tokens=False), responses
+        encoded = dict(zip(distinct, self._encode_batch(distinct, add_special_tokens=False), strict=True))
+        return [encoded[prompt] for prompt in prompts], responses
 
     def lay_out(self, prompts: Sequence[Encoding], responses: Sequence[Encoding]) -> list[TokenizedPair]:
         """Step two of `encode`: each pair cut to the budget and joined with its special tokens

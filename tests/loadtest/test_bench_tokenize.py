@@ -28,6 +28,7 @@ def test_main_times_both_layouts_and_writes_json(tmp_path: Path, capsys: pytest.
     assert bench_tokenize.main(["--items", "64", "--batch", "8", "--threads", "2", "--rounds", "2", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["items"] == 64 and results["rounds"] == 2
+    assert 1 <= results["distinct_prompts_per_request"] <= 8
     assert set(results["items_per_s"]) == {"1", "2"}
     for row in results["items_per_s"].values():
         assert set(row) == {"post_process", "template", "encode_sides", "encode_batch"} and all(v > 0 for v in row.values())

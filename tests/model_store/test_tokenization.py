@@ -94,6 +94,16 @@ def test_sides_carry_the_ids_of_plain_encode_batch(tok_dir: Path) -> None:
     assert [e.ids for e in responses] == [e.ids for e in plain.encode_batch([p.response for p in pairs], add_special_tokens=False)]
 
 
+def test_a_prompt_shared_by_many_responses_is_tokenized_once(tok_dir: Path) -> None:
+    responses = ["hello there", "one", "", "two " * 40, "hello there"]
+    pairs = [TextPair("one two three four", r) for r in responses] + [TextPair("four", "one")]
+    tok = PairTokenizer.from_dir(tok_dir, 16)
+    prompts, _ = tok.encode_sides(pairs)
+    assert len({id(e) for e in prompts}) == 2  # one encoding per distinct prompt
+    # Shared encodings still give each pair its own cut (the long response leaves no room).
+    _assert_same_encoding(tok, PairTokenizer.from_dir(tok_dir, 16, use_template=False), pairs)
+
+
 def test_template_equals_post_process_on_hh_pairs(tok_dir: Path, hh_pairs: Path) -> None:
     pairs = load_items(hh_pairs, limit=1000)
     for max_length in (128, 256):
