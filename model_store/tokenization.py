@@ -85,9 +85,9 @@ class PairTokenizer:
 
     def encode_sides(self, pairs: Sequence[TextPair]) -> tuple[list[Encoding], list[Encoding]]:
         """Step one of `encode`: prompts and responses tokenized apart, without special tokens
-        (in Rust, which releases the GIL). Each distinct prompt is tokenized once: best-of-n
-        and re-ranking send one prompt with many responses, and the prompt is usually the
-        longer text."""
+        (in Rust, which releases the GIL). With the template, each distinct prompt is
+        tokenized once: best-of-n and re-ranking send one prompt with many responses, and the
+        prompt is usually the longer text."""
         responses = self._encode_batch([p.response for p in pairs], add_special_tokens=False)
         prompts = [p.prompt for p in pairs]
         distinct = list(dict.fromkeys(prompts))
