@@ -5,9 +5,10 @@
 
 `PairTokenizer.encode` takes two steps: `encode_sides` tokenizes the prompts and the
 responses (the tokenizer's encode_batch_fast or encode_batch: Rust, which releases the
-GIL), then `lay_out` joins each pair with its special tokens. That second step holds the GIL, so it bounds how many items/s one server process can tokenize
-however many tokenizer threads it has; on a GPU, where the engine is fast, it is what the
-front end spends per item. This runs both layouts (after checking that they give the same
+GIL), then `lay_out` joins each pair with its special tokens. That second step holds the
+GIL, so it bounds how many items/s one server process can tokenize however many tokenizer
+threads it has; on a GPU, where the engine is fast, it is what the front end spends per
+item. This runs both layouts (after checking that they give the same
 arrays) on the same items in requests of --batch items, alternating which goes first each
 round, from one thread and from --threads threads; it also times the first step alone (as
 served, and as it was: plain encode_batch, with character offsets, on every prompt), and
