@@ -92,7 +92,7 @@ def test_full_queue_answers_429_with_retry_after(live_server):
 
 
 def test_readiness_is_503_while_loading_then_200(live_server):
-    with live_server(engine="deterministic", engine_options={"warmup_delay_s": 1.5}) as srv:
+    with live_server(engine="deterministic", engine_options={"warmup_delay_s": 3.0}) as srv:
         ready = srv.client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["error"]["code"] == "not_ready"
@@ -100,6 +100,13 @@ def test_readiness_is_503_while_loading_then_200(live_server):
         assert srv.client.get("/healthz").status_code == 200
         early = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
         assert early.status_code == 503 and early.headers["retry-after"] == "1"
+        # Not ready wins over a bad body and over the size limits, on every scoring route.
+        for path, body in (
+            ("/v1/score", {"items": [{"prompt": 1}]}),
+            ("/v1/rank", {"prompt": "p", "responses": ["r"] * 100_000}),
+            ("/v1/compare", {"prompt": "p", "response_a": "a"}),
+        ):
+            assert srv.client.post(path, json=body).json()["error"]["code"] == "not_ready", path
 
         srv.wait_ready()
         assert srv.client.get("/readyz").json()["status"] == "ready"
