@@ -14,6 +14,9 @@ concurrent 32-item requests, on the same machine and the same items.
 3. Issue 3's bar, printed as PASS or FAIL per load: served items/s at least
    MIN_SHARE_OF_CEILING of the ceiling, and at least MIN_ITEMS_PER_S.
 There is no naive server here: the GPU bar is against the engine itself.
+A lent machine gives one run that its time limit may cut: the ceiling and each finished
+load are printed as they come and saved to --out (with "partial": true) until the whole
+run's results replace them.
 On a CPU machine (--device cpu --engine onnx or deterministic) the same code runs, which is
 how its tests and a dry run check it; the figures then mean nothing for the GPU bar.
 """
@@ -37,9 +40,9 @@ from loadtest.bench_serving import (
     server_env,
 )
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
-from loadtest.generator import run_load_processes
+from loadtest.generator import LoadConfig, LoadResult, run_load_processes
 from loadtest.naive_server import load_configured_scorer
-from loadtest.report import LoadReport, figure, json_safe, write_json
+from loadtest.report import LoadReport, figure, json_safe, summarize, write_json
 from model_store.errors import StoreError
 from service.settings import available_cores
 
@@ -117,17 +120,38 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     for key, value in GPU_SERVER_SETTINGS.items():
         base.setdefault(key, value)
     item_list = list(items)
+    # On a lent GPU machine this is the only run, and the device tool may cut it short: what
+    # is measured so far is printed and saved as it comes, so a cut run still reports it.
+    partial: dict[str, Any] = {
+        "partial": True,
+        "settings": vars(args),
+        "server_settings": {k: base[k] for k in GPU_SERVER_SETTINGS},
+        "ceiling": asdict(ceiling),
+        "loads": {},
+    }
+    print(ceiling_line(partial["ceiling"]), flush=True)
+    save_partial(args.out, partial)
+
+    def load_and_report(config: LoadConfig, _cycle: ItemCycle) -> LoadResult:
+        result = run_load_processes(config, item_list, args.load_processes)
+        done = summarize(result)
+        name = f"c{config.concurrency}_k{config.items_per_request}"
+        partial["loads"][name] = done.to_json()
+        print(f"{name}: {figure(done.items_per_s, 0)} items/s, {done.ok} ok, {done.failed} failed", flush=True)
+        save_partial(args.out, partial)
+        return result
+
     reports, error = run_server(
         SERVERS["plaudit"],
         lambda port: server_env(base, model, port),
         ItemCycle(item_list),
         plan,
         budget,
-        load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
+        load=load_and_report,
     )
     return {
         "settings": vars(args),
-        "server_settings": {k: base[k] for k in GPU_SERVER_SETTINGS},
+        "server_settings": partial["server_settings"],
         "n_items": len(items),
         "scenarios": [asdict(sc) for sc in plan],
         "ceiling": asdict(ceiling),
@@ -137,12 +161,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def format_results(results: Mapping[str, Any]) -> str:
-    ceiling = results["ceiling"]
+def save_partial(out: str | None, partial: Mapping[str, Any]) -> None:
+    """Write what is measured so far to `out`; the finished run overwrites it."""
+    if out:
+        write_json(out, partial)
+
+
+def ceiling_line(ceiling: Mapping[str, Any]) -> str:
     sizes = ", ".join(f"b{b}: {v:.0f}" for b, v in ceiling["items_per_s_by_batch"].items())
-    lines = [
+    return (
         f"engine ceiling (items/s)  {sizes}  (best b{ceiling['best_batch_size']} with "
-        f"{ceiling['best_workers']} concurrent call(s): {ceiling['best_items_per_s']:.0f})",
+        f"{ceiling['best_workers']} concurrent call(s): {ceiling['best_items_per_s']:.0f})"
+    )
+
+
+def format_results(results: Mapping[str, Any]) -> str:
+    lines = [
+        ceiling_line(results["ceiling"]),
         "",
         f"{'load':<10} {'items/s':>9} {'of ceiling':>11} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'failed':>6}  verdict",
     ]

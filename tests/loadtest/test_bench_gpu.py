@@ -67,8 +67,18 @@ def test_load_processes_must_be_at_least_one() -> None:  # the split and merge: 
         run_load_processes(LoadConfig(), [], 0)
 
 
-def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "gpu.json"
+    saved: list[dict] = []  # what a run cut short would have left in the file, step by step
+    real_save = bench_gpu.save_partial
+
+    def record(path: str | None, partial: dict) -> None:
+        real_save(path, partial)
+        saved.append(json.loads(Path(str(path)).read_text()))
+
+    monkeypatch.setattr(bench_gpu, "save_partial", record)
     argv = [
         "--engine", "deterministic", "--device", "cpu", "--precision", "auto", "--quick",
         "--load-processes", "2", "--max-items", "64", "--max-total-s", "90", "--out", str(out),
@@ -86,6 +96,13 @@ def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(tmp_path: Path, c
         assert verdict["share_of_ceiling"] == pytest.approx(share)  # the bar itself: test_verdicts_*
     text = capsys.readouterr().out
     assert "engine ceiling (items/s)  b32:" in text and "verdict" in text
+    names = [sc.name for sc in bench_gpu.scenarios(quick=True)]
+    # The ceiling was saved before any load, then each load as it finished; the end overwrote them.
+    assert [sorted(snapshot["loads"]) for snapshot in saved] == [[], names[:1], sorted(names)]
+    assert all(snap["partial"] and snap["ceiling"] == results["ceiling"] for snap in saved)
+    assert saved[-1]["loads"][names[0]]["ok"] == results["servers"]["plaudit"][names[0]]["ok"]
+    assert "partial" not in results
+    assert text.index("engine ceiling") < text.index(f"{names[0]}: ") < text.index("verdict")
 
 
 def test_bench_gpu_needs_a_store_for_model_engines(capsys: pytest.CaptureFixture[str]) -> None:
