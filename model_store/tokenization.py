@@ -218,11 +218,14 @@ class PairTemplate:
 _PROBE_TEXTS = ("one two", "hello there, world", "a b c d e", "yes")
 
 
-def pad_batch(items: Sequence[TokenizedPair], pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Right-pad to the longest item: input_ids, attention_mask, token_type_ids, all int64 [B, T]."""
+def pad_batch(items: Sequence[TokenizedPair], pad_id: int = 0, width_multiple: int = 1) -> dict[str, np.ndarray]:
+    """Right-pad to the longest item, rounded up to `width_multiple`: input_ids,
+    attention_mask, token_type_ids, all int64 [B, T]."""
     if not items:
         raise ValueError("cannot pad an empty batch")
-    width = max(len(it) for it in items)
+    if width_multiple < 1:
+        raise ValueError(f"width_multiple must be at least 1, got {width_multiple}")
+    width = -(-max(len(it) for it in items) // width_multiple) * width_multiple
     n = len(items)
     input_ids = np.full((n, width), pad_id, dtype=np.int64)
     attention_mask = np.zeros((n, width), dtype=np.int64)

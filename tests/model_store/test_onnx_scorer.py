@@ -44,6 +44,16 @@ def test_onnx_equals_torch_engine(trained_store: Path, onnx_scorer: Scorer) -> N
     np.testing.assert_allclose(torch_scorer.score(TEXTS), onnx_scorer.score(TEXTS), atol=1e-4, rtol=0)
 
 
+def test_torch_engine_scores_do_not_depend_on_padding_to_a_length_multiple(trained_store: Path) -> None:
+    """On CUDA the torch engine pads batches to a multiple of 32 tokens (fewer distinct shapes);
+    the extra columns are masked, so scores stay those of the tightest padding."""
+    torch_scorer = load_scorer(ModelStore(trained_store).resolve("tiny"), engine="torch", device="cpu")
+    assert torch_scorer.width_multiple == 1  # CPU: no rounding
+    tight = torch_scorer.run(torch_scorer.encode(TEXTS))
+    torch_scorer.width_multiple = 32
+    np.testing.assert_allclose(torch_scorer.run(torch_scorer.encode(TEXTS)), tight, atol=1e-5, rtol=0)
+
+
 def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     mv = ModelStore(trained_store).resolve("tiny")
     assert mv.metadata["onnx"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}

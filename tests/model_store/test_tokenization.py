@@ -55,6 +55,17 @@ def test_pad_batch_exact_arrays(tok_dir: Path) -> None:
     np.testing.assert_array_equal(out["token_type_ids"], [[0, 0, 0, 1, 1], [0, 0, 1, 1, 0]])
 
 
+def test_pad_batch_rounds_the_width_up_to_a_multiple(tok_dir: Path) -> None:
+    items = PairTokenizer.from_dir(tok_dir, 32).encode([TextPair("one", "hello"), TextPair("", "there")])
+    out = pad_batch(items, pad_id=0, width_multiple=8)
+    np.testing.assert_array_equal(out["input_ids"], [[CLS, ONE, SEP, HELLO, SEP, 0, 0, 0], [CLS, SEP, THERE, SEP, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(out["attention_mask"].sum(axis=1), [5, 4])
+    np.testing.assert_array_equal(out["token_type_ids"][:, 5:], 0)
+    assert pad_batch(items, width_multiple=5)["input_ids"].shape == (2, 5)  # already a multiple
+    with pytest.raises(ValueError, match="width_multiple"):
+        pad_batch(items, width_multiple=0)
+
+
 # -- the pair template: the same arrays as post_process, from a few list operations ----------
 
 EDGE_PAIRS = [
