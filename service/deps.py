@@ -12,7 +12,6 @@ from typing import Annotated, TypedDict
 from fastapi import Depends, Request
 
 from service.auth import ApiKeyTable
-from service.errors import NotReady
 from service.feedback_state import FeedbackStoreHolder
 from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
@@ -93,8 +92,7 @@ async def get_scoring_context(request: Request) -> ScoringContext:
     with `get_model`."""
     state = request.state
     holder: ModelHolder = state.holder
-    if not holder.ready:
-        raise NotReady(holder.why_not_ready())
+    holder.get()  # NotReady while none is ready; score_pairs takes the model itself later
     return ScoringContext(
         holder=holder,
         settings=state.settings,
