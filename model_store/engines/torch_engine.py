@@ -49,8 +49,9 @@ class TorchScorer(BaseScorer):
         self.device = torch.device(device)
         self.dtype = DTYPES[precision]
         self.model = model.to(self.device, dtype=self.dtype).eval()
-        self.width_multiple = CUDA_WIDTH_MULTIPLE if self.device.type == "cuda" else 1
+        self.width_multiple = 1
         if self.device.type == "cuda":
+            self.width_multiple = CUDA_WIDTH_MULTIPLE
             # cuDNN's attention builds an execution plan for every new (batch, length) shape.
             # On the H200 lent in session 14, a first pass over length-sorted batches of 32 ran
             # at 191 items/s with it and 3,139 without (6,081 and 6,523 once every shape had been
