@@ -40,9 +40,9 @@ from loadtest.bench_serving import (
     server_env,
 )
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
-from loadtest.generator import LoadConfig, LoadResult, run_load_processes
+from loadtest.generator import run_load_processes
 from loadtest.naive_server import load_configured_scorer
-from loadtest.report import LoadReport, figure, json_safe, summarize, write_json
+from loadtest.report import LoadReport, figure, json_safe, write_json
 from model_store.errors import StoreError
 from service.settings import available_cores
 
@@ -132,14 +132,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(ceiling_line(partial["ceiling"]), flush=True)
     save_partial(args.out, partial)
 
-    def load_and_report(config: LoadConfig, _cycle: ItemCycle) -> LoadResult:
-        result = run_load_processes(config, item_list, args.load_processes)
-        done = summarize(result)
-        name = f"c{config.concurrency}_k{config.items_per_request}"
-        partial["loads"][name] = done.to_json()
-        print(f"{name}: {figure(done.items_per_s, 0)} items/s, {done.ok} ok, {done.failed} failed", flush=True)
+    def record(sc: Scenario, done: LoadReport) -> None:
+        partial["loads"][sc.name] = done.to_json()
+        print(f"{sc.name}: {figure(done.items_per_s, 0)} items/s, {done.ok} ok, {done.failed} failed", flush=True)
         save_partial(args.out, partial)
-        return result
 
     reports, error = run_server(
         SERVERS["plaudit"],
@@ -147,7 +143,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ItemCycle(item_list),
         plan,
         budget,
-        load=load_and_report,
+        load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
+        on_report=record,
     )
     return {
         "settings": vars(args),

@@ -351,6 +351,7 @@ def run_server(
     after_idle: Callable[[str, Scenario], None] | None = None,
     before_load: Callable[[str, Scenario], None] | None = None,
     after_load: Callable[[str, Scenario], None] | None = None,
+    on_report: Callable[[Scenario, LoadReport], None] | None = None,
 ) -> tuple[dict[str, LoadReport | None], str | None]:
     """Run `plan` against `factory`, returning a report per scenario and the start error if any.
     `load` runs one scenario's load (one generator process by default). `after_idle` is
@@ -358,6 +359,7 @@ def run_server(
     same, still idle server (for the HTTP floor and the interleaved direct calls).
     `before_load` and `after_load` are called with the URL and the scenario right before and
     right after each scenario's load, on the same server (to read its counters).
+    `on_report` gets each scenario's report as soon as it exists (to show progress).
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
@@ -391,6 +393,8 @@ def run_server(
             if after_load is not None:
                 after_load(server.url, sc)
             reports[sc.name] = report
+            if on_report is not None:
+                on_report(sc, report)
             if after_idle is not None and sc.name == IDLE_SCENARIO and sc.rate:
                 after_idle(server.url, sc)
             if report.stopped_by == "duration":

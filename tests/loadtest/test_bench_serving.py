@@ -458,6 +458,9 @@ def test_run_server_reads_counters_right_around_each_scenario_load() -> None:
         fast, plan, n_items=4, reserve_s=0.0,
         before_load=lambda url, sc: seen.append(("before", sc.name)),
         after_load=lambda url, sc: seen.append(("after", sc.name)),
+        on_report=lambda sc, report: seen.append(("report", f"{sc.name}:{report.ok}")),
     )
     assert error is None and all(reports.values())
-    assert seen == [("before", "a"), ("after", "a"), ("before", "b"), ("after", "b")]
+    assert seen == [
+        ("before", "a"), ("after", "a"), ("report", "a:2"), ("before", "b"), ("after", "b"), ("report", "b:2")
+    ]
