@@ -122,16 +122,21 @@ def engine_items_per_s(
     run = scorer.run_alone if lone_session else scorer.run
     batches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
     run(batches[len(batches) // 2])  # warm this shape up
-    shares = [batches[w::workers] for w in range(workers)]
+    return items_per_s(run, batches, workers)
+
+
+def items_per_s(call: Callable[[Sequence[Any]], object], batches: Sequence[Sequence[Any]], threads: int) -> float:
+    """Items/s of `call` over `batches`, the batches shared out among `threads` threads."""
+    shares = [batches[t::threads] for t in range(threads)]
 
     def work(share: Sequence[Sequence[Any]]) -> None:
         for batch in share:
-            run(batch)
+            call(batch)
 
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, shares))
-    return len(encoded) / (time.perf_counter() - t0)
+    return sum(map(len, batches)) / (time.perf_counter() - t0)
 
 
 def direct_latency_ms(scorer: Any, items: Sequence[Any], interval_s: float | None = None) -> float:

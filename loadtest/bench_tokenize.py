@@ -23,12 +23,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from loadtest.bench_serving import items_per_s
 from loadtest.data import load_items, synthetic_items
 from loadtest.machine import describe_machine, machine_line
 from loadtest.report import figure, write_json
@@ -37,23 +37,6 @@ from model_store.tokenization import PairTokenizer
 
 LAYOUTS = ("post_process", "template")
 FIRST_STEPS = ("encode_sides", "encode_batch")  # as served, and with offsets as before
-
-
-def items_per_s(encode: Any, batches: Sequence[Sequence[TextPair]], threads: int) -> float:
-    """Items/s of `encode` over `batches`, shared out among `threads` threads."""
-    shares = [batches[t::threads] for t in range(threads)]
-
-    def work(share: Sequence[Sequence[TextPair]]) -> None:
-        for batch in share:
-            encode(batch)
-
-    workers = [threading.Thread(target=work, args=(share,)) for share in shares]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(map(len, batches)) / (time.perf_counter() - started)
 
 
 def same_arrays(a: PairTokenizer, b: PairTokenizer, items: Sequence[TextPair]) -> bool:
@@ -83,15 +66,19 @@ def run(tokenizer_dir: Path, max_length: int, items: Sequence[TextPair], batch: 
     if not same_arrays(tokenizers["template"], tokenizers["post_process"], items):
         raise SystemExit("the template's arrays differ from post_process's; not timing a wrong result")
 
-    def encode_sides_only(pairs: Sequence[TextPair]) -> None:
-        tokenizers["template"].encode_sides(pairs)  # step one, the same for both layouts
-
     backend = tokenizers["template"].backend
 
     def plain_encode_batch(pairs: Sequence[TextPair]) -> None:
         # Step one as it was before encode_sides took encode_batch_fast (offsets kept).
         backend.encode_batch([p.prompt for p in pairs], add_special_tokens=False)
         backend.encode_batch([p.response for p in pairs], add_special_tokens=False)
+
+    encoders = {
+        "post_process": tokenizers["post_process"].encode,
+        "template": tokenizers["template"].encode,
+        "encode_sides": tokenizers["template"].encode_sides,  # step one, the same for both layouts
+        "encode_batch": plain_encode_batch,
+    }
 
     batches = [items[i : i + batch] for i in range(0, len(items), batch)]
     thread_counts = sorted({1, threads})
@@ -103,9 +90,7 @@ def run(tokenizer_dir: Path, max_length: int, items: Sequence[TextPair], batch: 
             layout_runs[name].append(layout_us_per_item(tokenizers[name], batches))
         for t in thread_counts:
             for name in (*order, *FIRST_STEPS):
-                encode = {"encode_sides": encode_sides_only, "encode_batch": plain_encode_batch}.get(name)
-                encode = encode or tokenizers[name].encode
-                runs[name][t].append(items_per_s(encode, batches, t))
+                runs[name][t].append(items_per_s(encoders[name], batches, t))
     by_threads = {t: {name: statistics.median(runs[name][t]) for name in runs} for t in thread_counts}
     layout = {name: statistics.median(v) for name, v in layout_runs.items()}
     return {

@@ -155,6 +155,21 @@ def test_paced_direct_latency_calls_the_engine_on_the_idle_scenarios_schedule() 
     assert len(calls) == 12  # back to back: the fastest of three per item
 
 
+def test_items_per_s_calls_every_batch_once_across_the_threads() -> None:
+    import threading
+
+    calls: list[tuple[int, ...]] = []
+    threads: set[int] = set()
+
+    def call(batch: list[int]) -> None:
+        calls.append(tuple(batch))
+        threads.add(threading.get_ident())
+
+    batches = [[0, 1], [2], [3, 4, 5], [6]]
+    assert bench.items_per_s(call, batches, threads=2) > 0
+    assert sorted(calls) == sorted(map(tuple, batches)) and 1 <= len(threads) <= 2
+
+
 def test_measure_ceiling_tries_every_batch_size_and_worker_count() -> None:
     items = synthetic_items(40)
     ceiling = bench.measure_ceiling(
