@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,8 +31,10 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
 from service.model_loading import ModelLoadError, batch_limits, load_model, log_precision_note
+from service.model_watch import StoreFollower, follows_store
 from service.routes import feedback, lifecycle, models, ops, scoring
-from service.settings import Settings
+from service.settings import MULTIPROC_DIR_ENV, Settings
+from service.workers import WorkerGroup
 
 log = logging.getLogger("plaudit.service")
 
@@ -68,14 +73,34 @@ async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: 
     log_precision_note(info)
 
 
+def _served_status(holder: ModelHolder) -> Callable[[], tuple[bool, str | None]]:
+    """What this worker publishes to its group: ready, and NAME:VERSION of what it serves."""
+
+    def status() -> tuple[bool, str | None]:
+        model = holder.current
+        return holder.ready, f"{model.name}:{model.version}" if model is not None else None
+
+    return status
+
+
 def _lifespan(
     settings: Settings, metrics: ServiceMetrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[AppState]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         holder = ModelHolder()
-        loading = asyncio.create_task(load_and_publish(settings, metrics, holder), name="plaudit-model-load")
+        background: list[asyncio.Task[None]] = []
+
+        def start(work: Coroutine[Any, Any, None], name: str) -> None:
+            background.append(asyncio.create_task(work, name=name))
+
+        start(load_and_publish(settings, metrics, holder), "plaudit-model-load")
         swapper = ModelSwapper(settings, metrics, holder)
+        workers = WorkerGroup.from_environment(settings.workers) if settings.workers > 1 else None
+        if workers is not None:
+            start(workers.keep_published(_served_status(holder)), "plaudit-worker-status")
+        if follows_store(settings):
+            start(StoreFollower(settings, holder, swapper).run(), "plaudit-store-follower")
         api_keys = load_api_keys(settings)
         feedback_store = await open_feedback_store(settings)  # never raises; 503s say why
         try:
@@ -84,13 +109,16 @@ def _lifespan(
                 metrics=metrics,
                 holder=holder,
                 swapper=swapper,
+                workers=workers,
                 feedback=feedback_store,
                 api_keys=api_keys,
             )
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await swapper.aclose()
             await holder.close()
             await feedback_store.close()
@@ -101,7 +129,8 @@ def _lifespan(
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app with its own metrics registry; Settings() (from PLAUDIT_* env) if none given."""
     settings = settings if settings is not None else Settings()
-    metrics = ServiceMetrics()
+    # Settings made sure the variable is set when there are several workers.
+    metrics = ServiceMetrics(Path(os.environ[MULTIPROC_DIR_ENV]) if settings.workers > 1 else None)
     app = FastAPI(
         title="Plaudit scoring service",
         summary="Reward-model scores for (prompt, response) pairs, batched across requests.",

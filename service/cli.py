@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,17 @@ from pydantic import ValidationError
 
 from model_store.engines import TEST_ENGINES
 from model_store.errors import StoreError
-from service.settings import DEVICES, ENGINES, PRECISIONS, Settings, describe_settings_error
+from service.settings import (
+    DEVICES,
+    ENGINES,
+    PRECISIONS,
+    Settings,
+    describe_settings_error,
+    env_name,
+)
+from service.workers import provide_shared_directory
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 
 
 def register_commands(subparsers: Any) -> None:
@@ -32,6 +43,16 @@ def register_commands(subparsers: Any) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default: auto)")
     parser.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default: 8000)")
+    parser.add_argument(
+        "--workers", type=int,
+        help="server processes sharing the port, each with its own model, batcher and engine; "
+        "what lets one GPU serve more than one Python process can feed it (default: 1)",
+    )
+    parser.add_argument(
+        "--model-poll-s", type=float,
+        help="seconds between checks of the store for a moved alias, which is then swapped in; "
+        "0 = never (default: 0 with one worker, 2 with several)",
+    )
     parser.add_argument(
         "--max-batch-items", type=int,
         help="most items per engine call (default: 2 on the onnx CPU engine, else 8)",
@@ -65,6 +86,8 @@ _SETTING_ARGS = (
     "precision",
     "host",
     "port",
+    "workers",
+    "model_poll_s",
     "max_batch_items",
     "max_padding_waste",
     "max_wait_ms",
@@ -74,8 +97,51 @@ _SETTING_ARGS = (
 )
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus Plaudit's own loggers (with the process id, which tells workers
+    apart). uvicorn applies it in every worker, where a basicConfig made here would not reach."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value for key, value in LOGGING_CONFIG.items()}
+    config["formatters"] = {**config["formatters"], "plaudit": {"format": LOG_FORMAT}}
+    config["handlers"] = {
+        **config["handlers"],
+        "plaudit": {"class": "logging.StreamHandler", "formatter": "plaudit", "stream": "ext://sys.stderr"},
+    }
+    config["root"] = {"handlers": ["plaudit"], "level": "INFO"}
+    return config
+
+
+def share_with_workers(overrides: dict[str, Any]) -> Path | None:
+    """Put what several workers need in the environment they inherit: every option given on
+    the command line as its PLAUDIT_* variable (each worker builds its own Settings), and a
+    fresh shared directory for metrics and readiness unless one is named already.
+
+    Returns the directory if it was made here (to remove at exit)."""
+    for name, value in overrides.items():
+        os.environ[env_name(name)] = str(value)
+    return provide_shared_directory(os.environ)
+
+
+def _wants_workers(overrides: dict[str, Any]) -> bool:
+    """Several workers, from --workers or PLAUDIT_WORKERS (a bad value is Settings' to report)."""
+    try:
+        return int(overrides.get("workers", os.environ.get(env_name("workers"), 1))) > 1
+    except ValueError:
+        return False
+
+
 def serve(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in _SETTING_ARGS if getattr(args, name, None) is not None}
+    made = share_with_workers(overrides) if _wants_workers(overrides) else None
+    try:
+        return _serve(args, overrides)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -96,12 +162,16 @@ def serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings),
+    common: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
+        log_config=log_config(),
         log_level="info",
         access_log=bool(args.access_log),
     )
+    if settings.workers > 1:
+        # Each worker imports the factory and builds Settings from the environment.
+        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
     return 0

@@ -17,6 +17,7 @@ from service.lifecycle import ModelSwapper
 from service.metrics import ServiceMetrics
 from service.model import LoadedModel, ModelHolder
 from service.settings import Settings
+from service.workers import WorkerGroup
 
 
 class AppState(TypedDict):
@@ -26,6 +27,7 @@ class AppState(TypedDict):
     metrics: ServiceMetrics
     holder: ModelHolder
     swapper: ModelSwapper
+    workers: WorkerGroup | None  # the other processes of a multi-worker server; None if one
     feedback: FeedbackStoreHolder
     api_keys: ApiKeyTable
 
@@ -59,6 +61,11 @@ async def get_model(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Asyn
 async def get_swapper(request: Request) -> ModelSwapper:
     swapper: ModelSwapper = request.state.swapper
     return swapper
+
+
+async def get_workers(request: Request) -> WorkerGroup | None:
+    workers: WorkerGroup | None = request.state.workers
+    return workers
 
 
 async def get_feedback(request: Request) -> FeedbackStoreHolder:
@@ -106,6 +113,7 @@ MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 SwapperDep = Annotated[ModelSwapper, Depends(get_swapper)]
+WorkersDep = Annotated[WorkerGroup | None, Depends(get_workers)]
 FeedbackDep = Annotated[FeedbackStoreHolder, Depends(get_feedback)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ScoringDep = Annotated[ScoringContext, Depends(get_scoring_context)]

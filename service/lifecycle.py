@@ -11,7 +11,8 @@ runs at a time; a second one is refused at once rather than queued.
 The CLI path is `plaudit models promote NAME:V` (moves the alias in the store), then
 `POST /v1/models/reload` (a running service re-resolves its configured model and swaps).
 `POST /v1/models/{name}/promote` does both, and puts the alias back if the swap fails,
-so the store and the service agree.
+so the store and the service agree. With several worker processes a request reaches one
+of them; the others follow the store (service.model_watch).
 """
 
 from __future__ import annotations

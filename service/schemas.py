@@ -241,9 +241,17 @@ class HealthResponse(BaseModel):
     request_id: RequestIdField
 
 
+class WorkersOut(BaseModel):
+    ready: int = Field(description="Worker processes ready now.", examples=[4])
+    expected: int = Field(description="Worker processes the server runs (Settings.workers).", examples=[4])
+
+
 class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
     model: ModelField
+    workers: WorkersOut | None = Field(
+        default=None, description="Present when the server runs several worker processes; all are ready."
+    )
     request_id: RequestIdField
 
 

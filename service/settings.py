@@ -56,6 +56,12 @@ def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
+# The directory that prometheus_client's multiprocess mode writes to; the workers of one
+# server also publish their readiness there (service.workers).
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How often each of several workers checks the store for a moved alias, when not set.
+DEFAULT_MULTI_WORKER_POLL_S = 2.0
+
 # Batch caps when max_batch_items is left to engine_layout (see there for the measurements).
 DEFAULT_MAX_BATCH_ITEMS = 8
 SINGLE_THREAD_MAX_BATCH_ITEMS = 2
@@ -100,6 +106,18 @@ class Settings(BaseSettings):
     # -- where to listen -----------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=8000, description="TCP port; 0 picks a free one.")
+    workers: int = Field(
+        default=1,
+        description="Server processes sharing the port, each with its own batcher and engine "
+        "(uvicorn's workers). More than one needs PROMETHEUS_MULTIPROC_DIR, which `plaudit serve "
+        "--workers` sets.",
+    )
+    model_poll_s: float | None = Field(
+        default=None,
+        description="Seconds between checks of the store for a new version of the configured "
+        "model (an alias moved), which is then swapped in; 0 = never. None = auto: 0 with one "
+        "worker, 2 with several (how a promote reaches every worker).",
+    )
 
     # -- batching ------------------------------------------------------------------------
     max_batch_items: int | None = Field(
@@ -164,7 +182,8 @@ class Settings(BaseSettings):
 
     def engine_layout(self, precision: str) -> EngineLayout:
         """How many batches run at once, and on how many threads each, for the precision the
-        model resolved to. What the operator set wins; the rest follows from the cores.
+        model resolved to. What the operator set wins; the rest follows from the cores (this
+        worker's share of them, when the server runs several).
 
         Left to itself, the ONNX CPU engine gets one single-threaded worker per core, in fp32
         and int8 alike: with two threads per call every small graph node is a hand-off between
@@ -186,7 +205,7 @@ class Settings(BaseSettings):
         AMD EPYC it served 76.2 items/s against 67.8 for 1 and 77.9 for 8. Everything else keeps 8:
         on 2 cores batches of 8 beat 32, even length-sorted (bench_serving's ceiling).
         """
-        cores = available_cores()
+        cores = max(1, available_cores() // self.workers)  # each worker process gets its share
         onnx_cpu = self.engine == "onnx" and self.device == "cpu" and precision in ("fp32", "int8")
         if onnx_cpu and self.engine_workers is None and self.intra_op_threads is None:
             workers, threads = cores, 1
@@ -222,6 +241,7 @@ class Settings(BaseSettings):
         return value.strip()
 
     @field_validator(
+        "workers",
         "max_batch_items",
         "max_batch_tokens",
         "max_queue_items",
@@ -279,6 +299,23 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("model_poll_s")
+    @classmethod
+    def _poll(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value < math.inf:
+            raise ValueError(
+                f"model_poll_s={value} must be 0 (never) or a positive number of seconds; set "
+                f"{env_name('model_poll_s')} to e.g. 2, or leave it unset"
+            )
+        return value
+
+    @property
+    def model_poll_interval_s(self) -> float:
+        """Seconds between store checks for a moved alias; 0 = never (see model_poll_s)."""
+        if self.model_poll_s is not None:
+            return self.model_poll_s
+        return DEFAULT_MULTI_WORKER_POLL_S if self.workers > 1 else 0.0
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.max_items_per_request > self.max_queue_items:
@@ -292,6 +329,19 @@ class Settings(BaseSettings):
             check_engine_precision(self.engine, self.precision)
         except ValueError as exc:
             raise ValueError(f"{exc} (set {env_name('engine')} and {env_name('precision')})") from None
+        if self.workers > 1:
+            if self.model_poll_s == 0:
+                raise ValueError(
+                    f"model_poll_s=0 with workers={self.workers} would leave the other workers on the "
+                    f"old model after a promote or reload; leave {env_name('model_poll_s')} unset "
+                    "or set it to a few seconds"
+                )
+            if not os.environ.get(MULTIPROC_DIR_ENV):
+                raise ValueError(
+                    f"workers={self.workers} needs {MULTIPROC_DIR_ENV} (an empty directory the workers "
+                    f"share for metrics and readiness); run `plaudit serve --workers {self.workers}`, "
+                    f"which sets it, or set it before starting uvicorn"
+                )
         if self.engine_options and self.engine not in ("deterministic", "failing"):
             raise ValueError(
                 f"engine_options are for the test engines only (deterministic, failing), "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.deps import HolderDep, MetricsDep, RequestIdDep
+from service.deps import HolderDep, MetricsDep, RequestIdDep, WorkersDep
+from service.errors import NotReady
 from service.metrics import METRICS_CONTENT_TYPE
-from service.schemas import HealthResponse, ModelRefOut, ReadyResponse
+from service.schemas import HealthResponse, ModelRefOut, ReadyResponse, WorkersOut
 
 router = APIRouter(tags=["ops"])
 
@@ -21,16 +22,28 @@ async def healthz(holder: HolderDep, request_id: RequestIdDep) -> HealthResponse
 @router.get(
     "/readyz",
     response_model=ReadyResponse,
-    summary="Readiness: 200 once the model is loaded and the batcher runs, else 503",
-    responses={503: {"description": "Not ready: loading, failed to load, or batcher stopped"}},
+    summary="Readiness: 200 once the model is loaded and the batcher runs (in every worker), else 503",
+    responses={503: {"description": "Not ready: loading, failed to load, batcher stopped, or a worker not ready"}},
 )
-async def readyz(holder: HolderDep, request_id: RequestIdDep) -> ReadyResponse:
+async def readyz(holder: HolderDep, workers: WorkersDep, request_id: RequestIdDep) -> ReadyResponse:
     model = holder.get()  # NotReady (503) says why: loading, failed, stopped
+    group = None
+    if workers is not None:
+        # A few small local files, read on the loop: cheaper than a hop to a thread.
+        ready = workers.ready_count(self_ready=True)
+        if ready < workers.expected:
+            raise NotReady(f"{ready} of {workers.expected} workers are ready; retry shortly")
+        group = WorkersOut(ready=ready, expected=workers.expected)
     return ReadyResponse(
-        status="ready", model=ModelRefOut(name=model.name, version=model.version), request_id=request_id
+        status="ready",
+        model=ModelRefOut(name=model.name, version=model.version),
+        workers=group,
+        request_id=request_id,
     )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(registry: MetricsDep) -> Response:
+async def metrics(registry: MetricsDep, workers: WorkersDep) -> Response:
+    if workers is not None:
+        workers.statuses()  # forgets workers that have died, so their live gauges stop counting
     return Response(content=registry.render(), media_type=METRICS_CONTENT_TYPE)

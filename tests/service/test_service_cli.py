@@ -75,3 +75,15 @@ def test_missing_store_or_model_is_reported_before_serving(tmp_path, capsys):
     assert serve(parser().parse_args(["serve", "--store", str(tmp_path), "--model", "demo"])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "demo" in err
+
+
+def test_workers_from_the_environment_get_a_shared_directory_too(monkeypatch):
+    from service.cli import _wants_workers
+
+    monkeypatch.delenv("PLAUDIT_WORKERS", raising=False)
+    assert not _wants_workers({}) and _wants_workers({"workers": 2}) and not _wants_workers({"workers": 1})
+    monkeypatch.setenv("PLAUDIT_WORKERS", "3")
+    assert _wants_workers({})  # `PLAUDIT_WORKERS=3 plaudit serve` works like --workers 3
+    assert not _wants_workers({"workers": 1})  # the flag wins
+    monkeypatch.setenv("PLAUDIT_WORKERS", "three")
+    assert not _wants_workers({})  # Settings says what is wrong with it

@@ -49,6 +49,18 @@ def test_engine_threads_are_the_cores_shared_out_among_workers_unless_set():
         Settings(engine_workers=0)
 
 
+def test_each_of_several_server_workers_gets_its_share_of_the_cores(monkeypatch, tmp_path):
+    from service import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert Settings(engine="torch", workers=4).engine_layout("bf16").threads_per_call == 4
+    assert Settings(engine="torch", workers=4, engine_workers=2).engine_layout("bf16").threads_per_call == 2
+    onnx = Settings(engine="onnx", workers=4).engine_layout("fp32")
+    assert (onnx.workers, onnx.threads_per_call, onnx.lone_call_threads) == (4, 1, 4)
+    assert Settings(engine="torch", workers=32).engine_layout("bf16").threads_per_call == 1
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_the_onnx_cpu_engine_gets_a_single_threaded_worker_per_core_and_a_lone_call_on_every_core(precision):
     from service.settings import EngineLayout, available_cores
@@ -113,3 +125,18 @@ def test_inconsistent_settings_are_refused():
     assert "--engine torch cannot run precision int8" in message and "int8 runs on --engine onnx" in message
     assert "PLAUDIT_PRECISION" in message
     assert "bf16 runs on --engine torch" in problem(engine="onnx", precision="bf16")
+
+
+def test_several_workers_need_a_shared_directory_and_follow_the_store(monkeypatch, tmp_path):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert "workers=0 must be at least 1; set PLAUDIT_WORKERS" in problem(workers=0)
+    message = problem(workers=2)
+    assert "workers=2 needs PROMETHEUS_MULTIPROC_DIR" in message and "plaudit serve --workers 2" in message
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert Settings(workers=2).model_poll_interval_s == 2.0  # how a promote reaches every worker
+    assert Settings(workers=2, model_poll_s=0.5).model_poll_interval_s == 0.5
+    assert "would leave the other workers on the old model" in problem(workers=2, model_poll_s=0)
+    assert Settings().model_poll_interval_s == 0.0  # one worker: reload or promote reaches it
+    assert "model_poll_s=-1.0 must be 0 (never) or a positive number" in problem(model_poll_s=-1)
+    assert "PLAUDIT_MODEL_POLL_S" in problem(model_poll_s="nan")

@@ -1,0 +1,282 @@
+"""Several worker processes behind one port: their shared directory, and real servers of two.
+
+The servers here are `python -m plaudit serve --workers 2` child processes on 127.0.0.1, the
+way a user starts them, so the workers really are separate processes sharing one socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_store.store import ModelStore
+from service.cli import log_config, share_with_workers
+from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiprocess_enabled
+from service.settings import MULTIPROC_DIR_ENV
+from service.workers import WORKER_FILE_PREFIX, WorkerGroup, prepare_shared_directory, provide_shared_directory
+from tests.service.test_lifecycle import register_copy_of_v1
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_LIMIT_S = 90.0
+
+
+# -- the shared directory ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_process() -> Iterator[subprocess.Popen[bytes]]:
+    """A real second process, standing in for another worker."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_worker_publishes_its_status_and_reads_everyones(tmp_path: Path, other_process: subprocess.Popen[bytes]) -> None:
+    me = WorkerGroup(tmp_path, expected=2)
+    other = WorkerGroup(tmp_path, expected=2, pid=other_process.pid)
+    me.publish(ready=True, model="tiny:1")
+    other.publish(ready=False, model=None)
+
+    statuses = {s.pid: s for s in me.statuses()}
+    assert set(statuses) == {os.getpid(), other_process.pid}
+    assert (statuses[os.getpid()].ready, statuses[os.getpid()].model) == (True, "tiny:1")
+    assert statuses[other_process.pid].ready is False
+    assert me.ready_count(self_ready=True) == 1  # the other one is still loading
+
+    other.publish(ready=True, model="tiny:1")
+    assert me.ready_count(self_ready=True) == 2
+    # A worker's own readiness is what it knows now, not what its file said a moment ago.
+    assert me.ready_count(self_ready=False) == 1
+    assert not list(tmp_path.glob("*.tmp"))  # written whole, then renamed
+
+
+def test_a_dead_worker_is_forgotten_with_its_live_gauges(tmp_path: Path, other_process: subprocess.Popen[bytes]) -> None:
+    me = WorkerGroup(tmp_path, expected=2)
+    WorkerGroup(tmp_path, expected=2, pid=other_process.pid).publish(ready=True, model="tiny:1")
+    me.publish(ready=True, model="tiny:1")
+    live_gauge = tmp_path / f"gauge_livesum_{other_process.pid}.db"  # its queue depth, say
+    live_gauge.write_bytes(b"")
+    counter = tmp_path / f"counter_{other_process.pid}.db"  # counts it made stay counted
+    counter.write_bytes(b"")
+    assert me.ready_count(self_ready=True) == 2
+
+    other_process.kill()
+    other_process.wait()
+    assert [s.pid for s in me.statuses()] == [os.getpid()]
+    assert me.ready_count(self_ready=True) == 1
+    assert not (tmp_path / f"{WORKER_FILE_PREFIX}{other_process.pid}.json").exists()
+    assert not live_gauge.exists()
+    assert counter.exists()
+
+
+def test_an_unreadable_status_file_is_skipped(tmp_path: Path) -> None:
+    me = WorkerGroup(tmp_path, expected=2)
+    me.publish(ready=True, model="tiny:1")
+    (tmp_path / f"{WORKER_FILE_PREFIX}999999.json").write_text("{not json")
+    assert [s.pid for s in me.statuses()] == [os.getpid()]
+
+
+def test_withdraw_removes_this_worker(tmp_path: Path) -> None:
+    me = WorkerGroup(tmp_path, expected=1)
+    me.publish(ready=True, model="tiny:1")
+    me.withdraw()
+    assert me.statuses() == []
+
+
+def test_a_new_server_starts_from_an_empty_directory(tmp_path: Path) -> None:
+    stale = [tmp_path / "counter_123.db", tmp_path / f"{WORKER_FILE_PREFIX}123.json"]
+    for path in stale:
+        path.write_text("from an earlier run")
+    (tmp_path / "notes.txt").write_text("not ours")
+    prepare_shared_directory(tmp_path)
+    assert not any(path.exists() for path in stale)
+    assert (tmp_path / "notes.txt").exists()
+
+    env: dict[str, str] = {}
+    made = provide_shared_directory(env)
+    try:
+        assert made is not None and env[MULTIPROC_DIR_ENV] == str(made) and made.is_dir()
+    finally:
+        made.rmdir()
+    named = {MULTIPROC_DIR_ENV: str(tmp_path)}
+    assert provide_shared_directory(named) is None and named[MULTIPROC_DIR_ENV] == str(tmp_path)
+
+
+def test_metrics_refuse_a_shared_directory_without_multiprocess_mode(tmp_path: Path) -> None:
+    assert not multiprocess_enabled()  # the test process imported prometheus_client without it
+    with pytest.raises(MultiprocessUnavailable, match="plaudit serve --workers"):
+        ServiceMetrics(tmp_path)
+
+
+def test_serve_hands_its_options_and_a_directory_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A private copy: what serve puts in the environment must not reach the other tests.
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != MULTIPROC_DIR_ENV})
+    made = share_with_workers({"workers": 3, "max_wait_ms": 2.5, "store_dir": Path("/srv/models")})
+    try:
+        assert (os.environ["PLAUDIT_WORKERS"], os.environ["PLAUDIT_MAX_WAIT_MS"]) == ("3", "2.5")
+        assert os.environ["PLAUDIT_STORE_DIR"] == "/srv/models"
+        assert made is not None and os.environ[MULTIPROC_DIR_ENV] == str(made)
+    finally:
+        if made is not None:
+            made.rmdir()
+    config = log_config()
+    # Plaudit's own loggers reach the workers' stderr, with the pid that tells workers apart.
+    assert config["root"]["handlers"] == ["plaudit"]
+    assert "%(process)d" in config["formatters"]["plaudit"]["format"]
+
+
+# -- real servers of two workers -------------------------------------------------------------
+
+
+@contextmanager
+def plaudit_serve(*args: str) -> Iterator[httpx.Client]:
+    """`python -m plaudit serve ARGS --workers 2` on a free port, until the block ends."""
+    with tempfile.TemporaryFile() as log:
+        env = {**os.environ, "PLAUDIT_FEEDBACK_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
+        env.pop(MULTIPROC_DIR_ENV, None)
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plaudit", "serve", "--port", str(port), "--workers", "2", *args],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20.0) as client:
+                give_up = time.monotonic() + START_LIMIT_S
+                while not _answers_ready(client):
+                    if proc.poll() is not None or time.monotonic() > give_up:
+                        log.seek(0)
+                        pytest.fail(f"the server was not ready; its log:\n{log.read().decode()[-3000:]}")
+                    time.sleep(0.1)
+                yield client
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # uvicorn's parent stops its workers
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers_ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def samples(client: httpx.Client, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called `name` in one /metrics answer, with its labels."""
+    text = client.get("/metrics").text
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def served_by_worker(client: httpx.Client) -> dict[str, str]:
+    """pid -> the version that worker serves, from plaudit_model_info."""
+    return {labels["pid"]: labels["version"] for labels, value in samples(client, "plaudit_model_info") if value == 1}
+
+
+def wait_for(condition: Callable[[], bool], what: str, limit_s: float = 30.0) -> None:
+    give_up = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > give_up:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_two_workers_answer_as_one_server() -> None:
+    with plaudit_serve("--engine", "deterministic") as client:
+        ready = client.get("/readyz").json()
+        assert ready["workers"] == {"ready": 2, "expected": 2}
+        workers = served_by_worker(client)
+        # One /metrics answer holds both workers' series: it adds up the shared directory.
+        assert len(workers) == 2 and set(workers.values()) == {"0"}
+
+        body = {"items": [{"prompt": "p", "response": "r"}]}
+        scores = set()
+        for _ in range(20):  # a new connection each time, so either worker may take it
+            with httpx.Client(base_url=str(client.base_url)) as fresh:
+                scores.add(fresh.post("/v1/score", json=body).json()["scores"][0])
+        assert len(scores) == 1  # the same engine everywhere
+        for _ in range(5):  # whichever worker answers, the count is the server's
+            with httpx.Client(base_url=str(client.base_url)) as fresh:
+                counts = [v for labels, v in samples(fresh, "plaudit_requests_total")
+                          if labels == {"endpoint": "/v1/score", "status": "200"}]
+                assert counts == [20.0]
+        assert [v for _, v in samples(client, "plaudit_queue_depth")] == [0.0]
+
+
+def test_a_worker_that_dies_is_replaced_and_its_series_dropped() -> None:
+    with plaudit_serve("--engine", "deterministic") as client:
+        before = served_by_worker(client)
+        victim = int(next(iter(before)))
+        os.kill(victim, signal.SIGKILL)
+
+        url = str(client.base_url)  # the kept connection may have been the dead worker's
+
+        def replaced() -> bool:
+            with httpx.Client(base_url=url) as fresh:
+                now = served_by_worker(fresh)  # reading /metrics forgets workers that died
+            return len(now) == 2 and str(victim) not in now
+
+        wait_for(replaced, "uvicorn to start a new worker and the dead one's series to go")
+        with httpx.Client(base_url=url) as fresh:
+            wait_for(lambda: _answers_ready(fresh), "the server to be ready again")
+            assert fresh.get("/readyz").json()["workers"] == {"ready": 2, "expected": 2}
+
+
+def test_a_promote_sent_to_one_worker_reaches_every_worker(trained_store: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    import shutil
+
+    shutil.copytree(trained_store, store_dir)
+    register_copy_of_v1(store_dir, tmp_path / "v2")
+    with plaudit_serve(
+        "--store", str(store_dir), "--model", "tiny", "--engine", "onnx", "--threads", "1", "--model-poll-s", "0.5"
+    ) as client:
+        assert set(served_by_worker(client).values()) == {"1"}
+        r = client.post("/v1/models/tiny/promote", json={"version": 2})
+        assert r.status_code == 200, r.text
+        assert r.json()["new"] == {"name": "tiny", "version": "2"}
+        assert ModelStore(store_dir).aliases("tiny") == {"production": 2}
+
+        def all_on_2() -> bool:
+            workers = served_by_worker(client)
+            return len(workers) == 2 and set(workers.values()) == {"2"}
+
+        wait_for(all_on_2, "both workers to serve tiny:2")
+        body = {"items": [{"prompt": "p", "response": "r"}]}
+        for _ in range(10):
+            with httpx.Client(base_url=str(client.base_url)) as fresh:
+                assert fresh.post("/v1/score", json=body).json()["model"] == {"name": "tiny", "version": "2"}
+
+
+def test_the_status_file_holds_what_a_reader_needs(tmp_path: Path) -> None:
+    WorkerGroup(tmp_path, expected=1).publish(ready=True, model="tiny:2")
+    (path,) = tmp_path.glob(f"{WORKER_FILE_PREFIX}*.json")
+    assert json.loads(path.read_text()) == {"pid": os.getpid(), "ready": True, "model": "tiny:2"}
