@@ -2,15 +2,19 @@
 concurrent 32-item requests, on the same machine and the same items.
 
     python -m loadtest.bench_gpu --store DIR --model REF --data PAIRS.jsonl
-        [--engine torch] [--device cuda] [--precision bf16] [--load-processes 4]
-        [--quick] [--max-total-s 420] [--out FILE]
+        [--engine torch] [--device cuda] [--precision bf16] [--workers 6,1]
+        [--load-processes 6] [--quick] [--max-total-s 420] [--out FILE]
 
 1. Ceiling: `scorer.run` on length-sorted batches of 32 to 512 items (what a GPU wants),
    from 1 and from --engine-workers threads; the best items/s is the ceiling.
-2. Plaudit (`uvicorn --factory service.app:create_app`) with GPU batching settings
-   (GPU_SERVER_SETTINGS; any PLAUDIT_* variable already set wins) gets closed-loop loads
-   of 32-item /v1/score requests, sent by --load-processes generator processes so that
-   the generator is not what is measured.
+2. Plaudit (`uvicorn --factory service.app:create_app --workers N`) with GPU batching
+   settings (GPU_SERVER_SETTINGS; any PLAUDIT_* variable already set wins) gets closed-loop
+   loads of 32-item /v1/score requests, sent by --load-processes generator processes so that
+   the generator is not what is measured. One Python process cannot feed an H200 (about
+   7.9k items/s against a 38k ceiling: its event loop and the GIL are the limit), so the
+   server runs several processes on the one GPU, each with its own batcher and engine.
+   --workers lists the server sizes to run, in order: every load at each size above one,
+   and one load (BASELINE_CONCURRENCY) for a single worker, the baseline of the same run.
 3. Issue 3's bar, printed as PASS or FAIL per load: served items/s at least
    MIN_SHARE_OF_CEILING of the ceiling, and at least MIN_ITEMS_PER_S.
 There is no naive server here: the GPU bar is against the engine itself.
@@ -63,15 +67,48 @@ GPU_SERVER_SETTINGS = {
     "PLAUDIT_ENGINE_WORKERS": "2",
 }
 ITEMS_PER_REQUEST = 32
+CONCURRENCIES = (64, 128, 256)
+BASELINE_CONCURRENCY = 128  # one worker's best load in session 14 (7.9k items/s)
+# Server processes sharing the GPU, then the one-worker baseline. On the lent H200 (16 cores),
+# N independent servers, each with its own load, served 6.8k items/s for 1, 18.2k for 3,
+# 20.1k for 4 and 24.3k for 5.
+DEFAULT_WORKERS = (6, 1)
 
 
-def scenarios(quick: bool) -> list[Scenario]:
-    """Closed-loop 32-item loads at two concurrencies (64 and 128 requests in flight)."""
-    requests, duration = (200, 30.0) if quick else (3000, 60.0)
+def scenarios(quick: bool, workers: int = 1) -> list[Scenario]:
+    """Closed-loop 32-item loads on a server of `workers` processes: at 64, 128 and 256
+    requests in flight, or only the baseline's for one worker. Each stops at its request
+    count or its duration, whichever comes first."""
+    requests, duration = (200, 30.0) if quick else (12000, 30.0)
+    levels = CONCURRENCIES if workers > 1 else (BASELINE_CONCURRENCY,)
     return [
-        Scenario(f"c{c}_k{ITEMS_PER_REQUEST}", c, ITEMS_PER_REQUEST, requests=requests, duration_s=duration)
-        for c in (64, 128)
+        Scenario(f"w{workers}_c{c}_k{ITEMS_PER_REQUEST}", c, ITEMS_PER_REQUEST, requests=requests, duration_s=duration)
+        for c in levels
     ]
+
+
+def parse_workers(text: str) -> tuple[int, ...]:
+    """"6,1" -> (6, 1): the server sizes to run, in order."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers takes counts separated by commas, e.g. 6,1; got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--workers counts must be at least 1; got {text!r}")
+    return counts
+
+
+def speedups(reports: Mapping[str, LoadReport | None]) -> dict[int, float]:
+    """Per server size: its best served items/s over the one-worker baseline's, same run."""
+    best: dict[int, float] = {}
+    for name, report in reports.items():
+        if report is not None:
+            workers = int(name.split("_")[0].removeprefix("w"))
+            best[workers] = max(best.get(workers, 0.0), report.items_per_s)
+    baseline = best.get(1)
+    if not baseline:
+        return {}
+    return {workers: items / baseline for workers, items in best.items() if workers != 1}
 
 
 def verdicts(
@@ -101,7 +138,6 @@ def verdicts(
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     budget = Budget(args.max_total_s)
     items = load_items(args.data, limit=args.max_items) if args.data else synthetic_items(min(512, args.max_items))
-    plan = scenarios(args.quick)
     model = engine_config(args)
     scorer = load_configured_scorer(model)
     try:
@@ -137,24 +173,32 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{sc.name}: {figure(done.items_per_s, 0)} items/s, {done.ok} ok, {done.failed} failed", flush=True)
         save_partial(args.out, partial)
 
-    reports, error = run_server(
-        SERVERS["plaudit"],
-        lambda port: server_env(base, model, port),
-        ItemCycle(item_list),
-        plan,
-        budget,
-        load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
-        on_report=record,
-    )
+    reports: dict[str, LoadReport | None] = {}
+    errors = []
+    for workers in args.workers:
+        sized = {**base, "PLAUDIT_WORKERS": str(workers)}
+        got, error = run_server(
+            SERVERS["plaudit"],
+            lambda port, env=sized: server_env(env, model, port),  # type: ignore[misc]
+            ItemCycle(item_list),
+            scenarios(args.quick, workers),
+            budget,
+            load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
+            on_report=record,
+        )
+        reports.update(got)
+        if error is not None:
+            errors.append(f"{workers} worker(s): {error}")
     return {
         "settings": vars(args),
         "server_settings": partial["server_settings"],
         "n_items": len(items),
-        "scenarios": [asdict(sc) for sc in plan],
+        "scenarios": [asdict(sc) for w in args.workers for sc in scenarios(args.quick, w)],
         "ceiling": asdict(ceiling),
         "servers": {"plaudit": {n: (r.to_json() if r else None) for n, r in reports.items()}},
         "verdicts": verdicts(reports, ceiling.best_items_per_s),
-        "server_error": error,
+        "speedup_over_one_worker": speedups(reports),
+        "server_error": "; ".join(errors) or None,
     }
 
 
@@ -176,23 +220,25 @@ def format_results(results: Mapping[str, Any]) -> str:
     lines = [
         ceiling_line(results["ceiling"]),
         "",
-        f"{'load':<10} {'items/s':>9} {'of ceiling':>11} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'failed':>6}  verdict",
+        f"{'load':<12} {'items/s':>9} {'of ceiling':>11} {'p50 ms':>8} {'p99 ms':>8} {'ok':>6} {'failed':>6}  verdict",
     ]
     for name, report in results["servers"]["plaudit"].items():
         verdict = results["verdicts"][name]
         if report is None:
-            lines.append(f"{name:<10} (not run: no time left or the server did not start)  FAIL")
+            lines.append(f"{name:<12} (not run: no time left or the server did not start)  FAIL")
             continue
         latency = report["latency"]
         lines.append(
-            f"{name:<10} {figure(report['items_per_s'], 0):>9} {figure(verdict['share_of_ceiling'], 2):>11} "
+            f"{name:<12} {figure(report['items_per_s'], 0):>9} {figure(verdict['share_of_ceiling'], 2):>11} "
             f"{figure(latency['p50_ms'], 1):>8} {figure(latency['p99_ms'], 1):>8} "
             f"{report['ok']:>6} {report['failed']:>6}  {'PASS' if verdict['passed'] else 'FAIL'}"
         )
     lines.append(
         f"(bar: served items/s >= {MIN_SHARE_OF_CEILING:.0%} of the ceiling and >= {MIN_ITEMS_PER_S:,.0f}, "
-        "with no failed request)"
+        "with no failed request; wN = a server of N worker processes)"
     )
+    for workers, ratio in results.get("speedup_over_one_worker", {}).items():
+        lines.append(f"{workers} workers: x{ratio:.2f} the items/s of one worker (best load of each, same run)")
     return "\n".join(lines)
 
 
@@ -205,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--precision", default="bf16", choices=("auto", "fp32", "fp16", "bf16", "int8"))
     p.add_argument("--threads", type=int, default=available_cores(), help="CPU threads per engine call")
-    p.add_argument("--load-processes", type=int, default=4, help="generator processes sharing the load")
+    p.add_argument(
+        "--workers", type=parse_workers, default=DEFAULT_WORKERS,
+        help="server sizes to run, in order, e.g. 6,1 (server processes sharing the GPU; 1 = the baseline)",
+    )
+    p.add_argument("--load-processes", type=int, default=6, help="generator processes sharing the load")
     p.add_argument("--max-items", type=int, default=8192, help="distinct items to load and measure the ceiling on")
     p.add_argument("--quick", action="store_true", help="fewer requests (a dry run)")
     p.add_argument("--max-total-s", type=float, default=420.0, help="bound on the whole run")

@@ -28,6 +28,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -49,6 +50,8 @@ from loadtest.machine import describe_machine, machine_line
 from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, figure, summarize, write_json
 from model_store.errors import StoreError
+from service.settings import MULTIPROC_DIR_ENV, env_name
+from service.workers import provide_shared_directory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -269,13 +272,18 @@ def server_env(base: Mapping[str, str], model: NaiveConfig, port: int) -> dict[s
 
 
 class ServerProcess:
-    """`uvicorn --factory FACTORY` on 127.0.0.1:PORT as a child process; single use."""
+    """`uvicorn --factory FACTORY` on 127.0.0.1:PORT as a child process; single use.
+
+    With PLAUDIT_WORKERS above 1 in `env`, uvicorn runs that many worker processes, sharing
+    a fresh directory for their metrics and readiness (removed at stop)."""
 
     def __init__(self, factory: str, env: Mapping[str, str], port: int) -> None:
         self.factory = factory
         self.url = f"http://127.0.0.1:{port}"
         self._env = dict(env)
         self._port = port
+        self._workers = int(self._env.get(env_name("workers"), "1"))
+        self._shared: Path | None = None
         self._log = tempfile.TemporaryFile(mode="w+b")
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -285,6 +293,10 @@ class ServerProcess:
             "--host", "127.0.0.1", "--port", str(self._port),
             "--log-level", "warning", "--no-access-log",
         ]
+        if self._workers > 1:
+            self._env.pop(MULTIPROC_DIR_ENV, None)  # each server gets its own
+            self._shared = provide_shared_directory(self._env)
+            cmd += ["--workers", str(self._workers)]
         self._proc = subprocess.Popen(
             cmd, env=self._env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT
         )
@@ -299,6 +311,8 @@ class ServerProcess:
                 self._proc.kill()
                 self._proc.wait(timeout=5)
         self._log.close()
+        if self._shared is not None:
+            shutil.rmtree(self._shared, ignore_errors=True)
 
     def __enter__(self) -> "ServerProcess":
         return self.start()

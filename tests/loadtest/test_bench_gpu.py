@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -49,17 +50,31 @@ def test_results_print_a_load_that_answered_nothing() -> None:
         requests_per_s=0.0, items_per_s=0.0,
         latency=LatencySummary.from_seconds([]), errors={}, stopped_by="duration",
     )
-    reports = {"c64_k32": silent, "c128_k32": report(9000.0)}
+    reports = {"w2_c64_k32": silent, "w2_c128_k32": report(9000.0)}
     results = {
         "ceiling": {"items_per_s_by_batch": {32: 12000.0}, "best_batch_size": 32, "best_workers": 2, "best_items_per_s": 12000.0},
         "servers": {"plaudit": {name: r.to_json() for name, r in reports.items()}},
         "verdicts": bench_gpu.verdicts(reports, 12000.0),
     }
     lines = bench_gpu.format_results(json.loads(json.dumps(results))).splitlines()
-    silent_line = next(line for line in lines if line.startswith("c64_k32"))
-    assert silent_line.split() == ["c64_k32", "0", "0.00", "-", "-", "0", "0", "FAIL"]
-    answered = next(line for line in lines if line.startswith("c128_k32"))
-    assert answered.split() == ["c128_k32", "9000", "0.75", "5.0", "10.0", "100", "0", "PASS"]
+    silent_line = next(line for line in lines if line.startswith("w2_c64_k32"))
+    assert silent_line.split() == ["w2_c64_k32", "0", "0.00", "-", "-", "0", "0", "FAIL"]
+    answered = next(line for line in lines if line.startswith("w2_c128_k32"))
+    assert answered.split() == ["w2_c128_k32", "9000", "0.75", "5.0", "10.0", "100", "0", "PASS"]
+
+
+def test_speedups_are_each_size_best_load_over_the_one_worker_baseline() -> None:
+    reports = {"w6_c64_k32": report(18000.0), "w6_c128_k32": report(24000.0), "w6_c256_k32": None,
+               "w1_c128_k32": report(8000.0)}
+    assert bench_gpu.speedups(reports) == {6: pytest.approx(3.0)}
+    assert bench_gpu.speedups({"w6_c64_k32": report(18000.0)}) == {}  # no baseline, no ratio
+
+
+def test_worker_counts_parse_in_order() -> None:
+    assert bench_gpu.parse_workers("6,1") == (6, 1)
+    for bad in ("six", "0,1", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="--workers"):
+            bench_gpu.parse_workers(bad)
 
 
 def test_load_processes_must_be_at_least_one() -> None:  # the split and merge: the end-to-end test below
@@ -81,13 +96,18 @@ def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(
     monkeypatch.setattr(bench_gpu, "save_partial", record)
     argv = [
         "--engine", "deterministic", "--device", "cpu", "--precision", "auto", "--quick",
-        "--load-processes", "2", "--max-items", "64", "--max-total-s", "90", "--out", str(out),
+        "--load-processes", "2", "--workers", "2,1", "--max-items", "64", "--max-total-s", "120", "--out", str(out),
     ]
     assert bench_gpu.main(argv) == 0
     results = json.loads(out.read_text())
     assert list(results["ceiling"]["items_per_s_by_batch"]) == [str(b) for b in bench_gpu.GPU_BATCH_SIZES]
     assert results["server_settings"]["PLAUDIT_MAX_BATCH_ITEMS"] == "512"
-    for sc in bench_gpu.scenarios(quick=True):
+    # Every load of the two-worker server, then the one-worker baseline's single load. (A second
+    # worker that never became ready would have kept /readyz at 503 and its loads unrun.)
+    plan = [*bench_gpu.scenarios(quick=True, workers=2), *bench_gpu.scenarios(quick=True, workers=1)]
+    names = [sc.name for sc in plan]
+    assert names == ["w2_c64_k32", "w2_c128_k32", "w2_c256_k32", "w1_c128_k32"]
+    for sc in plan:
         rep = results["servers"]["plaudit"][sc.name]
         # Two generator processes, merged: every request answered once, 32 items each.
         assert (rep["requests"], rep["ok"], rep["failed"], rep["items_ok"]) == (sc.requests, sc.requests, 0, 32 * sc.requests)
@@ -96,9 +116,11 @@ def test_bench_gpu_runs_end_to_end_on_the_deterministic_engine(
         assert verdict["share_of_ceiling"] == pytest.approx(share)  # the bar itself: test_verdicts_*
     text = capsys.readouterr().out
     assert "engine ceiling (items/s)  b32:" in text and "verdict" in text
-    names = [sc.name for sc in bench_gpu.scenarios(quick=True)]
+    best = {w: max(results["servers"]["plaudit"][n]["items_per_s"] for n in names if n.startswith(f"w{w}_")) for w in (1, 2)}
+    assert results["speedup_over_one_worker"] == {"2": pytest.approx(best[2] / best[1])}
+    assert "2 workers: x" in text
     # The ceiling was saved before any load, then each load as it finished; the end overwrote them.
-    assert [sorted(snapshot["loads"]) for snapshot in saved] == [[], names[:1], sorted(names)]
+    assert [sorted(snapshot["loads"]) for snapshot in saved] == [sorted(names[:k]) for k in range(len(names) + 1)]
     assert all(snap["partial"] and snap["ceiling"] == results["ceiling"] for snap in saved)
     assert saved[-1]["loads"][names[0]]["ok"] == results["servers"]["plaudit"][names[0]]["ok"]
     assert "partial" not in results
