@@ -31,7 +31,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from loadtest.bench_serving import (
@@ -177,9 +177,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     errors = []
     for workers in args.workers:
         sized = {**base, "PLAUDIT_WORKERS": str(workers)}
+        # Each worker's host threads get its share of the cores, as the service's own default does.
+        share = replace(model, intra_op_threads=max(1, args.threads // workers))
         got, error = run_server(
             SERVERS["plaudit"],
-            lambda port, env=sized: server_env(env, model, port),  # type: ignore[misc]
+            lambda port, env=sized, share=share: server_env(env, share, port),  # type: ignore[misc]
             ItemCycle(item_list),
             scenarios(args.quick, workers),
             budget,
@@ -250,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="torch", choices=("torch", "onnx", "deterministic"))
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--precision", default="bf16", choices=("auto", "fp32", "fp16", "bf16", "int8"))
-    p.add_argument("--threads", type=int, default=available_cores(), help="CPU threads per engine call")
+    p.add_argument(
+        "--threads", type=int, default=available_cores(),
+        help="CPU threads per engine call in the ceiling; each server worker gets threads / workers",
+    )
     p.add_argument(
         "--workers", type=parse_workers, default=DEFAULT_WORKERS,
         help="server sizes to run, in order, e.g. 6,1 (server processes sharing the GPU; 1 = the baseline)",
