@@ -26,8 +26,6 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 # The label values the batcher uses (service.batching).
 DROP_REASONS = ("cancelled", "deadline", "failed")
 BATCH_TRIGGERS = ("full", "max_wait", "nothing_coming")
-
-
 MODEL_INFO = "plaudit_model_info"
 
 
