@@ -142,10 +142,15 @@ def test_serve_hands_its_options_and_a_directory_to_the_workers(monkeypatch: pyt
 
 
 @contextmanager
-def plaudit_serve(*args: str) -> Iterator[httpx.Client]:
-    """`python -m plaudit serve ARGS --workers 2` on a free port, until the block ends."""
+def plaudit_serve(*args: str, feedback_db: Path | None = None) -> Iterator[httpx.Client]:
+    """`python -m plaudit serve ARGS --workers 2` on a free port, until the block ends; the
+    feedback store is off unless `feedback_db` names an SQLite file for it."""
     with tempfile.TemporaryFile() as log:
-        env = {**os.environ, "PLAUDIT_FEEDBACK_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if feedback_db is None:
+            env["PLAUDIT_FEEDBACK_ENABLED"] = "false"
+        else:
+            env["PLAUDIT_FEEDBACK_DB"] = f"sqlite:///{feedback_db}"
         env.pop(MULTIPROC_DIR_ENV, None)
         port = _free_port()
         proc = subprocess.Popen(
@@ -280,3 +285,22 @@ def test_the_status_file_holds_what_a_reader_needs(tmp_path: Path) -> None:
     WorkerGroup(tmp_path, expected=1).publish(ready=True, model="tiny:2")
     (path,) = tmp_path.glob(f"{WORKER_FILE_PREFIX}*.json")
     assert json.loads(path.read_text()) == {"pid": os.getpid(), "ready": True, "model": "tiny:2"}
+
+
+def test_a_choice_resolves_whichever_worker_scored_the_comparison(tmp_path: Path) -> None:
+    """Comparisons are remembered in the shared feedback store, not in a worker's memory."""
+    with plaudit_serve("--engine", "deterministic", feedback_db=tmp_path / "feedback.db") as client:
+        url = str(client.base_url)
+        compared = []
+        for i in range(8):  # fresh connections: the scoring worker is the kernel's choice
+            with httpx.Client(base_url=url) as fresh:
+                r = fresh.post("/v1/compare", json={"prompt": "p", "response_a": f"a{i}", "response_b": f"b{i}"})
+                assert r.status_code == 200, r.text
+                compared.append(r.json()["request_id"])
+        for request_id in compared:
+            with httpx.Client(base_url=url) as fresh:
+                r = fresh.post("/v1/feedback", json={"request_id": request_id, "choice": "b"})
+                assert r.status_code == 201, r.text
+                assert r.json()["kind"] == "pair"
+        stats = client.get("/v1/feedback/stats").json()
+        assert stats["total"] == 8, stats
