@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
 import shutil
 import sys
@@ -161,6 +162,7 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.supervisor import APP_FACTORY, Supervisor, balances_connections
 
     common: dict[str, Any] = dict(
         host=settings.host,
@@ -171,7 +173,17 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     )
     if settings.workers > 1:
         # Each worker imports the factory and builds Settings from the environment.
-        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **common)
+        if balances_connections():
+            options = {key: value for key, value in common.items() if key not in ("host", "port")}
+            logging.config.dictConfig(options["log_config"])  # the supervisor's own lines
+            try:
+                supervisor = Supervisor(settings.workers, settings.host, settings.port, options)
+            except OSError as exc:
+                print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+                return 2
+            supervisor.run()
+        else:
+            uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **common)
     else:
         uvicorn.run(create_app(settings), **common)
     return 0

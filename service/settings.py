@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1,
         description="Server processes sharing the port, each with its own batcher and engine "
-        "(uvicorn's workers). More than one needs PROMETHEUS_MULTIPROC_DIR, which `plaudit serve "
+        "(service.supervisor). More than one needs PROMETHEUS_MULTIPROC_DIR, which `plaudit serve "
         "--workers` sets.",
     )
     model_poll_s: float | None = Field(

@@ -1,8 +1,8 @@
 """The worker processes of one server (`plaudit serve --workers N`) and the directory they share.
 
-Each worker is a whole server: its own model, batcher and engine. uvicorn's supervisor starts
-them on one listening socket, and each connection goes to whichever worker accepts it first.
-A probe therefore reaches one worker at random, so the workers publish what a probe needs in
+Each worker is a whole server: its own model, batcher and engine, started by the supervisor
+(service.supervisor) or by uvicorn's own workers, all on one port; a connection goes to one of
+them. A probe therefore reaches one worker at random, so the workers publish what a probe needs in
 one shared directory, the one prometheus_client's multiprocess mode writes metrics to
 (PROMETHEUS_MULTIPROC_DIR):
 
@@ -11,8 +11,8 @@ one shared directory, the one prometheus_client's multiprocess mode writes metri
   reads, so that the server is ready only once every worker is.
 
 A worker that dies is forgotten by the next reader: its file is removed and prometheus_client
-is told (`mark_process_dead`), so its live gauges stop counting. uvicorn starts a new worker in
-its place, which publishes its own file.
+is told (`mark_process_dead`), so its live gauges stop counting. The supervisor starts a new
+worker in its place, which publishes its own file.
 """
 
 from __future__ import annotations

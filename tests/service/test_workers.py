@@ -6,9 +6,13 @@ way a user starts them, so the workers really are separate processes sharing one
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,15 +20,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_store.store import ModelStore
 from service.cli import log_config, share_with_workers
 from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiprocess_enabled
 from service.settings import MULTIPROC_DIR_ENV
+from service.supervisor import reserve_port
 from service.workers import WORKER_FILE_PREFIX, WorkerGroup, prepare_shared_directory, provide_shared_directory
 from tests.service.test_lifecycle import register_copy_of_v1
 
@@ -142,9 +149,20 @@ def test_serve_hands_its_options_and_a_directory_to_the_workers(monkeypatch: pyt
 
 
 @contextmanager
-def plaudit_serve(*args: str, feedback_db: Path | None = None) -> Iterator[httpx.Client]:
-    """`python -m plaudit serve ARGS --workers 2` on a free port, until the block ends; the
-    feedback store is off unless `feedback_db` names an SQLite file for it."""
+def plaudit_serve(*args: str, **options: Any) -> Iterator[httpx.Client]:
+    """A client of `serve_process(*args, **options)`."""
+    with serve_process(*args, **options) as (client, _):
+        yield client
+
+
+@contextmanager
+def serve_process(
+    *args: str, feedback_db: Path | None = None, shared: Path | None = None, workers: int = 2
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """`python -m plaudit serve ARGS --workers N` on a free port, until the block ends: a client
+    and the server's own process (the supervisor). The feedback store is off unless
+    `feedback_db` names an SQLite file for it, and the workers' shared directory is a
+    temporary one unless `shared` names it."""
     with tempfile.TemporaryFile() as log:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         if feedback_db is None:
@@ -152,9 +170,11 @@ def plaudit_serve(*args: str, feedback_db: Path | None = None) -> Iterator[httpx
         else:
             env["PLAUDIT_FEEDBACK_DB"] = f"sqlite:///{feedback_db}"
         env.pop(MULTIPROC_DIR_ENV, None)
+        if shared is not None:
+            env[MULTIPROC_DIR_ENV] = str(shared)
         port = _free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "plaudit", "serve", "--port", str(port), "--workers", "2", *args],
+            [sys.executable, "-m", "plaudit", "serve", "--port", str(port), "--workers", str(workers), *args],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
@@ -165,9 +185,10 @@ def plaudit_serve(*args: str, feedback_db: Path | None = None) -> Iterator[httpx
                         log.seek(0)
                         pytest.fail(f"the server was not ready; its log:\n{log.read().decode()[-3000:]}")
                     time.sleep(0.1)
-                yield client
+                yield client, proc
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)  # uvicorn's parent stops its workers
+            with contextlib.suppress(ProcessLookupError):  # a test may have stopped it already
+                os.killpg(proc.pid, signal.SIGTERM)  # the supervisor and its workers
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -176,8 +197,6 @@ def plaudit_serve(*args: str, feedback_db: Path | None = None) -> Iterator[httpx
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -257,8 +276,6 @@ def test_a_worker_that_dies_is_replaced_and_its_series_dropped() -> None:
 
 def test_a_promote_sent_to_one_worker_reaches_every_worker(trained_store: Path, tmp_path: Path) -> None:
     store_dir = tmp_path / "store"
-    import shutil
-
     shutil.copytree(trained_store, store_dir)
     register_copy_of_v1(store_dir, tmp_path / "v2")
     with plaudit_serve(
@@ -304,3 +321,92 @@ def test_a_choice_resolves_whichever_worker_scored_the_comparison(tmp_path: Path
                 assert r.json()["kind"] == "pair"
         stats = client.get("/v1/feedback/stats").json()
         assert stats["total"] == 8, stats
+
+
+def scored_requests_by_worker(shared: Path) -> dict[int, float]:
+    """pid -> /v1/score requests that worker answered, from its own counter file."""
+    counts = {}
+    for path in shared.glob("counter_*.db"):
+        pid = int(path.stem.removeprefix("counter_"))
+        counts[pid] = sum(
+            value
+            for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))
+            if json.loads(key)[1] == "plaudit_requests_total" and json.loads(key)[2].get("endpoint") == "/v1/score"
+        )
+    return counts
+
+
+def test_new_connections_under_load_are_shared_by_every_worker(tmp_path: Path) -> None:
+    """64 clients connect at once and each sends 5 requests in turn, as a load generator does.
+    uvicorn's own workers share one socket, and a worker that wakes accepts every connection
+    waiting: over four of them, such a load left one worker 1-3 connections and another 35
+    (three runs). Each worker's own SO_REUSEPORT socket gets its share, 11-23 in three runs."""
+    shared = tmp_path / "shared"
+    clients, rounds = 64, 5
+    with plaudit_serve("--engine", "deterministic", shared=shared, workers=4) as client:
+        url = str(client.base_url)
+        body = {"items": [{"prompt": "p", "response": "r"}] * 8}
+
+        async def load() -> list[int]:
+            connections = [httpx.AsyncClient(base_url=url) for _ in range(clients)]
+
+            async def in_turn(connection: httpx.AsyncClient) -> list[int]:
+                return [(await connection.post("/v1/score", json=body)).status_code for _ in range(rounds)]
+
+            try:
+                answers = await asyncio.gather(*(in_turn(c) for c in connections))
+            finally:
+                await asyncio.gather(*(c.aclose() for c in connections))
+            return [status for statuses in answers for status in statuses]
+
+        assert asyncio.run(load()) == [200] * clients * rounds
+        connections_by_worker = {pid: n / rounds for pid, n in scored_requests_by_worker(shared).items()}
+        assert len(connections_by_worker) == 4 and sum(connections_by_worker.values()) == clients
+        # Binomial(64, 1/4) gives some worker 3 or fewer about once in 10,000 runs.
+        assert min(connections_by_worker.values()) >= 4, connections_by_worker
+
+
+def test_a_taken_port_is_refused_rather_than_shared(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            reserve_port("127.0.0.1", port)
+        env = {**os.environ, "PLAUDIT_FEEDBACK_ENABLED": "false"}
+        env.pop(MULTIPROC_DIR_ENV, None)
+        done = subprocess.run(
+            [sys.executable, "-m", "plaudit", "serve", "--engine", "deterministic", "--workers", "2", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 2
+        assert f"plaudit serve: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+    held = reserve_port("127.0.0.1", 0)  # port 0: a free port, held for the workers
+    try:
+        port = held.getsockname()[1]
+        assert port != 0
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))  # a second server cannot join it unawares
+        with pytest.raises(OSError):
+            reserve_port("127.0.0.1", port)
+    finally:
+        held.close()
+
+
+def test_sigterm_to_the_server_alone_stops_every_worker() -> None:
+    """As `docker stop` does: the signal reaches the supervisor only, which stops the workers."""
+    with serve_process("--engine", "deterministic") as (client, server):
+        workers = [int(pid) for pid in served_by_worker(client)]
+        assert len(workers) == 2
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+
+        def gone(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_for(lambda: all(gone(pid) for pid in workers), "the workers to exit", limit_s=10)
