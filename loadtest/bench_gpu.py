@@ -7,7 +7,7 @@ concurrent 32-item requests, on the same machine and the same items.
 
 1. Ceiling: `scorer.run` on length-sorted batches of 32 to 512 items (what a GPU wants),
    from 1 and from --engine-workers threads; the best items/s is the ceiling.
-2. Plaudit (`uvicorn --factory service.app:create_app --workers N`) with GPU batching
+2. Plaudit (`plaudit serve --workers N`, each worker on its own socket) with GPU batching
    settings (GPU_SERVER_SETTINGS; any PLAUDIT_* variable already set wins) gets closed-loop
    loads of 32-item /v1/score requests, sent by --load-processes generator processes so that
    the generator is not what is measured. One Python process cannot feed an H200 (about

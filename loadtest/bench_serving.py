@@ -51,13 +51,14 @@ from loadtest.naive_server import ONNX_OPTION_CHOICES, NaiveConfig
 from loadtest.report import LoadReport, figure, summarize, write_json
 from model_store.errors import StoreError
 from service.settings import MULTIPROC_DIR_ENV, env_name
+from service.supervisor import APP_FACTORY
 from service.workers import provide_shared_directory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 BATCH_SIZES = (1, 8, 16, 32, 64)
 SERVERS = {
-    "plaudit": "service.app:create_app",
+    "plaudit": APP_FACTORY,
     "naive": "loadtest.naive_server:create_naive_app",
 }
 IDLE_SCENARIO = "idle_c1_1rps"
@@ -274,8 +275,10 @@ def server_env(base: Mapping[str, str], model: NaiveConfig, port: int) -> dict[s
 class ServerProcess:
     """`uvicorn --factory FACTORY` on 127.0.0.1:PORT as a child process; single use.
 
-    With PLAUDIT_WORKERS above 1 in `env`, uvicorn runs that many worker processes, sharing
-    a fresh directory for their metrics and readiness (removed at stop)."""
+    With PLAUDIT_WORKERS above 1 in `env`, the server runs that many worker processes, sharing
+    a fresh directory for their metrics and readiness (removed at stop): Plaudit's app through
+    `plaudit serve`, whose supervisor gives each worker its own socket (service.supervisor),
+    any other factory through uvicorn's own workers."""
 
     def __init__(self, factory: str, env: Mapping[str, str], port: int) -> None:
         self.factory = factory
@@ -296,7 +299,10 @@ class ServerProcess:
         if self._workers > 1:
             self._env.pop(MULTIPROC_DIR_ENV, None)  # each server gets its own
             self._shared = provide_shared_directory(self._env)
-            cmd += ["--workers", str(self._workers)]
+            if self.factory == APP_FACTORY:  # settings come from the PLAUDIT_* variables
+                cmd = [sys.executable, "-m", "plaudit", "serve", "--host", "127.0.0.1", "--port", str(self._port)]
+            else:
+                cmd += ["--workers", str(self._workers)]
         self._proc = subprocess.Popen(
             cmd, env=self._env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT
         )
