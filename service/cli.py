@@ -179,7 +179,7 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
             try:
                 supervisor = Supervisor(settings.workers, settings.host, settings.port, options)
             except OSError as exc:
-                print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+                print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
                 return 2
             supervisor.run()
         else:
