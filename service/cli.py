@@ -162,28 +162,28 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     import uvicorn
 
     from service.app import create_app
+
+    options: dict[str, Any] = dict(log_config=log_config(), log_level="info", access_log=bool(args.access_log))
+    if settings.workers > 1:
+        return _serve_workers(settings, options)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **options)
+    return 0
+
+
+def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
+    """Several workers; each imports the app factory and builds Settings from the environment."""
+    import uvicorn
+
     from service.supervisor import APP_FACTORY, Supervisor, balances_connections
 
-    common: dict[str, Any] = dict(
-        host=settings.host,
-        port=settings.port,
-        log_config=log_config(),
-        log_level="info",
-        access_log=bool(args.access_log),
-    )
-    if settings.workers > 1:
-        # Each worker imports the factory and builds Settings from the environment.
-        if balances_connections():
-            options = {key: value for key, value in common.items() if key not in ("host", "port")}
-            logging.config.dictConfig(options["log_config"])  # the supervisor's own lines
-            try:
-                supervisor = Supervisor(settings.workers, settings.host, settings.port, options)
-            except OSError as exc:
-                print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
-                return 2
-            supervisor.run()
-        else:
-            uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **common)
-    else:
-        uvicorn.run(create_app(settings), **common)
+    if not balances_connections():
+        uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, host=settings.host, port=settings.port, **options)
+        return 0
+    logging.config.dictConfig(options["log_config"])  # the supervisor's own lines
+    try:
+        supervisor = Supervisor(settings.workers, settings.host, settings.port, options)
+    except OSError as exc:
+        print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    supervisor.run()
     return 0
