@@ -157,14 +157,20 @@ def plaudit_serve(*args: str, **options: Any) -> Iterator[httpx.Client]:
 
 @contextmanager
 def serve_process(
-    *args: str, feedback_db: Path | None = None, shared: Path | None = None, workers: int = 2
+    *args: str,
+    feedback_db: Path | None = None,
+    shared: Path | None = None,
+    workers: int = 2,
+    temp_dir: Path | None = None,
 ) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
     """`python -m plaudit serve ARGS --workers N` on a free port, until the block ends: a client
     and the server's own process (the supervisor). The feedback store is off unless
     `feedback_db` names an SQLite file for it, and the workers' shared directory is a
-    temporary one unless `shared` names it."""
+    temporary one (in `temp_dir` if given) unless `shared` names it."""
     with tempfile.TemporaryFile() as log:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if temp_dir is not None:
+            env["TMPDIR"] = str(temp_dir)
         if feedback_db is None:
             env["PLAUDIT_FEEDBACK_ENABLED"] = "false"
         else:
@@ -394,9 +400,10 @@ def test_a_taken_port_is_refused_rather_than_shared(tmp_path: Path) -> None:
         held.close()
 
 
-def test_sigterm_to_the_server_alone_stops_every_worker() -> None:
+def test_sigterm_to_the_server_alone_stops_every_worker(tmp_path: Path) -> None:
     """As `docker stop` does: the signal reaches the supervisor only, which stops the workers."""
-    with serve_process("--engine", "deterministic") as (client, server):
+    with serve_process("--engine", "deterministic", temp_dir=tmp_path) as (client, server):
+        (shared,) = tmp_path.glob("plaudit-workers-*")  # made by serve for the workers
         workers = [int(pid) for pid in served_by_worker(client)]
         assert len(workers) == 2
         server.send_signal(signal.SIGTERM)
@@ -410,3 +417,4 @@ def test_sigterm_to_the_server_alone_stops_every_worker() -> None:
             return False
 
         wait_for(lambda: all(gone(pid) for pid in workers), "the workers to exit", limit_s=10)
+        assert not shared.exists()  # serve removes the directory it made
