@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -116,3 +118,11 @@ def deterministic_server() -> Iterator[LiveServer]:
     ) as srv:
         srv.wait_ready()
         yield srv
+
+
+@pytest.fixture
+def store_dir(trained_store: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained store: `tiny:1`, production alias on it."""
+    copy = tmp_path / "store"
+    shutil.copytree(trained_store, copy)
+    return copy

@@ -41,15 +41,7 @@ LOAD_WORKERS = 32  # the issue asks for a swap under a load at concurrency 32
 MAX_REQUESTS_PER_WORKER = 400  # a bound, so a stuck swap cannot make the load run forever
 
 
-# -- stores ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def store_dir(trained_store: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained store: `tiny:1`, production alias on it."""
-    copy = tmp_path / "store"
-    shutil.copytree(trained_store, copy)
-    return copy
+# -- stores (store_dir, a private copy of the trained store: tests/service/conftest.py) ----------
 
 
 def register_copy_of_v1(store_dir: Path, staging: Path, change: Callable[[Path], None] | None = None) -> int:

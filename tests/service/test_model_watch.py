@@ -4,7 +4,6 @@ version is tried once. Real stored models, served over real HTTP."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -13,22 +12,10 @@ import pytest
 from model_store.store import ModelStore
 from service.model_watch import follows_store
 from service.settings import Settings
-from tests.service.conftest import LiveServer, ServerFactory
-from tests.service.test_lifecycle import register_copy_of_v1, replace_with_nan_model
+from tests.service.conftest import ServerFactory
+from tests.service.test_lifecycle import register_copy_of_v1, replace_with_nan_model, served_version
 
 POLL_S = 0.1
-
-
-@pytest.fixture
-def store_dir(trained_store: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "store"
-    shutil.copytree(trained_store, copy)
-    return copy
-
-
-def served_version(srv: LiveServer) -> str:
-    version: str = srv.client.get("/v1/models").json()["model"]["version"]
-    return version
 
 
 def test_which_services_follow_the_store(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.bench_serving import free_port
 from model_store.store import ModelStore
 from service.cli import log_config, share_with_workers
 from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiprocess_enabled
@@ -178,7 +178,7 @@ def serve_process(
         env.pop(MULTIPROC_DIR_ENV, None)
         if shared is not None:
             env[MULTIPROC_DIR_ENV] = str(shared)
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "plaudit", "serve", "--port", str(port), "--workers", str(workers), *args],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -200,12 +200,6 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers_ready(client: httpx.Client) -> bool:
@@ -280,9 +274,7 @@ def test_a_worker_that_dies_is_replaced_and_its_series_dropped() -> None:
             assert fresh.get("/readyz").json()["workers"] == {"ready": 2, "expected": 2}
 
 
-def test_a_promote_sent_to_one_worker_reaches_every_worker(trained_store: Path, tmp_path: Path) -> None:
-    store_dir = tmp_path / "store"
-    shutil.copytree(trained_store, store_dir)
+def test_a_promote_sent_to_one_worker_reaches_every_worker(store_dir: Path, tmp_path: Path) -> None:
     register_copy_of_v1(store_dir, tmp_path / "v2")
     with plaudit_serve(
         "--store", str(store_dir), "--model", "tiny", "--engine", "onnx", "--threads", "1", "--model-poll-s", "0.5"
