@@ -96,7 +96,8 @@ def _lifespan(
 
         start(load_and_publish(settings, metrics, holder), "plaudit-model-load")
         swapper = ModelSwapper(settings, metrics, holder)
-        workers = WorkerGroup.from_environment(settings.workers) if settings.workers > 1 else None
+        shared = metrics.shared_directory  # set exactly when the server runs several workers
+        workers = WorkerGroup(shared, settings.workers) if shared is not None else None
         if workers is not None:
             start(workers.keep_published(_served_status(holder)), "plaudit-worker-status")
         if follows_store(settings):

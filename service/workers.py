@@ -84,10 +84,6 @@ class WorkerGroup:
         self.pid = pid if pid is not None else os.getpid()
         self._published: WorkerStatus | None = None
 
-    @classmethod
-    def from_environment(cls, expected: int) -> WorkerGroup:
-        return cls(Path(os.environ[MULTIPROC_DIR_ENV]), expected)
-
     def _file(self, pid: int) -> Path:
         return self.directory / f"{WORKER_FILE_PREFIX}{pid}.json"
 
