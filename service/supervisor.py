@@ -48,21 +48,19 @@ def reserve_port(host: str, port: int) -> socket.socket:
     with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.bind((host, port))  # OSError (address in use) if another server has it
         port = probe.getsockname()[1]
-    return _reuse_port_socket(host, port, listen=False)
+    return _reuse_port_socket(host, port)
 
 
-def _reuse_port_socket(host: str, port: int, listen: bool) -> socket.socket:
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """Bound to `host:port` with SO_REUSEPORT; not listening (a worker's server listens on it)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        if listen:
-            sock.listen(2048)
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(False)
     return sock
 
 
@@ -70,7 +68,7 @@ def run_worker(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
     """One worker: its own socket on the shared port, then uvicorn serving the app factory."""
     import uvicorn
 
-    sock = _reuse_port_socket(host, port, listen=True)
+    sock = _reuse_port_socket(host, port)  # uvicorn's server starts listening on it
     config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, **uvicorn_options)
     uvicorn.Server(config).run(sockets=[sock])
 
