@@ -99,13 +99,14 @@ def parse_workers(text: str) -> tuple[int, ...]:
     return counts
 
 
-def speedups(reports: Mapping[str, LoadReport | None]) -> dict[int, float]:
-    """Per server size: its best served items/s over the one-worker baseline's, same run."""
-    best: dict[int, float] = {}
-    for name, report in reports.items():
-        if report is not None:
-            workers = int(name.split("_")[0].removeprefix("w"))
-            best[workers] = max(best.get(workers, 0.0), report.items_per_s)
+def speedups(by_size: Mapping[int, Mapping[str, LoadReport | None]]) -> dict[int, float]:
+    """Per server size (its loads' reports by name): its best served items/s over the
+    one-worker baseline's, same run."""
+    best = {
+        workers: max(report.items_per_s for report in answered)
+        for workers, reports in by_size.items()
+        if (answered := [r for r in reports.values() if r is not None])
+    }
     baseline = best.get(1)
     if not baseline:
         return {}
@@ -174,33 +175,34 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{sc.name}: {figure(done.items_per_s, 0)} items/s, {done.ok} ok, {done.failed} failed", flush=True)
         save_partial(args.out, partial)
 
-    reports: dict[str, LoadReport | None] = {}
+    plans = {workers: scenarios(args.quick, workers) for workers in args.workers}
+    by_size: dict[int, dict[str, LoadReport | None]] = {}
     errors = []
-    for workers in args.workers:
+    for workers, plan in plans.items():
         sized = {**base, "PLAUDIT_WORKERS": str(workers)}
         # Each worker's host threads get its share of the cores, as the service's own default does.
         share = replace(model, intra_op_threads=max(1, args.threads // workers))
-        got, error = run_server(
+        by_size[workers], error = run_server(
             SERVERS["plaudit"],
             lambda port, env=sized, share=share: server_env(env, share, port),  # type: ignore[misc]
             ItemCycle(item_list),
-            scenarios(args.quick, workers),
+            plan,
             budget,
             load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
             on_report=record,
         )
-        reports.update(got)
         if error is not None:
             errors.append(f"{workers} worker(s): {error}")
+    reports = {name: report for sized_reports in by_size.values() for name, report in sized_reports.items()}
     return {
         "settings": vars(args),
         "server_settings": partial["server_settings"],
         "n_items": len(items),
-        "scenarios": [asdict(sc) for w in args.workers for sc in scenarios(args.quick, w)],
+        "scenarios": [asdict(sc) for plan in plans.values() for sc in plan],
         "ceiling": asdict(ceiling),
         "servers": {"plaudit": {n: (r.to_json() if r else None) for n, r in reports.items()}},
         "verdicts": verdicts(reports, ceiling.best_items_per_s),
-        "speedup_over_one_worker": speedups(reports),
+        "speedup_over_one_worker": speedups(by_size),
         "server_error": "; ".join(errors) or None,
     }
 

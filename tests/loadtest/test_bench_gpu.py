@@ -64,10 +64,13 @@ def test_results_print_a_load_that_answered_nothing() -> None:
 
 
 def test_speedups_are_each_size_best_load_over_the_one_worker_baseline() -> None:
-    reports = {"w6_c64_k32": report(18000.0), "w6_c128_k32": report(24000.0), "w6_c256_k32": None,
-               "w1_c128_k32": report(8000.0)}
-    assert bench_gpu.speedups(reports) == {6: pytest.approx(3.0)}
-    assert bench_gpu.speedups({"w6_c64_k32": report(18000.0)}) == {}  # no baseline, no ratio
+    by_size = {
+        6: {"w6_c64_k32": report(18000.0), "w6_c128_k32": report(24000.0), "w6_c256_k32": None},
+        1: {"w1_c128_k32": report(8000.0)},
+    }
+    assert bench_gpu.speedups(by_size) == {6: pytest.approx(3.0)}
+    assert bench_gpu.speedups({6: {"w6_c64_k32": report(18000.0)}}) == {}  # no baseline, no ratio
+    assert bench_gpu.speedups({6: by_size[6], 1: {"w1_c128_k32": None}}) == {}  # the baseline never ran
 
 
 def test_worker_counts_parse_in_order() -> None:
