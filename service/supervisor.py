@@ -44,18 +44,32 @@ def _family(host: str) -> socket.AddressFamily:
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """Check that `host:port` is free (port 0: pick one) and hold it for the workers: a bound,
-    not listening, SO_REUSEPORT socket, which takes no connections itself."""
+    not listening, SO_REUSEPORT socket, which takes no connections itself.
+
+    The check binds with SO_REUSEADDR, as uvicorn does for one worker, so that connections a
+    stopped server left in TIME_WAIT do not refuse a restart for a minute; a server listening
+    on the port still refuses it. The reservation itself goes without SO_REUSEADDR where it
+    can: Linux lets a SO_REUSEADDR bind share a port only with sockets that set it too and do
+    not listen, so a second `plaudit serve` is then refused even before the first one's
+    workers listen. Over TIME_WAIT left by a server without SO_REUSEPORT (one uvicorn) it
+    needs SO_REUSEADDR as well.
+    """
     with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))  # OSError (address in use) if another server has it
         port = probe.getsockname()[1]
-    return _reuse_port_socket(host, port)
+    try:
+        return _reuse_port_socket(host, port, reuse_address=False)
+    except OSError:  # only TIME_WAIT is left here: the probe found no server
+        return _reuse_port_socket(host, port)
 
 
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
+def _reuse_port_socket(host: str, port: int, reuse_address: bool = True) -> socket.socket:
     """Bound to `host:port` with SO_REUSEPORT; not listening (a worker's server listens on it)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError:

@@ -392,6 +392,30 @@ def test_a_taken_port_is_refused_rather_than_shared(tmp_path: Path) -> None:
         held.close()
 
 
+@pytest.mark.parametrize("reuse_port", [False, True], ids=["after-one-uvicorn", "after-plaudit-workers"])
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_reserved_again(reuse_port: bool) -> None:
+    """A restart right after a stop: the closed connections' TIME_WAIT must not refuse it."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and our workers do
+        if reuse_port:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its side of the connection is in TIME_WAIT
+        client.recv(1)  # the client has seen the close
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check did before: refused for about a minute
+    held = reserve_port("127.0.0.1", port)
+    try:
+        assert held.getsockname()[1] == port
+    finally:
+        held.close()
+
+
 def test_sigterm_to_the_server_alone_stops_every_worker(tmp_path: Path) -> None:
     """As `docker stop` does: the signal reaches the supervisor only, which stops the workers."""
     with serve_process("--engine", "deterministic", temp_dir=tmp_path) as (client, server):
