@@ -124,7 +124,10 @@ class WorkerGroup:
     def forget(self, pid: int) -> None:
         """Drop a worker that has gone: its status file and its live gauges."""
         self._file(pid).unlink(missing_ok=True)
-        multiprocess.mark_process_dead(pid, str(self.directory))
+        # Every worker sweeps: two that find the same dead pid at once race to remove its
+        # gauge files, and prometheus_client removes them without a missing-file check.
+        with contextlib.suppress(FileNotFoundError):
+            multiprocess.mark_process_dead(pid, str(self.directory))
         log.info("worker %d has gone; its status and live gauges were dropped", pid)
 
     def withdraw(self) -> None:
