@@ -9,7 +9,6 @@ if it fails, /readyz says why. Shutdown stops the batcher and closes the scorer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -40,8 +39,17 @@ log = logging.getLogger("plaudit.service")
 
 # Configuration mistakes whose message says everything (a missing model, a bad option).
 _USER_ERRORS = (StoreError, ModelLoadError, ValueError)
-# Errors whose text /readyz may show an operator (unreadable file, no CUDA); traceback logged too.
-_DESCRIBED_ERRORS = (*_USER_ERRORS, OSError, RuntimeError, ImportError)
+# Errors whose text clients may read in 503s and on /readyz (open by default): Plaudit's own,
+# and file errors (a path, as StoreError gives). An engine's RuntimeError or an ImportError
+# speaks of its internals, so it is named by type only; the log has it in full.
+_DESCRIBED_ERRORS = (*_USER_ERRORS, OSError)
+
+
+def load_failure_reason(exc: BaseException) -> str:
+    """Why the model failed to load, as clients may read it."""
+    if isinstance(exc, _DESCRIBED_ERRORS) and str(exc):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}; see the server log"
 
 
 async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: ModelHolder) -> None:
@@ -49,8 +57,7 @@ async def load_and_publish(settings: Settings, metrics: ServiceMetrics, holder: 
     try:
         scorer, info = await asyncio.to_thread(load_model, settings)
     except Exception as exc:
-        described = isinstance(exc, _DESCRIBED_ERRORS)
-        reason = str(exc) if described else f"unexpected {type(exc).__name__}; see the server log"
+        reason = load_failure_reason(exc)
         log.error(
             "could not load model %r with engine %s: %s",
             settings.model,
@@ -117,9 +124,10 @@ def _lifespan(
         finally:
             for task in background:
                 task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # return_exceptions: a task that had died of an error must not skip the closing below.
+            for task, outcome in zip(background, await asyncio.gather(*background, return_exceptions=True)):
+                if isinstance(outcome, Exception):
+                    log.error("background task %s had failed", task.get_name(), exc_info=outcome)
             await swapper.aclose()
             await holder.close()
             await feedback_store.close()

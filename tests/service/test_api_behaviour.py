@@ -129,6 +129,25 @@ def test_model_that_cannot_load_keeps_readiness_503_with_the_reason(live_server,
         assert health.status_code == 200 and health.json()["model"] is None
 
 
+def test_a_load_failure_shows_clients_plaudit_and_file_messages_but_only_the_type_of_others(tmp_path):
+    from model_store.errors import StoreError
+    from service.app import load_failure_reason
+
+    missing = tmp_path / "model.onnx"
+    try:
+        missing.read_bytes()
+    except OSError as exc:
+        assert load_failure_reason(exc) == f"[Errno 2] No such file or directory: '{missing}'"
+    store_error = StoreError("no model named 'demo' in the store; train one first")
+    assert load_failure_reason(store_error) == "no model named 'demo' in the store; train one first"
+    # An engine's own text (here torch's, as a corrupt weights file gives) stays in the log.
+    engine_error = RuntimeError("PytorchStreamReader failed reading zip archive: /srv/models/x/torch/weights.pt")
+    assert load_failure_reason(engine_error) == "unexpected RuntimeError; see the server log"
+    assert load_failure_reason(ImportError("libcudart.so.12: cannot open shared object file")) == (
+        "unexpected ImportError; see the server log"
+    )
+
+
 def test_failing_engine_gives_a_clear_500_and_the_service_stays_up(live_server):
     with live_server(engine="failing") as srv:
         srv.wait_ready()
