@@ -13,7 +13,7 @@ import pytest
 from model_store.loading import load_scorer
 from model_store.scoring import TextPair
 from model_store.store import ModelStore
-from tests.service.conftest import LiveServer, ServerFactory
+from tests.service.conftest import LiveServer
 
 ITEMS = [
     {"prompt": "How do I reset my password?", "response": "Open Settings, choose Security, then Reset password."},

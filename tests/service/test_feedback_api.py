@@ -409,8 +409,9 @@ def test_expired_comparisons_are_purged_in_the_background(live_server: ServerFac
 
 @pytest.mark.postgres
 def test_feedback_round_trip_on_postgresql(
-    live_server: ServerFactory, postgres_schema_url: str
-):  # noqa: F811
+    live_server: ServerFactory,
+    postgres_schema_url: str,  # noqa: F811  # the fixture imported above
+):
     with live_server(engine="deterministic", feedback_db=postgres_schema_url) as srv:
         srv.wait_ready()
         ids = fill(srv)
