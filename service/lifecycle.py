@@ -206,8 +206,9 @@ class ModelSwapper:
         store = ModelStore(self.settings.store_dir)
         with _store_errors(f"cannot resolve the configured model {self.settings.model!r} ({env_name('model')})"):
             mv = await asyncio.to_thread(store.resolve, self.settings.model)
-        if old is not None and old.name == mv.name and old.version == str(mv.version):
+        if old is not None and old.name == mv.name and old.version == str(mv.version) and old.batcher.alive:
             return SwapOutcome(old=_ref(old), new=_ref(old), swapped=False)
+        # From here on a swap, also to the version served when its batcher has died (a fresh copy).
 
         new = await self._load_beside(mv, old)
         self.holder.set(new)  # the swap: requests from here on take `new`

@@ -111,6 +111,12 @@ class ModelHolder:
     def ready(self) -> bool:
         return self.current is not None and self.current.batcher.alive
 
+    @property
+    def broken(self) -> bool:
+        """A model was being served and its batcher died of a bug: only a reload (of the same
+        version, if need be) or a restart brings the service back."""
+        return self.state == "ready" and self.current is not None and not self.current.batcher.alive
+
     def why_not_ready(self) -> str:
         if self.state == "loading":
             return "the model is still loading; retry shortly"

@@ -7,15 +7,19 @@ as `POST /v1/models/reload` (load beside, warm up, swap, retire the old one).
 
 This is how a promote reaches every worker of a multi-worker server: the request lands on
 one worker, which moves the alias and swaps at once; the others see the alias move at their
-next check. A version that is refused (bad checksums, fails to load) is logged once and not
-tried again until the reference moves elsewhere, so a bad promote does not make every
-worker retry a doomed load every few seconds.
+next check. A version that is refused (bad checksums, fails to load) is tried again after
+FIRST_RETRY_S, then after twice as long each time up to MAX_RETRY_S, unless the reference
+moves elsewhere first: a bad promote does not make every worker retry a doomed load every
+few seconds, and a passing cause (memory short while two models are loaded, a store read
+error) does not leave one worker on the old version for good. A model whose batcher has
+died is reloaded too, so a worker with polling on heals itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from model_store.engines import TEST_ENGINES
 from model_store.errors import StoreError
@@ -27,6 +31,9 @@ from service.model import ModelHolder
 from service.settings import Settings
 
 log = logging.getLogger("plaudit.model_watch")
+
+FIRST_RETRY_S = 30.0  # after a version is refused, before it is tried again
+MAX_RETRY_S = 600.0  # the wait doubles with each refusal of the same version, up to this
 
 
 def follows_store(settings: Settings) -> bool:
@@ -48,7 +55,9 @@ class StoreFollower:
         self.holder = holder
         self.swapper = swapper
         self._store = ModelStore(settings.store_dir)
-        self._refused: str | None = None  # the version last refused, not tried again
+        self._refused: str | None = None  # the version last refused, tried again at _retry_at
+        self._retry_at = 0.0  # time.monotonic()
+        self._retry_s = FIRST_RETRY_S
         self._unresolvable: str | None = None  # the last resolve error, logged once
 
     async def run(self) -> None:
@@ -72,18 +81,26 @@ class StoreFollower:
                 self._unresolvable = str(exc)
             return False
         self._unresolvable = None
-        if served is not None and (served.name, served.version) == (wanted.name, str(wanted.version)):
+        served_now = served is not None and (served.name, served.version) == (wanted.name, str(wanted.version))
+        if served_now and not self.holder.broken:
             self._refused = None
             return False
-        if wanted.ref == self._refused:
+        if wanted.ref == self._refused and time.monotonic() < self._retry_at:
             return False
-        log.info("%s now resolves to %s; reloading", self.settings.model, wanted.ref)
+        if served_now:
+            log.warning("the batcher of %s has died; loading it afresh", wanted.ref)
+        else:
+            log.info("%s now resolves to %s; reloading", self.settings.model, wanted.ref)
         try:
             outcome = await self.swapper.reload()
         except ReloadInProgress:
             return False  # an admin request got there first
         except ServiceError as exc:
-            log.error("did not swap to %s: %s", wanted.ref, exc.message)
-            self._refused = wanted.ref
+            self._retry_s = min(2 * self._retry_s, MAX_RETRY_S) if wanted.ref == self._refused else FIRST_RETRY_S
+            self._refused, self._retry_at = wanted.ref, time.monotonic() + self._retry_s
+            log.error(
+                "did not swap to %s: %s; trying again in %.3g s unless the alias moves",
+                wanted.ref, exc.message, self._retry_s,
+            )
             return False
         return outcome.swapped

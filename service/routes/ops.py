@@ -12,8 +12,18 @@ from service.schemas import HealthResponse, ModelRefOut, ReadyResponse, WorkersO
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz", response_model=HealthResponse, summary="Liveness: 200 while the process runs")
+@router.get(
+    "/healthz",
+    response_model=HealthResponse,
+    summary="Liveness: 200 while the process can serve, loading included; 503 once its batcher has died",
+    responses={503: {"description": "The batcher stopped unexpectedly: restart this process, or reload"}},
+)
 async def healthz(holder: HolderDep, request_id: RequestIdDep) -> HealthResponse:
+    if holder.broken:
+        # Not ready would only take it out of rotation; an orchestrator restarts what is not alive.
+        raise NotReady(
+            "the batcher stopped unexpectedly (see the server log); restart this process or POST /v1/models/reload"
+        )
     model = holder.current
     ref = ModelRefOut(name=model.name, version=model.version) if model is not None else None
     return HealthResponse(status="alive", model=ref, request_id=request_id)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,12 @@ class LiveServer:
     base_url: str
     client: httpx.Client
     port: int
+    server: uvicorn.Server
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The app's lifespan state (holder, swapper, ...), for tests that break a part on purpose."""
+        return self.server.lifespan.state
 
     def metric(self, sample_name: str, **labels: str) -> float:
         """Current value of one sample from /metrics (0.0 if it does not exist yet)."""
@@ -73,7 +80,7 @@ def _live_server(settings: Settings, app: FastAPI | None = None) -> Iterator[Liv
     base_url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base_url, timeout=20.0) as client:
-            yield LiveServer(base_url=base_url, client=client, port=port)
+            yield LiveServer(base_url=base_url, client=client, port=port, server=server)
     finally:
         server.should_exit = True
         thread.join(STARTUP_LIMIT_S)
