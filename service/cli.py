@@ -181,7 +181,9 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
         return 0
     logging.config.dictConfig(options["log_config"])  # the supervisor's own lines
     try:
-        supervisor = Supervisor(settings.workers, settings.host, settings.port, options)
+        supervisor = Supervisor(
+            settings.workers, settings.host, settings.port, options, request_timeout_s=settings.request_timeout_s
+        )
     except OSError as exc:
         print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@ Here each worker binds its own socket to the port with SO_REUSEPORT, and Linux s
 connections over the sockets by a hash of their addresses, so each worker gets its share of
 any burst. The supervisor reserves the port first (refusing one that is taken, rather than
 joining another server's group), starts the workers as fresh processes, starts a new one in
-place of any that dies, and on SIGINT or SIGTERM stops them all (each drains as uvicorn does).
+place of any that dies (after a growing pause if they keep dying at start), and on SIGINT or
+SIGTERM stops them all (each drains as uvicorn does).
 Elsewhere than Linux SO_REUSEPORT does not balance, and `plaudit serve` uses uvicorn's workers.
 """
 
@@ -30,7 +31,20 @@ log = logging.getLogger("plaudit.supervisor")
 
 APP_FACTORY = "service.app:create_app"
 CHECK_INTERVAL_S = 0.5
-STOP_TIMEOUT_S = 60.0  # a worker drains its requests (request_timeout_s) before it exits
+STOP_MARGIN_S = 30.0  # past the request deadline, for a worker to drain and close its model
+# A worker that dies within EARLY_DEATH_S of its start is failing to start (a bad install, a
+# device out of memory): each such death in a row doubles the wait before the next try, from
+# FIRST_RESTART_DELAY_S up to MAX_RESTART_DELAY_S, instead of respawning twice a second.
+EARLY_DEATH_S = 30.0
+FIRST_RESTART_DELAY_S = 0.5
+MAX_RESTART_DELAY_S = 30.0
+
+
+def restart_delay(early_deaths: int) -> float:
+    """Seconds to wait before replacing a worker, after `early_deaths` early deaths in a row."""
+    if early_deaths <= 0:
+        return 0.0
+    return min(FIRST_RESTART_DELAY_S * 2 ** (early_deaths - 1), MAX_RESTART_DELAY_S)
 
 
 def balances_connections() -> bool:
@@ -87,17 +101,34 @@ def run_worker(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-class Supervisor:
-    """Keeps `workers` worker processes serving on `host:port` until told to stop."""
+class _Slot:
+    """One worker's place: its current process, and how its recent starts went."""
 
-    def __init__(self, workers: int, host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
+    def __init__(self) -> None:
+        self.process: BaseProcess | None = None
+        self.started_at = 0.0
+        self.early_deaths = 0  # in a row
+        self.restart_at: float | None = None  # when a dead worker is due to be replaced
+
+
+class Supervisor:
+    """Keeps `workers` worker processes serving on `host:port` until told to stop.
+
+    `request_timeout_s` is the workers' request deadline: a stopping worker gets that long
+    plus STOP_MARGIN_S to finish what it accepted before it is killed.
+    """
+
+    def __init__(
+        self, workers: int, host: str, port: int, uvicorn_options: dict[str, Any], request_timeout_s: float = 30.0
+    ) -> None:
         self.workers = workers
         self.host = host
         self.uvicorn_options = uvicorn_options
+        self.stop_timeout_s = request_timeout_s + STOP_MARGIN_S
         self._reservation = reserve_port(host, port)
         self.port = int(self._reservation.getsockname()[1])
         self._context = multiprocessing.get_context("spawn")  # no forked threads or CUDA state
-        self._processes: list[BaseProcess] = []
+        self._slots: list[_Slot] = []
         self._stopping = threading.Event()
 
     def _start_one(self) -> BaseProcess:
@@ -114,26 +145,54 @@ class Supervisor:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self.stop)
         log.info("starting %d workers on http://%s:%d", self.workers, self.host, self.port)
-        self._processes = [self._start_one() for _ in range(self.workers)]
+        self._slots = [_Slot() for _ in range(self.workers)]
         try:
+            for slot in self._slots:
+                self._fill(slot)
             while not self._stopping.wait(CHECK_INTERVAL_S):
-                for i, process in enumerate(self._processes):
-                    if not process.is_alive():
-                        log.warning("worker %s exited with code %s; starting another", process.pid, process.exitcode)
-                        self._processes[i] = self._start_one()
+                for slot in self._slots:
+                    self._tend(slot)
         finally:
             self._stop_all()
             self._reservation.close()
 
+    def _fill(self, slot: _Slot) -> None:
+        """Start a worker in `slot`; if the start itself fails, try again after a pause."""
+        slot.restart_at = None
+        slot.started_at = time.monotonic()
+        try:
+            slot.process = self._start_one()
+        except OSError as exc:  # out of memory or of processes: the running workers go on serving
+            slot.process = None
+            slot.early_deaths += 1
+            slot.restart_at = time.monotonic() + restart_delay(slot.early_deaths)
+            log.error("could not start a worker (%s); trying again in %.3g s", exc, restart_delay(slot.early_deaths))
+
+    def _tend(self, slot: _Slot) -> None:
+        """Notice a dead worker and schedule its replacement; start it when it is due."""
+        process = slot.process
+        if process is not None and not process.is_alive():
+            lived = time.monotonic() - slot.started_at
+            slot.early_deaths = slot.early_deaths + 1 if lived < EARLY_DEATH_S else 0
+            delay = restart_delay(slot.early_deaths)
+            log.warning(
+                "worker %s exited with code %s after %.1f s; starting another%s",
+                process.pid, process.exitcode, lived, f" in {delay:.3g} s" if delay else "",
+            )
+            slot.process, slot.restart_at = None, time.monotonic() + delay
+        if slot.process is None and slot.restart_at is not None and time.monotonic() >= slot.restart_at:
+            self._fill(slot)
+
     def _stop_all(self) -> None:
-        for process in self._processes:
+        processes = [slot.process for slot in self._slots if slot.process is not None]
+        for process in processes:
             if process.is_alive():
                 process.terminate()  # SIGTERM: uvicorn stops accepting and drains
-        give_up = time.monotonic() + STOP_TIMEOUT_S
-        for process in self._processes:
+        give_up = time.monotonic() + self.stop_timeout_s
+        for process in processes:
             process.join(max(0.0, give_up - time.monotonic()))
             if process.is_alive():
-                log.warning("worker %s did not stop in %.0f s; killing it", process.pid, STOP_TIMEOUT_S)
+                log.warning("worker %s did not stop in %.0f s; killing it", process.pid, self.stop_timeout_s)
                 process.kill()
                 process.join()
         log.info("all workers stopped")

@@ -31,7 +31,7 @@ from model_store.store import ModelStore
 from service.cli import log_config, share_with_workers
 from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiprocess_enabled
 from service.settings import MULTIPROC_DIR_ENV
-from service.supervisor import reserve_port
+from service.supervisor import Supervisor, reserve_port, restart_delay
 from service.workers import WORKER_FILE_PREFIX, WorkerGroup, prepare_shared_directory, provide_shared_directory
 from tests.service.test_lifecycle import register_copy_of_v1
 
@@ -434,3 +434,17 @@ def test_sigterm_to_the_server_alone_stops_every_worker(tmp_path: Path) -> None:
 
         wait_for(lambda: all(gone(pid) for pid in workers), "the workers to exit", limit_s=10)
         assert not shared.exists()  # serve removes the directory it made
+
+
+def test_a_worker_that_keeps_dying_at_start_is_retried_after_a_growing_pause() -> None:
+    assert restart_delay(0) == 0.0  # it had served a while: replaced at once
+    assert [restart_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert restart_delay(7) == restart_delay(50) == 30.0
+
+
+def test_stopping_workers_get_the_request_deadline_and_a_margin_to_drain() -> None:
+    supervisor = Supervisor(2, "127.0.0.1", 0, {}, request_timeout_s=90.0)
+    try:
+        assert supervisor.stop_timeout_s == 120.0  # a request accepted just before the stop may finish
+    finally:
+        supervisor._reservation.close()
