@@ -27,6 +27,9 @@ log = logging.getLogger("plaudit.service")
 # reclaims space, so a few passes per retention period (at most hourly) is plenty.
 MAX_PURGE_INTERVAL_S = 3600.0
 MIN_PURGE_INTERVAL_S = 1.0
+# How long /v1/compare waits for its comparisons to be remembered before it answers anyway
+# (the remembering goes on in its thread): a slow database must not stall scoring.
+REMEMBER_WAIT_S = 2.0
 
 
 class FeedbackUnavailable(ServiceError):
@@ -41,6 +44,7 @@ class FeedbackStoreHolder:
         self.store = store
         self.problem = problem
         self._purging: asyncio.Task[None] | None = None
+        self.remembering: set[asyncio.Future[None]] = set()  # outlived their request's wait
 
     def start_purging(self) -> None:
         """Purge expired comparisons in the background until `close()`."""
@@ -63,6 +67,8 @@ class FeedbackStoreHolder:
             self._purging = None
         store, self.store = self.store, None
         self.problem = "the service is shutting down"
+        if self.remembering:  # comparisons answered before they were stored: let them land
+            await asyncio.wait(set(self.remembering), timeout=REMEMBER_WAIT_S)
         if store is not None:
             await asyncio.to_thread(store.close)
 
@@ -119,12 +125,17 @@ def comparison_key(request_id: str, index: int | None) -> str:
     return request_id if index is None else f"{request_id}#{index}"
 
 
-async def remember_comparisons(holder: FeedbackStoreHolder, comparisons: Sequence[ScoredComparison]) -> None:
+async def remember_comparisons(
+    holder: FeedbackStoreHolder, comparisons: Sequence[ScoredComparison], wait_s: float = REMEMBER_WAIT_S
+) -> bool:
     """Keep what /v1/compare scored so that a later choice resolves. Never raises: the
-    comparison is answered either way; a failure is logged (without the texts)."""
+    comparison is answered either way; a failure is logged (without the texts).
+
+    Waits at most `wait_s`; True if the remembering finished by then. If not, it goes on in its
+    thread and a choice on these comparisons resolves once it has."""
     store = holder.store
     if store is None or not comparisons:
-        return
+        return True
 
     def remember_all() -> None:
         for comparison in comparisons:
@@ -138,4 +149,14 @@ async def remember_comparisons(holder: FeedbackStoreHolder, comparisons: Sequenc
                     exc,
                 )
 
-    await asyncio.to_thread(remember_all)
+    job = asyncio.ensure_future(asyncio.to_thread(remember_all))
+    done, _ = await asyncio.wait({job}, timeout=wait_s)
+    if job in done:
+        return True
+    log.warning(
+        "remembering %d comparison(s) took over %.3g s; answered before they were stored "
+        "(is the feedback database slow?)", len(comparisons), wait_s,
+    )
+    holder.remembering.add(job)  # a reference, until it ends
+    job.add_done_callback(holder.remembering.discard)
+    return False

@@ -27,6 +27,8 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 _WRITE_OPTION = "plaudit_write"
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
+POSTGRES_CONNECT_TIMEOUT_S = 5  # libpq counts whole seconds
+POOL_TIMEOUT_S = 5.0
 
 
 def parse_url(url: str) -> URL:
@@ -61,11 +63,27 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def create_engine(url: URL, *, pool_size: int = 8) -> sa.Engine:
-    """An engine for a URL from `parse_url`; creates a SQLite file's parent folders."""
+def create_engine(
+    url: URL, *, pool_size: int = 8, connect_timeout_s: int = POSTGRES_CONNECT_TIMEOUT_S
+) -> sa.Engine:
+    """An engine for a URL from `parse_url`; creates a SQLite file's parent folders.
+
+    A PostgreSQL server that stops answering (a failover, a dropped route) fails a call in
+    seconds rather than minutes: a connection attempt gives up after `connect_timeout_s`
+    (libpq's connect_timeout; a URL's own `?connect_timeout=` wins), and a caller waits at
+    most POOL_TIMEOUT_S for a pooled connection. Those calls hold service threads meanwhile.
+    """
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, pool_size)
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": connect_timeout_s}
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT_S,
+        connect_args=connect_args,
+    )
 
 
 @contextmanager

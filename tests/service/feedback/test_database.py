@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -82,6 +83,21 @@ def test_unreachable_postgres_is_a_clear_error() -> None:
     shown = r"postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/db"
     with pytest.raises(FeedbackStoreError, match=rf"cannot open the feedback database {shown}"):
         FeedbackStore.open("postgresql://u:pw@127.0.0.1:1/db?connect_timeout=2")
+
+
+def test_a_postgres_server_that_never_answers_fails_at_the_connect_timeout() -> None:
+    """A TCP peer that accepts and then says nothing (a hung server, a half-dead failover):
+    without a connect timeout libpq would wait for it for good, holding a service thread."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever reads or writes
+        port = silent.getsockname()[1]
+        engine = database.create_engine(database.parse_url(f"postgresql://u@127.0.0.1:{port}/db"), connect_timeout_s=1)
+        try:
+            with pytest.raises(sa.exc.OperationalError, match="timeout"):
+                engine.connect()
+        finally:
+            engine.dispose()
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
