@@ -120,11 +120,14 @@ def evaluate(scorer: Scorer, examples: Sequence[Example], plots_dir: Path | None
         true = np.array([e.rating for e in ratings], dtype=np.float64)
         err = pred - true
         var = float(((true - true.mean()) ** 2).sum())
+        # Equal ratings leave no variance to explain: R² is undefined. Test the spread, not
+        # `var > 0`: the mean of equal floats is not always exact (3.3 x 7 gives var ~1e-30).
+        constant = n_r == 0 or float(np.ptp(true)) == 0.0
         report["ratings"] = {
             "n": n_r,
             "mse": float((err**2).mean()),
             "mae": float(np.abs(err).mean()),
-            "r2": float(1.0 - (err**2).sum() / var) if var > 0 else float("nan"),
+            "r2": float("nan") if constant else float(1.0 - (err**2).sum() / var),
         }
     if likes:
         s = scores[2 * n_p + n_r :].astype(np.float64)
