@@ -117,13 +117,18 @@ def _eager_attention(backbone: torch.nn.Module) -> Iterator[None]:
 # validation decisions kept, and the service's promise that batching never moves a score.
 INT8_DEFAULT_MIN_AGREEMENT = 0.99
 BATCH_INVARIANCE_ATOL = 1e-5
+# Agreement on a handful of pairs says little (and on none it is vacuously 1.0: data of ratings
+# or likes only), so below this many validation pairs int8 stays opt-in.
+INT8_DEFAULT_MIN_PAIRS = 20
 
 
-def int8_qualifies_as_default(decision_agreement: float, batch_invariance_max_diff: float) -> bool:
+def int8_qualifies_as_default(decision_agreement: float, batch_invariance_max_diff: float, n_pairs: int) -> bool:
     """int8 may be a version's default only if it picks fp32's winner on at least 99% of the
-    validation pairs and scores an item the same alone or in a batch (the service batches)."""
+    validation pairs, of which there are enough to tell, and scores an item the same alone
+    or in a batch (the service batches)."""
     return (
-        decision_agreement >= INT8_DEFAULT_MIN_AGREEMENT
+        n_pairs >= INT8_DEFAULT_MIN_PAIRS
+        and decision_agreement >= INT8_DEFAULT_MIN_AGREEMENT
         and batch_invariance_max_diff <= BATCH_INVARIANCE_ATOL
     )
 
@@ -158,7 +163,7 @@ def export_int8(
             batch_diff = float(np.max(np.abs(alone - scorer.run(sample))))
     finally:
         scorer.close()
-    qualifies = int8_qualifies_as_default(report.decision_agreement, batch_diff)
+    qualifies = int8_qualifies_as_default(report.decision_agreement, batch_diff, n_pairs)
     return {
         "recipe": INT8_RECIPE,
         "decision_agreement_vs_fp32": report.decision_agreement,
@@ -169,6 +174,7 @@ def export_int8(
         "pairwise_accuracy_fp32": pairwise_accuracy(reference[:n_pairs] - reference[n_pairs : 2 * n_pairs]),
         "pairwise_accuracy_int8": pairwise_accuracy(scores[:n_pairs] - scores[n_pairs : 2 * n_pairs]),
         "default_min_agreement": INT8_DEFAULT_MIN_AGREEMENT,
+        "default_min_pairs": INT8_DEFAULT_MIN_PAIRS,
         "qualifies_as_default": qualifies,
     }
 

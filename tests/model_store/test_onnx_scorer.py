@@ -64,7 +64,9 @@ def test_int8_model_is_stored_and_loads(trained_store: Path) -> None:
     assert accuracy_gap <= (1.0 - int8["decision_agreement_vs_fp32"]) + 1e-9
     assert sorted(p.name for p in Path(mv.path).glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
     # The default follows the gate on the figures the export measured.
-    qualifies = int8_qualifies_as_default(int8["decision_agreement_vs_fp32"], int8["batch_invariance_max_diff"])
+    qualifies = int8_qualifies_as_default(
+        int8["decision_agreement_vs_fp32"], int8["batch_invariance_max_diff"], int8["n_pairs"]
+    )
     assert int8["qualifies_as_default"] is qualifies
     assert mv.metadata["default_precision"] == ("int8" if qualifies else "fp32")
     scores = load_scorer(mv, precision="int8").score(TEXTS)

@@ -92,13 +92,16 @@ def test_export_traces_eager_attention_and_leaves_the_trained_model_as_it_was(
 
 
 @pytest.mark.parametrize(
-    ("agreement", "batch_diff", "qualifies"),
+    ("agreement", "batch_diff", "n_pairs", "qualifies"),
     [
-        (1.0, 0.0, True),
-        (0.99, 1e-5, True),  # both bounds are inclusive
-        (0.9899, 0.0, False),  # one flip too many in 100 pairs
-        (1.0, 2e-5, False),  # an item would score differently alone and in a batch
+        (1.0, 0.0, 164, True),
+        (0.99, 1e-5, 100, True),  # every bound is inclusive
+        (1.0, 0.0, 20, True),
+        (0.9899, 0.0, 1000, False),  # one flip too many in 100 pairs
+        (1.0, 2e-5, 164, False),  # an item would score differently alone and in a batch
+        (1.0, 0.0, 19, False),  # too few pairs to tell
+        (1.0, 0.0, 0, False),  # ratings or likes only: agreement is vacuous
     ],
 )
-def test_int8_default_gate(agreement: float, batch_diff: float, qualifies: bool) -> None:
-    assert int8_qualifies_as_default(agreement, batch_diff) is qualifies
+def test_int8_default_gate(agreement: float, batch_diff: float, n_pairs: int, qualifies: bool) -> None:
+    assert int8_qualifies_as_default(agreement, batch_diff, n_pairs) is qualifies
