@@ -6,6 +6,7 @@ Heavy imports (torch, transformers) happen inside the handlers so `plaudit --hel
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import os
 import sys
@@ -18,11 +19,18 @@ if TYPE_CHECKING:
     from training.transformer_trainer import TransformerConfig
 
 
+_SCALE = re.compile(r"\s*([+-]?[^-\s]+?)\s*-\s*([+-]?[^-\s]+)\s*")  # MIN-MAX; either may be signed
+
+
 def parse_scale(text: str) -> tuple[float, float]:
+    """`1-5`, `0-10`, `-2-2` or `-3--1` -> (min, max)."""
+    match = _SCALE.fullmatch(text)
     try:
-        lo, hi = (float(x) for x in text.split("-", 1))
+        if match is None:
+            raise ValueError(text)
+        lo, hi = float(match[1]), float(match[2])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN-MAX such as 1-5, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX such as 1-5 or -2-2, got {text!r}") from None
     if not lo < hi:
         raise argparse.ArgumentTypeError(f"the scale minimum must be below its maximum, got {text!r}")
     return lo, hi

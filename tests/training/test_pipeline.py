@@ -302,3 +302,21 @@ def test_the_cli_refuses_a_bad_option_before_touching_data_or_store(tmp_path: Pa
     assert code != 0
     assert "--label-smoothing must be in [0, 0.5), got 0.7" in capsys.readouterr().err
     assert not store.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "scale"),
+    [("1-5", (1.0, 5.0)), ("0-10", (0.0, 10.0)), ("-2-2", (-2.0, 2.0)), ("-3--1", (-3.0, -1.0)), ("0.5-4.5", (0.5, 4.5))],
+)
+def test_a_rating_scale_may_have_signed_ends(text: str, scale: tuple[float, float]) -> None:
+    from training.cli import parse_scale
+
+    assert parse_scale(text) == scale
+
+
+def test_data_check_takes_a_scale_below_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "ratings.csv"
+    data.write_text("prompt,response,rating\nhow?,like so,-2\nwhy?,because,1.5\n", encoding="utf-8")
+    assert main(["data", "check", str(data), "--rating-scale=-2-2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["ratings"] == 2, report
