@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -47,7 +48,21 @@ def default_backbone() -> Path:
 _FREE_ON_RESUME = frozenset({"checkpoint_dir", "resume", "max_steps", "threads"})
 
 
-def _check_resumable(ckpt: Path, saved: dict, cfg: TransformerConfig, steps_per_epoch: int) -> None:
+def data_fingerprint(train: Sequence[TokenizedExample], val: Sequence[TokenizedExample]) -> str:
+    """sha256 of what training reads: each example's kind, target and token ids, in order, for
+    both splits. Other data of the same size (or the same rows relabelled) gets another one."""
+    digest = hashlib.sha256()
+    for split in (train, val):
+        digest.update(f"split {len(split)}\n".encode())
+        for example in split:
+            digest.update(f"{example.kind} {example.target!r} {len(example.rows)}\n".encode())
+            for row in example.rows:
+                digest.update(np.ascontiguousarray(row.input_ids, dtype=np.int64).tobytes())
+                digest.update(np.ascontiguousarray(row.token_type_ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _check_resumable(ckpt: Path, saved: dict, cfg: TransformerConfig, steps_per_epoch: int, data_sha256: str) -> None:
     """Refuse a checkpoint written by a run with other options or other data: its optimizer,
     scheduler and step counter would silently mean something else here."""
     written = saved.get("config") or {}
@@ -60,6 +75,8 @@ def _check_resumable(ckpt: Path, saved: dict, cfg: TransformerConfig, steps_per_
     saved_steps = saved.get("state", {}).get("steps_per_epoch")
     if saved_steps is not None and saved_steps != steps_per_epoch:
         changed.append(f"{saved_steps} steps per epoch (this run's data: {steps_per_epoch})")
+    elif saved.get("state", {}).get("data_sha256") not in (None, data_sha256):  # None: written before it was kept
+        changed.append("other training or validation data (the same number of steps, other rows or labels)")
     if changed:
         raise ValueError(
             f"cannot resume from {ckpt}: it was written by a run with {', '.join(changed)}; "
@@ -323,14 +340,16 @@ class TransformerTrainer:
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.average = WeightAverage(trainable, cfg.ema_decay) if cfg.ema_decay else None
+        data_sha256 = data_fingerprint(train_tok, val_tok)
         state = {
-            "step": 0, "best_score": -math.inf, "bad_evals": 0, "history": [], "steps_per_epoch": steps_per_epoch
+            "step": 0, "best_score": -math.inf, "bad_evals": 0, "history": [], "steps_per_epoch": steps_per_epoch,
+            "data_sha256": data_sha256,
         }
         best_weights = copy.deepcopy(self.model.state_dict())
         ckpt = Path(cfg.checkpoint_dir) / "checkpoint.pt" if cfg.checkpoint_dir else None
         if ckpt is not None and cfg.resume and ckpt.is_file():
             saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-            _check_resumable(ckpt, saved, cfg, steps_per_epoch)
+            _check_resumable(ckpt, saved, cfg, steps_per_epoch, data_sha256)
             self.model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])

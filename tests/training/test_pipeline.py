@@ -143,6 +143,11 @@ def test_resuming_with_other_options_or_data_is_refused(tiny_backbone: Path, tmp
         )
     with pytest.raises(ValueError, match=r"4 steps per epoch \(this run's data: 2\)"):
         TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(train[:32], val, progress=False)
+    # Other rows of the same number: the step counts agree, the data does not.
+    other = list(examples[80:144])
+    assert len(other) == len(train) and other != train
+    with pytest.raises(ValueError, match=r"other training or validation data"):
+        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(other, val, progress=False)
     # What may change on resume (max_steps, threads) is accepted.
     resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, threads=1, **cfg)).fit(
         train, val, progress=False
