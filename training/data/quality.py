@@ -107,7 +107,7 @@ def shape_of(example: Example) -> str:
 def find_duplicates(examples: Sequence[Example]) -> list[DuplicateGroup]:
     groups: dict[tuple[Hashable, ...], list[Example]] = defaultdict(list)
     for example in examples:
-        key = (shape_of(example), _item_key(example), _label(example), _margin(example), example.annotator)
+        key = (shape_of(example), _item_key(example), _value(example), _margin(example), example.annotator)
         groups[key].append(example)
     return [DuplicateGroup(shape_of(g[0]), _origins(g)) for g in groups.values() if len(g) > 1]
 
@@ -115,15 +115,15 @@ def find_duplicates(examples: Sequence[Example]) -> list[DuplicateGroup]:
 def find_contradictions(examples: Sequence[Example]) -> list[Contradiction]:
     found: list[Contradiction] = []
     for (shape, item, annotator), group in _by_item_and_annotator(examples).items():
-        labels = [_label(example) for example in group]
-        if not _disagree(shape, labels, group):
+        if not _disagree([_value(example) for example in group]):
             continue
         if shape == "pairs":
             detail = "chosen and rejected are swapped between these rows"
         elif shape == "likes":
             detail = "the response is both liked and disliked"
         else:
-            detail = f"ratings {min(labels):g} and {max(labels):g} differ by at least half the scale"
+            low, high = min(group, key=_value), max(group, key=_value)
+            detail = f"ratings {_rating_text(low, group)} and {_rating_text(high, group)} differ by at least half the scale"
         found.append(Contradiction(shape, item[0], annotator, detail, _origins(group)))
     return found
 
@@ -146,11 +146,12 @@ def measure_agreement(examples: Sequence[Example]) -> dict[str, Agreement]:
         for (item_shape, item), per_annotator in by_item.items():
             if item_shape != shape or len(per_annotator) < 2:
                 continue
-            labels = {name: _label(group[0]) for name, group in per_annotator.items()}
-            units.append(list(labels.values()))
+            labels = {name: _label(group[0]) for name, group in per_annotator.items()}  # as given, to show
+            values = [_value(group[0]) for group in per_annotator.values()]  # comparable across scales
+            units.append(values)
             annotators.update(labels)
             rows = [example for group in per_annotator.values() for example in group]
-            if _disagree(shape, list(labels.values()), rows):
+            if _disagree(values):
                 low.append(LowAgreementItem(shape, item[0], list(item[1:]), labels, _origins(rows)))
         alpha = krippendorff_alpha(units, metric)
         result[shape] = Agreement(shape, metric, alpha, len(units), len(annotators), sum(map(len, units)), low)
@@ -201,11 +202,26 @@ def _item_key(example: Example) -> tuple[str, ...]:
 
 
 def _label(example: Example) -> Label:
+    """The judgement as given: which response won, the rating on its own scale, liked or not."""
     if isinstance(example, PairExample):
         return 0 if _item_key(example)[1] == normalize_text(example.chosen) else 1
     if isinstance(example, RatingExample):
         return example.rating
     return example.liked
+
+
+def _value(example: Example) -> Label:
+    """The judgement as compared between rows: ratings on [-1, 1], as training sees them, so a
+    4 of 1-5 and an 8 of 1-10 are not a contradiction, nor a 4 of 1-5 and a 4 of 1-10 equal."""
+    return example.normalized if isinstance(example, RatingExample) else _label(example)
+
+
+def _rating_text(example: RatingExample, group: Sequence[Example]) -> str:
+    """`4`, or `4 (of 1-5)` where the rows at hand use more than one scale."""
+    scales = {(e.scale_min, e.scale_max) for e in group if isinstance(e, RatingExample)}
+    if len(scales) == 1:
+        return f"{example.rating:g}"
+    return f"{example.rating:g} (of {example.scale_min:g}-{example.scale_max:g})"
 
 
 def _margin(example: Example) -> float | None:
@@ -223,10 +239,9 @@ def _by_item_and_annotator(examples: Sequence[Example]) -> dict[tuple[str, tuple
     return groups
 
 
-def _disagree(shape: str, labels: Sequence[Label], rows: Sequence[Example]) -> bool:
-    """Labels conflict: for ratings, they spread over at least half the rating scale."""
-    first = rows[0]
-    if not isinstance(first, RatingExample):
-        return len(set(labels)) > 1
-    half_scale = (first.scale_max - first.scale_min) / 2.0
-    return max(labels) - min(labels) >= half_scale
+def _disagree(values: Sequence[Label]) -> bool:
+    """Values (from `_value`) conflict: for ratings, they spread over at least half the scale,
+    which on [-1, 1] is 1."""
+    if not all(isinstance(v, float) and not isinstance(v, bool) for v in values):
+        return len(set(values)) > 1
+    return max(values) - min(values) >= 1.0 - 1e-9

@@ -118,6 +118,25 @@ def test_pair_agreement_uses_the_winner_in_canonical_order() -> None:
     )
 
 
+def test_ratings_on_different_scales_are_compared_as_training_sees_them() -> None:
+    """A 4 of 1-5 and an 8 of 1-10 say about the same; a 4 of 1-5 and a 4 of 1-10 do not."""
+    def on(scale_max: float, value: float, origin: str, annotator: str | None = None) -> RatingExample:
+        return RatingExample("p", "r", value, 1.0, scale_max, annotator, origin)
+
+    close = [on(5, 4, "f:1"), on(9, 7, "f:2")]  # both 0.5 on [-1, 1]
+    assert find_contradictions(close) == []
+    assert [g.origins for g in find_duplicates(close)] == [["f:1", "f:2"]]
+    apart = [on(5, 4, "f:3"), on(9, 2, "f:4")]  # 0.5 and -0.75: over half the scale apart
+    (found,) = find_contradictions(apart)
+    assert found.detail == "ratings 2 (of 1-9) and 4 (of 1-5) differ by at least half the scale"
+    assert find_duplicates([on(5, 4, "f:5"), on(9, 4, "f:6")]) == []  # the same number, not the same rating
+    # Two people agreeing across scales is agreement, not a low-agreement item.
+    agreeing = [on(5, 4, "f:7", "ana"), on(9, 7, "f:8", "ben"), on(5, 2, "f:9", "ana"), on(9, 3, "f:10", "ben")]
+    measured = measure_agreement([*agreeing, RatingExample("q", "s", 1, 1.0, 5.0, "ana"), RatingExample("q", "s", 5, 1.0, 5.0, "ben")])
+    (low,) = measured["ratings"].low_agreement  # only the 1 against 5 on item q
+    assert low.labels == {"ana": 1, "ben": 5}
+
+
 def test_rating_agreement_is_interval_alpha() -> None:
     # Units [1, 2] and [4, 5]: D_o = (2 + 2) / 4 = 1; D_e = 2 * (1+9+16+4+9+1) / (4*3) = 20/3;
     # alpha = 1 - 3/20 = 0.85.
