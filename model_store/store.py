@@ -175,6 +175,10 @@ class ModelStore:
             actual = sha256_file(mv.path / METADATA_FILE)
             if actual != recorded:
                 problems.append(f"{METADATA_FILE}: expected sha256 {recorded}, got {actual}")
+        else:
+            # register() always writes it; without it an edited metadata.json (which picks the
+            # engine's file, precision and max length, and holds the file table) would pass.
+            problems.append(f"{METADATA_DIGEST_FILE}: missing, so {METADATA_FILE} cannot be checked")
         for relpath in sorted(expected):
             if relpath not in present:
                 problems.append(f"{relpath}: missing (expected sha256 {expected[relpath]})")

@@ -90,6 +90,16 @@ def test_verify_refuses_edited_metadata(store: ModelStore, staging: Path) -> Non
         store.verify(edited)
 
 
+def test_verify_refuses_edited_metadata_whose_digest_was_removed(store: ModelStore, staging: Path) -> None:
+    mv = store.register("rm", staging, {"max_length": 256})
+    path = mv.path / "metadata.json"
+    path.chmod(0o644)
+    path.write_text(path.read_text().replace('"max_length": 256', '"max_length": 8'))
+    (mv.path / METADATA_DIGEST_FILE).unlink()
+    with pytest.raises(ChecksumError, match=r"metadata.json.sha256: missing, so metadata.json cannot be checked"):
+        store.verify(store.get("rm", 1))
+
+
 def test_version_files_are_read_only(store: ModelStore, staging: Path) -> None:
     mv = store.register("rm", staging, {})
     for relpath in [*mv.files, "metadata.json"]:
