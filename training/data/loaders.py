@@ -136,6 +136,7 @@ class _Loader:
         self.warnings: list[str] = []
         self.errors: list[DataError] = []
         self.truncated = False  # an error beyond MAX_ERRORS was found: stop reading
+        self.foreign: dict[tuple[str, str], int] = {}  # (shape, field read by another shape) -> first line, per file
 
     def error(self, path: str, line: int | None, field_name: str | None, message: str) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -173,6 +174,7 @@ class _Loader:
         rows = _csv_rows(text) if suffix == ".csv" else _jsonl_rows(text)
         n_rows = 0
         unknown: dict[str, int] = {}  # ignored field -> first line
+        self.foreign = {}
         for line, row in rows:
             if self.truncated:
                 break
@@ -197,12 +199,21 @@ class _Loader:
             self.warnings.append(
                 f"{path}: ignored field(s) {shown}; the fields read are {', '.join(_READ_FIELDS)}"
             )
+        for (shape, key), line in sorted(self.foreign.items(), key=lambda kv: kv[1]):
+            # A margin on a likes row, a response on a pair: read for other shapes, not for this one.
+            self.warnings.append(
+                f"{path}: field '{key}' is ignored on {shape} rows (first on line {line}); "
+                f"{shape} rows read {', '.join(k for k in _READ_FIELDS if k in _SHAPE_FIELDS[shape])}"
+            )
         return data
 
     def _parse(self, row: Row, path: str, line: int, *, from_csv: bool) -> Example:
         origin = f"{path}:{line}"
         fields = _Fields(row, from_csv)
         shape = _detect_shape(fields)
+        for key in _READ_FIELDS:
+            if key not in _SHAPE_FIELDS[shape] and fields.given(key):
+                self.foreign.setdefault((shape, key), line)
         annotator = fields.optional_text("annotator")
         if shape == "ratings":
             prompt, response = fields.text("prompt", shape), fields.text("response", shape)
@@ -311,6 +322,12 @@ def _detect_shape(fields: _Fields) -> str:
 
 
 _DISCRIMINATORS = (("pairs", ("chosen", "rejected")), ("ratings", ("rating",)), ("likes", ("liked",)))
+_SHAPE_FIELDS = {  # what each shape reads of _READ_FIELDS
+    "pairs": frozenset({"prompt", "chosen", "rejected", "margin", "annotator"}),
+    "HH pairs": frozenset({"chosen", "rejected", "margin", "annotator"}),
+    "ratings": frozenset({"prompt", "response", "rating", "rating_min", "rating_max", "annotator"}),
+    "likes": frozenset({"prompt", "response", "liked", "annotator"}),
+}
 _REQUIRED = {
     "pairs": "prompt, chosen, rejected",
     "HH pairs": "chosen, rejected",

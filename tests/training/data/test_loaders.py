@@ -80,6 +80,25 @@ def test_unknown_fields_are_named_once_in_a_warning(tmp_path: Path) -> None:
     assert warning.startswith(f"{path}: ignored field(s) 'margn' (first on line 1), 'note' (first on line 2); ")
 
 
+def test_a_field_of_another_shape_is_named_in_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    rows = [
+        {"prompt": "p", "response": "r", "liked": True, "margin": 2},  # a margin does nothing on a like
+        {"prompt": "p", "chosen": "a", "rejected": "b", "response": "c"},
+        {"prompt": "q", "response": "r", "liked": False, "margin": 1},  # said once, at its first line
+        {"prompt": "p", "response": "r", "rating": 4, "rating_min": 1, "rating_max": 5},  # read: no warning
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = load_dataset([path])
+    assert len(dataset.examples) == 4  # loaded all the same
+    assert dataset.warnings == [
+        f"{path}: field 'margin' is ignored on likes rows (first on line 1); "
+        "likes rows read prompt, response, liked, annotator",
+        f"{path}: field 'response' is ignored on pairs rows (first on line 2); "
+        "pairs rows read prompt, chosen, rejected, margin, annotator",
+    ]
+
+
 def test_csv_cells_longer_than_the_csv_modules_default_cap_load(tmp_path: Path) -> None:
     long_reply = "word " * 40_000  # 200,000 characters, over csv's default 131,072
     path = tmp_path / "long.csv"
