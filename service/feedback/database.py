@@ -28,6 +28,7 @@ _WRITE_OPTION = "plaudit_write"
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
 _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
 POSTGRES_CONNECT_TIMEOUT_S = 5  # libpq counts whole seconds
+POSTGRES_WRITE_LOCK = 0x706C61756469  # the advisory lock writers take ("plaudi"), one per database
 POOL_TIMEOUT_S = 5.0
 
 
@@ -90,13 +91,19 @@ def create_engine(
 def transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
     """A connection inside a transaction, committed when the block ends without error.
 
-    `write=True` marks a transaction that will write: on SQLite it starts with BEGIN
-    IMMEDIATE. When the block returns, the commit has completed (durable).
+    `write=True` marks a transaction that will write, and writers go one at a time on both
+    backends: SQLite starts it with BEGIN IMMEDIATE; PostgreSQL takes a transaction-level
+    advisory lock first. So rows get their id and created_at in commit order, and an export
+    paging by id, or `since` the last row seen, never passes a row that commits later
+    (on PostgreSQL, two writers could otherwise commit in the other order than their ids).
+    When the block returns, the commit has completed (durable).
     """
     with engine.connect() as connection:
         if write:
             connection.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
+            if write and connection.dialect.name == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_WRITE_LOCK})
             yield connection
 
 

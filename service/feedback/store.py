@@ -99,8 +99,8 @@ class FeedbackStore:
         row = {**values, "feedback_id": feedback_id, "body_sha256": body_sha256(values)}
         try:
             with database.transaction(self._engine, write=True) as connection:
-                # Stamped once the write lock is held (SQLite's BEGIN IMMEDIATE), so created_at
-                # follows commit order and an export `since` the last row seen misses none.
+                # Stamped once the write lock is held (database.transaction), so created_at and
+                # id follow commit order and an export `since` the last row seen misses none.
                 row["created_at"] = _now()
                 inserted = connection.execute(sa.insert(feedback).values(row)).inserted_primary_key
         except sa.exc.IntegrityError:

@@ -94,3 +94,26 @@ def test_racing_conflicting_bodies_store_exactly_one(store: FeedbackStore) -> No
     assert len(outcomes) == THREADS // 2 * STEPS
     assert all(sorted(o) == ["conflict", "created"] for o in outcomes.values()), outcomes
     assert store.count() == len(outcomes)
+
+
+def test_a_row_never_commits_before_a_writer_that_began_first(store: FeedbackStore, db_url: str) -> None:
+    """What keeps exports whole: ids and created_at follow commit order. A writer that has
+    begun (here a raw transaction holding the write lock, as add() does while it inserts)
+    must commit before any later add() becomes visible; otherwise an export paging by id
+    could pass the earlier writer's lower id before it commits, and never see it."""
+    from service.feedback import database
+
+    engine = database.create_engine(database.parse_url(db_url))
+    later = NewFeedback(kind="like", prompt="p", response="later", liked=True, feedback_id="fb-later")
+    try:
+        with database.transaction(engine, write=True):  # the earlier writer, mid-transaction
+            adding = threading.Thread(target=store.add, args=(later,))
+            adding.start()
+            for _ in range(20):  # 1 s: an unserialized add commits in milliseconds
+                adding.join(0.05)
+                assert store.get("fb-later") is None, "a later writer committed while an earlier one was open"
+        adding.join(10)
+        assert not adding.is_alive()
+        assert store.get("fb-later") is not None
+    finally:
+        engine.dispose()
