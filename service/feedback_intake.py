@@ -24,6 +24,7 @@ from service.settings import Settings, env_name
 
 if TYPE_CHECKING:
     from service.feedback import AddResult, FeedbackStore, NewFeedback
+    from service.feedback.records import FeedbackRow
     from service.model import LoadedModel
 
 log = logging.getLogger("plaudit.service")
@@ -86,10 +87,13 @@ def _store(
     try:
         item = _new_feedback(body, store, serving, settings)
     except UnknownComparison:
-        # A retried choice whose comparison has expired since: its row still stands.
+        # A retried choice whose comparison has expired since: its row still stands, if the
+        # retry says what the original said.
         original = store.get(body.feedback_id) if body.feedback_id is not None else None
         if original is None or original.request_id != comparison_key(body.request_id or "", body.index):
             raise
+        if not _could_be_the_same_choice(body, original):
+            raise FeedbackConflict(original.feedback_id, original) from None
         return AddResult(original, created=False)
     try:
         return store.add(item)
@@ -103,6 +107,30 @@ def _store(
         return store.add(
             dataclasses.replace(item, model_name=old.model_name, model_version=old.model_version)
         )
+
+
+def _could_be_the_same_choice(body: FeedbackRequest, original: FeedbackRow) -> bool:
+    """Whether a choice whose comparison is gone matches its stored row: the same body, had it
+    resolved to the stored texts. Which letter was picked can no longer be told apart."""
+    from service.feedback import NewFeedback
+    from service.feedback.records import body_sha256, normalize
+
+    given = body.model
+    model = (given.name, given.version) if given is not None else (original.model_name, original.model_version)
+    retried = NewFeedback(
+        kind="pair",
+        prompt=original.prompt,
+        chosen=original.chosen,
+        rejected=original.rejected,
+        request_id=original.request_id,
+        user=body.user,
+        source=body.source,
+        metadata=body.metadata or {},
+        feedback_id=body.feedback_id,
+        model_name=model[0],
+        model_version=model[1],
+    )
+    return body_sha256(normalize(retried)) == original.body_sha256
 
 
 def _new_feedback(

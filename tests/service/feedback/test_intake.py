@@ -28,6 +28,11 @@ def test_a_retried_choice_replays_after_its_comparison_expired(db_url: str) -> N
         assert store.purge_comparisons(older_than=timedelta(0)) == 1  # the comparison is gone now
         again = asyncio.run(record_feedback(choice("a"), store, None, SETTINGS))
         assert (again.created, again.row) == (False, first.row)  # the original, not a 404
+        # The same id with another body is still a conflict, comparison or not.
+        for changed in ({"user": "someone-else"}, {"metadata": {"screen": "other"}}, {"model": {"name": "rm", "version": "4"}}):
+            other = FeedbackRequest(request_id="req-7", choice="a", feedback_id="choice-1", **changed)
+            with pytest.raises(FeedbackIdConflict):
+                asyncio.run(record_feedback(other, store, None, SETTINGS))
         # While the comparison is still known, a different letter under the same id conflicts.
         store.remember_comparison(ScoredComparison("req-7", "Say hi", "Hi!", "Go away.", 1.0, 0.0, "rm", "3"))
         with pytest.raises(FeedbackIdConflict):
