@@ -179,7 +179,7 @@ def run_training(job: TrainJob) -> TrainOutcome:
         report.pop("model", None)
         report.pop("plots", None)
         metadata["metrics"] = {**headline(report), "validation": report}
-        previous = _evaluate_previous(store, job.name, val)
+        previous = _evaluate_previous(store, job.name, val, metadata["split"])
         if previous is not None:
             metadata["metrics"]["previous"] = previous
         metadata["train_seconds"] = round(time.perf_counter() - started, 2)
@@ -189,16 +189,33 @@ def run_training(job: TrainJob) -> TrainOutcome:
     return TrainOutcome(version=version, metrics=metadata["metrics"], wall_seconds=time.perf_counter() - started)
 
 
-def _evaluate_previous(store: ModelStore, name: str, val: list[Example]) -> dict[str, Any] | None:
+def _evaluate_previous(
+    store: ModelStore, name: str, val: list[Example], split: dict[str, Any]
+) -> dict[str, Any] | None:
     """How the version now in place (production, else newest) does on the new validation split.
 
     After retraining on fresh feedback this is the number to beat; None when there is no
     earlier version or it cannot be loaded (its failure must not block the new one).
+    The split hashes each conversation to a side, so a version split with the same seed,
+    fraction and grouping never trained on the new validation rows. One split otherwise may
+    have, and would look better than it is: it is not evaluated, and `skipped` says why.
     """
     if not val or name not in store.names() or not store.list(name):
         return None
     try:
         mv = store.resolve(name)
+        theirs = mv.metadata.get("split") or {}
+        settings = {
+            "seed": theirs.get("seed"),
+            "val_fraction": theirs.get("val_fraction"),
+            # Versions trained before the conversation key recorded no group_by.
+            "group_by": theirs.get("group_by", GROUP_BY_PROMPT),
+        }
+        differ = [f"{k} {settings[k]!r} (now {split[k]!r})" for k in settings if settings[k] != split[k]]
+        if differ:
+            reason = f"it was split with {', '.join(differ)}, so it may have trained on this validation split"
+            log.warning("not comparing with %s: %s", mv.ref, reason)
+            return {"ref": mv.ref, "skipped": reason}
         store.verify(mv)
         scorer = load_scorer(mv)
         try:

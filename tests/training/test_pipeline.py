@@ -325,3 +325,24 @@ def test_data_check_takes_a_scale_below_zero(tmp_path: Path, capsys: pytest.Capt
     assert main(["data", "check", str(data), "--rating-scale=-2-2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["ratings"] == 2, report
+
+
+def test_the_version_in_place_is_compared_only_on_a_split_it_did_not_train_on(tmp_path: Path) -> None:
+    from training.pipeline import TrainJob, run_training
+
+    store = tmp_path / "store"
+    job = dict(data=[str(p) for p in SAMPLE_FILES], store=store, name="lin", kind="linear", progress=False)
+    first = run_training(TrainJob(**job))
+    assert "previous" not in first.metrics  # nothing was in place
+
+    same_split = run_training(TrainJob(**job))
+    previous = same_split.metrics["previous"]
+    assert previous["ref"] == "lin:1"
+    # The same model on the same rows: the version in place scores what the first run scored.
+    assert previous["pairwise_accuracy"] == pytest.approx(first.metrics["pairwise_accuracy"])
+
+    other_seed = run_training(TrainJob(**job, seed=1))
+    assert other_seed.metrics["previous"] == {
+        "ref": "lin:2",
+        "skipped": "it was split with seed 0 (now 1), so it may have trained on this validation split",
+    }
