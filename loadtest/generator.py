@@ -112,6 +112,7 @@ class LoadResult:
     records: list[RequestRecord] = field(repr=False)
     elapsed_s: float
     stopped_by: str  # "requests" (all sent and answered) or "duration" (hit the time cap)
+    window: tuple[float, float] | None = None  # time.time() at the first send and after the last answer
 
 
 def items_for(endpoint: str, cycle: ItemCycle, index: int, size: int) -> list[TextPair]:
@@ -164,9 +165,13 @@ def request_body(endpoint: str, items: list[TextPair]) -> dict[str, Any]:
     return _PAYLOADS[endpoint](items)
 
 
-async def _send(client: HttpClient, config: LoadConfig, index: int, items: list[TextPair]) -> RequestRecord:
+async def _send(
+    client: HttpClient, config: LoadConfig, index: int, items: list[TextPair], due: float | None = None
+) -> RequestRecord:
+    """One request. `due` (perf_counter) is when an open loop meant to send it: its latency then
+    counts from there, so time spent waiting for a free client is not hidden (coordinated omission)."""
     payload = request_body(config.endpoint, items)
-    started = time.perf_counter()
+    started = time.perf_counter() if due is None else min(due, time.perf_counter())
     try:
         status, content = await client.request("POST", endpoint_path(config.endpoint), payload)
     except TimeoutError:
@@ -198,10 +203,10 @@ class _Run:
         self.in_flight: dict[int, tuple[float, int]] = {}  # index -> (perf_counter start, n_items)
         self.next_index = 0
 
-    async def one(self, client: HttpClient, index: int) -> None:
+    async def one(self, client: HttpClient, index: int, due: float | None = None) -> None:
         batch = items_for(self.config.endpoint, self.items, index, self.config.items_per_request)
-        self.in_flight[index] = (time.perf_counter(), len(batch))
-        record = await _send(client, self.config, index, batch)
+        self.in_flight[index] = (time.perf_counter() if due is None else due, len(batch))
+        record = await _send(client, self.config, index, batch, due)
         del self.in_flight[index]  # only reached when not cancelled
         self.records.append(record)
 
@@ -218,25 +223,25 @@ class _Run:
                 group.create_task(worker(client))
 
     async def open_loop(self, clients: list[HttpClient], rate: float) -> None:
-        loop = asyncio.get_running_loop()
         idle: asyncio.Queue[HttpClient] = asyncio.Queue()
         for client in clients:
             idle.put_nowait(client)
-        start = loop.time()
+        start = time.perf_counter()
 
-        async def paced(index: int, client: HttpClient) -> None:
+        async def paced(index: int, client: HttpClient, due: float) -> None:
             try:
-                await self.one(client, index)
+                await self.one(client, index, due)
             finally:
                 idle.put_nowait(client)
 
         async with asyncio.TaskGroup() as group:
             for index in range(self.config.requests):
-                delay = start + index / rate - loop.time()
+                due = start + index / rate
+                delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 client = await idle.get()  # never more than `concurrency` in flight
-                group.create_task(paced(index, client))
+                group.create_task(paced(index, client, due))
 
     def abandon_in_flight(self, now: float) -> None:
         for index, (started, n_items) in sorted(self.in_flight.items()):
@@ -254,8 +259,11 @@ def make_client(config: LoadConfig, tls: ssl.SSLContext | None = None) -> HttpCl
     return make_http_client(config.url, config.request_timeout_s, tls)
 
 
-async def run_load(config: LoadConfig, items: ItemCycle) -> LoadResult:
-    """Run the load described by `config`; returns when done or when `duration_s` is up."""
+async def run_load(config: LoadConfig, items: ItemCycle, start_together: Any = None) -> LoadResult:
+    """Run the load described by `config`; returns when done or when `duration_s` is up.
+
+    `start_together`: a barrier (threading or multiprocessing) to wait at before the first
+    send, so that several generator processes start at once (run_load_processes)."""
     check_target(config.url, config.allow_remote)
     tls = ssl.create_default_context()  # built once: building one per client costs ~70 ms each
     async with contextlib.AsyncExitStack() as stack:
@@ -264,6 +272,9 @@ async def run_load(config: LoadConfig, items: ItemCycle) -> LoadResult:
             await stack.enter_async_context(make_client(config, tls)) for _ in range(n_clients)
         ]
         run = _Run(config, items)
+        if start_together is not None:
+            await asyncio.to_thread(start_together.wait)
+        wall_started = time.time()
         started = time.perf_counter()
         if config.rate is None:
             body = run.closed_loop(clients)
@@ -280,19 +291,20 @@ async def run_load(config: LoadConfig, items: ItemCycle) -> LoadResult:
             await asyncio.gather(task, return_exceptions=True)
             run.abandon_in_flight(time.perf_counter())
         elapsed = time.perf_counter() - started
+        window = (wall_started, wall_started + elapsed)
     records = sorted(run.records, key=lambda r: r.index)
-    return LoadResult(config=config, records=records, elapsed_s=elapsed, stopped_by=stopped_by)
+    return LoadResult(config=config, records=records, elapsed_s=elapsed, stopped_by=stopped_by, window=window)
 
 
-def run_load_sync(config: LoadConfig, items: ItemCycle) -> LoadResult:
-    return asyncio.run(run_load(config, items))
+def run_load_sync(config: LoadConfig, items: ItemCycle, start_together: Any = None) -> LoadResult:
+    return asyncio.run(run_load(config, items, start_together))
 
 
-def _run_share(config: LoadConfig, items: list[TextPair], rotate: int) -> LoadResult:
+def _run_share(config: LoadConfig, items: list[TextPair], rotate: int, start_together: Any) -> LoadResult:
     """One load process's part: its own event loop, and the item list rotated so that the
     processes do not all send the same items at the same moment."""
     rotate %= len(items)
-    return run_load_sync(config, ItemCycle(items[rotate:] + items[:rotate]))
+    return run_load_sync(config, ItemCycle(items[rotate:] + items[:rotate]), start_together)
 
 
 def run_load_processes(config: LoadConfig, items: list[TextPair], processes: int) -> LoadResult:
@@ -300,8 +312,10 @@ def run_load_processes(config: LoadConfig, items: list[TextPair], processes: int
 
     One Python event loop tops out at a few hundred requests a second of JSON and
     httpx work; a GPU server answers faster than that, and the figure would then measure
-    the generator. Concurrency and request count are shared out as evenly as they go;
-    the elapsed time is the slowest share's, so items/s is never flattered.
+    the generator. Concurrency and request count are shared out as evenly as they go.
+    The shares start sending together, once every process has started (a barrier); the
+    elapsed time runs from the first share's first send to the last share's last answer,
+    so shares that did not overlap exactly cannot flatter items/s.
     """
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
@@ -320,15 +334,20 @@ def run_load_processes(config: LoadConfig, items: list[TextPair], processes: int
     step = max(1, len(items) // processes)
     # spawn, not fork: the caller may hold CUDA or ONNX Runtime state that must not be forked.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        results = list(pool.map(_run_share, shares, [items] * processes, [p * step for p in range(processes)]))
+    with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        barrier = manager.Barrier(processes)
+        rotations = [p * step for p in range(processes)]
+        results = list(pool.map(_run_share, shares, [items] * processes, rotations, [barrier] * processes))
     offset, records = 0, []
     for result in results:  # renumber so that indices stay unique across shares
         records += [replace(r, index=r.index + offset) for r in result.records]
         offset += result.config.requests
+    windows = [r.window for r in results if r.window is not None]
+    first, last = min(w[0] for w in windows), max(w[1] for w in windows)
     return LoadResult(
         config=config,
         records=records,
-        elapsed_s=max(r.elapsed_s for r in results),
+        elapsed_s=max(last - first, *(r.elapsed_s for r in results)),
         stopped_by="duration" if any(r.stopped_by == "duration" for r in results) else "requests",
+        window=(first, last),
     )

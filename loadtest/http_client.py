@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+CLOSE_TIMEOUT_S = 1.0  # for a closing connection to finish; then it is dropped
+
 
 class ConnectFailed(ConnectionError):
     """The server could not be reached."""
@@ -60,7 +62,11 @@ class RawHttpClient:
         if writer is not None:
             writer.close()
             try:
-                await writer.wait_closed()
+                # Bounded: a stalled peer with unsent data would keep wait_closed() waiting.
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await writer.wait_closed()
+            except TimeoutError:
+                writer.transport.abort()
             except OSError:
                 pass
 

@@ -159,3 +159,31 @@ def test_every_endpoint_against_the_real_service(endpoint: str, items: ItemCycle
         report = summarize(run_load_sync(config, items))
     n_items = 8 if endpoint == "compare" else 4  # a comparison scores two items
     assert (report.ok, report.failed, report.items_ok) == (9, 0, 9 * n_items)
+
+
+def test_open_loop_latency_counts_from_when_a_request_was_due(items: ItemCycle) -> None:
+    """One client, a server taking 0.3 s, requests due every 0.05 s: each request waits for
+    the client before it can be sent. That wait is the server's doing and must show in the
+    latency (else the open loop hides it: coordinated omission)."""
+    slow = naive_app(PLAUDIT_ENGINE_OPTIONS=json.dumps({"delay_s": 0.3}))
+    with serve(slow) as slow_url:
+        config = LoadConfig(url=slow_url, concurrency=1, requests=3, items_per_request=1, rate=20.0)
+        records = run_load_sync(config, items).records
+    assert [r.ok for r in records] == [True, True, True]
+    # Request 2 was due at 0.1 s and could be sent only after two 0.3 s answers: answered
+    # at about 0.9 s, so at least 0.9 - 0.1 = 0.8 s late (0.3 s if timed from its send).
+    assert records[2].latency_s >= 0.75
+
+
+def test_load_processes_share_the_requests_and_time_one_window(url: str) -> None:
+    from loadtest.generator import run_load_processes
+
+    config = LoadConfig(url=url, concurrency=4, requests=40, items_per_request=2)
+    result = run_load_processes(config, synthetic_items(20), processes=2)
+    assert sorted(r.index for r in result.records) == list(range(40))
+    assert all(r.ok for r in result.records)
+    assert result.window is not None
+    first, last = result.window
+    # items/s divides by the whole window, from the first share's first send to the last answer.
+    assert result.elapsed_s >= last - first > 0
+    assert summarize(result).items_ok == 80
