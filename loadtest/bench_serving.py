@@ -63,6 +63,7 @@ SERVERS = {
 }
 IDLE_SCENARIO = "idle_c1_1rps"
 INTERLEAVED_PAIRS = 60  # idle requests alternated with direct calls, one pair a second
+SERVER_START_ALLOWANCE_S = 60.0  # a server start, ready and warmed up, in the budget's sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +389,8 @@ def run_server(
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
-    scenario with no time left, or after a failed start, is recorded as None.
+    scenario runs with its whole time cap or not at all, so both servers run the same
+    workload; one without the time left for its cap, or after a failed start, is None.
     """
     reports: dict[str, LoadReport | None] = {sc.name: None for sc in plan}
     server: ServerProcess | None = None
@@ -402,15 +404,18 @@ def run_server(
                 server.wait_ready(timeout_s=min(180.0, budget.left() - reserve_s))
                 _warm_up(server.url, items, min(30.0, budget.left() - reserve_s))
             time_left = budget.left() - reserve_s
-            if time_left < 3:
-                break
+            if time_left < sc.duration_s:
+                # A shorter cap would be another workload (more of it spent on requests cut
+                # at the end), and the two servers' ratio would compare unlike runs.
+                print(f"  {sc.name}: skipped, it needs up to {sc.duration_s:g} s; {time_left:.0f} s left", flush=True)
+                continue
             config = LoadConfig(
                 url=server.url,
                 concurrency=sc.concurrency,
                 requests=sc.requests,
                 items_per_request=sc.items_per_request,
                 rate=sc.rate,
-                duration_s=min(sc.duration_s, time_left),
+                duration_s=sc.duration_s,
             )
             if before_load is not None:
                 before_load(server.url, sc)
@@ -838,16 +843,29 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         def after_load(url: str, sc: Scenario) -> None:
             plaudit_engine[sc.name] = engine_use(counters_before.pop(sc.name, None), engine_counters(url))
 
+        # What the naive server's turn needs after Plaudit's probes: its scenarios and a start.
+        naive_turn_s = sum(sc.duration_s for sc in plan) + SERVER_START_ALLOWANCE_S
+
         def after_idle(server: str) -> Callable[[str, Scenario], None]:
             def measure(url: str, sc: Scenario) -> None:
                 interval_s = 1.0 / sc.rate if sc.rate else 1.0
-                floors[server] = http_floor_ms(url, sc.requests, interval_s)
-                if server == "plaudit":  # the direct scorer is Plaudit's engine, not naive's
-                    before = engine_counters(url)
-                    both = interleaved_idle_ms(url, scorer, singles[:n_pairs], interval_s)
-                    if both is not None:
-                        both |= idle_split(before, engine_counters(url), both["plaudit_mean_ms"]) or {}
-                    interleaved[server] = both
+                kept_for_later = naive_turn_s if server == "plaudit" else 0.0
+
+                def affordable(n: int) -> int:  # probes shrink to the budget, never take the next turn's
+                    return max(0, min(n, int((budget.left() - kept_for_later) / interval_s)))
+
+                try:
+                    n_floor = affordable(sc.requests)
+                    floors[server] = http_floor_ms(url, n_floor, interval_s) if n_floor else None
+                    n_both = affordable(n_pairs) if server == "plaudit" else 0  # the direct scorer is Plaudit's
+                    if n_both:
+                        before = engine_counters(url)
+                        both = interleaved_idle_ms(url, scorer, singles[:n_both], interval_s)
+                        if both is not None:
+                            both |= idle_split(before, engine_counters(url), both["plaudit_mean_ms"]) or {}
+                        interleaved[server] = both
+                except OSError as exc:  # ConnectFailed, TimeoutError: the loads' figures still stand
+                    print(f"  idle probes on {server} failed ({type(exc).__name__}: {exc}); left out", flush=True)
 
             return measure
 
