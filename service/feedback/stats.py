@@ -29,10 +29,17 @@ def compute_stats(engine: sa.Engine) -> dict[str, Any]:
     """{total, by_kind, by_source, likes, like_rate, agreement} over all stored feedback."""
     c = feedback.c
     with database.transaction(engine, write=False) as connection:
+        if connection.dialect.name == "postgresql":
+            # One snapshot for every query below (READ COMMITTED gives each its own, so likes
+            # added between two of them could make liked > likes). SQLite's transaction is one.
+            connection.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         by_kind = {kind: 0 for kind in KINDS}
         by_kind.update({k: int(n) for k, n in connection.execute(sa.select(c.kind, sa.func.count()).group_by(c.kind))})
         source_counts = connection.execute(sa.select(c.source, sa.func.count()).group_by(c.source).order_by(c.source))
-        by_source = {NO_SOURCE if s is None else s: int(n) for s, n in source_counts}
+        by_source: dict[str, int] = {}
+        for s, n in source_counts:  # a source stored as "(none)" adds to the rows without one
+            key = NO_SOURCE if s is None else s
+            by_source[key] = by_source.get(key, 0) + int(n)
         liked = connection.execute(
             sa.select(sa.func.count()).select_from(feedback).where(c.kind == "like", c.liked.is_(True))
         ).scalar_one()

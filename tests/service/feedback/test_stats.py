@@ -68,3 +68,12 @@ def test_stats_of_an_empty_store(store: FeedbackStore) -> None:
         "like_rate": None,
         "agreement": {"like": empty, "rating": empty, "pair": empty, "all": empty},
     }
+
+
+def test_a_source_named_like_the_missing_one_adds_up(store: FeedbackStore) -> None:
+    store.add(like("S1", None, True, source=None))
+    store.add(like("S2", None, True, source="(none)"))  # what the stats call rows without a source
+    store.add(like("S3", None, False, source="ui"))
+    stats = store.stats()
+    assert stats["by_source"] == {"(none)": 2, "ui": 1}
+    assert sum(stats["by_source"].values()) == stats["total"] == 3
