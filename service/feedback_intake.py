@@ -40,6 +40,11 @@ class ComparisonNotFound(ServiceError):
     code = "unknown_comparison"
 
 
+class ComparisonAmbiguous(ServiceError):
+    status_code = 409
+    code = "ambiguous_comparison"
+
+
 def check_metadata_size(body: FeedbackRequest, settings: Settings) -> None:
     if body.metadata is None:
         return
@@ -59,7 +64,7 @@ async def record_feedback(
     from sqlalchemy.exc import InternalError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    from service.feedback import FeedbackConflict, InvalidFeedback, UnknownComparison
+    from service.feedback import AmbiguousComparison, FeedbackConflict, InvalidFeedback, UnknownComparison
 
     check_metadata_size(body, settings)
     try:
@@ -70,6 +75,8 @@ async def record_feedback(
         raise FeedbackIdConflict(str(exc)) from None
     except UnknownComparison as exc:
         raise ComparisonNotFound(str(exc)) from None
+    except AmbiguousComparison as exc:
+        raise ComparisonAmbiguous(str(exc)) from None
     except (OperationalError, InternalError) as exc:
         # Unreachable, locked past its timeout, disk full, a read-only replica after a failover...
         log.warning("feedback not stored: the database failed: %s", str(exc.orig or exc).splitlines()[0])

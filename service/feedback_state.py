@@ -140,7 +140,12 @@ async def remember_comparisons(
     def remember_all() -> None:
         for comparison in comparisons:
             try:
-                store.remember_comparison(comparison)
+                if not store.remember_comparison(comparison):
+                    log.warning(
+                        "request_id %s was used again for another comparison; a choice on it will be "
+                        "refused (the client should send a fresh X-Request-ID with each /v1/compare)",
+                        comparison.request_id,
+                    )
             except Exception as exc:
                 log.warning(
                     "comparison %s was scored but not remembered, so a choice on it cannot be resolved: %s: %s",

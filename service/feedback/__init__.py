@@ -17,7 +17,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.feedback.errors import FeedbackConflict, FeedbackStoreError, InvalidFeedback, UnknownComparison
+    from service.feedback.errors import (
+        AmbiguousComparison,
+        FeedbackConflict,
+        FeedbackStoreError,
+        InvalidFeedback,
+        UnknownComparison,
+    )
     from service.feedback.export import export_jsonl
     from service.feedback.records import (
         KINDS,
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from service.feedback.store import DEFAULT_COMPARISON_RETENTION, FeedbackStore
 
 _HOMES = {
+    "AmbiguousComparison": "errors",
     "FeedbackConflict": "errors",
     "FeedbackStoreError": "errors",
     "InvalidFeedback": "errors",
@@ -46,6 +53,7 @@ _HOMES = {
 }
 __all__ = [
     "AddResult",
+    "AmbiguousComparison",
     "DEFAULT_COMPARISON_RETENTION",
     "FeedbackConflict",
     "FeedbackRow",

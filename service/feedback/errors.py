@@ -38,6 +38,18 @@ class FeedbackConflict(FeedbackStoreError):
         self.existing = existing
 
 
+class AmbiguousComparison(FeedbackStoreError, LookupError):
+    """A choice names a request_id that two /v1/compare calls with different texts both used."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was used by more than one /v1/compare with different texts, "
+            "so a choice on it cannot tell which comparison it means; send the full pair "
+            "{prompt, chosen, rejected} instead, and a fresh X-Request-ID with each /v1/compare"
+        )
+        self.request_id = request_id
+
+
 class UnknownComparison(FeedbackStoreError, LookupError):
     """A choice names a /v1/compare request_id that was never stored or has expired."""
 

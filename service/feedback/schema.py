@@ -86,6 +86,9 @@ scored_comparisons = sa.Table(
     sa.Column("model_name", _label()),
     sa.Column("model_version", _label()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # The request_id was used again for other texts (a client that reuses X-Request-ID): a
+    # choice on it can no longer tell which comparison it means, so none resolves.
+    sa.Column("ambiguous", sa.Boolean, nullable=False, server_default=sa.false()),
     # Purging deletes by age: keep that a range scan.
     sa.Index("ix_scored_comparisons_created_at", "created_at"),
 )

@@ -22,7 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.feedback import database
-from service.feedback.errors import FeedbackConflict, FeedbackStoreError, InvalidFeedback, UnknownComparison
+from service.feedback.errors import (
+    AmbiguousComparison,
+    FeedbackConflict,
+    FeedbackStoreError,
+    InvalidFeedback,
+    UnknownComparison,
+)
 from service.feedback.export import iter_export
 from service.feedback.migrations import upgrade_to_head
 from service.feedback.records import (
@@ -134,27 +140,51 @@ class FeedbackStore:
 
     # -- scored comparisons ----------------------------------------------------------------
 
-    def remember_comparison(self, comparison: ScoredComparison) -> None:
-        """Keep what /v1/compare scored; a request_id seen again is overwritten (latest wins).
+    def remember_comparison(self, comparison: ScoredComparison) -> bool:
+        """Keep what /v1/compare scored. A request_id seen again with the same texts (a retry)
+        is overwritten, latest scores win; seen again with other texts, it is marked
+        ambiguous, and a choice on it is refused from then on (AmbiguousComparison) rather
+        than resolved to either comparison. False when it was marked so.
 
         Raises InvalidFeedback for text no database can keep (NUL, unpaired surrogates) or
         an over-long request_id; nothing is stored then.
         """
-        row = {**comparison_values(comparison), "created_at": _now()}
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-        insert = dialect.insert(scored_comparisons).values(row)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[scored_comparisons.c.request_id],
-            set_={name: insert.excluded[name] for name in row if name != "request_id"},
-        )
+        now = _now()
+        row = {**comparison_values(comparison), "created_at": now}
+        texts = ("prompt", "response_a", "response_b")
+        table = scored_comparisons
         with database.transaction(self._engine, write=True) as connection:
-            connection.execute(upsert)
+            # Writers go one at a time (database.transaction), so this read stays true until commit.
+            found = connection.execute(
+                sa.select(table.c.created_at, *(table.c[name] for name in texts)).where(
+                    table.c.request_id == row["request_id"]
+                )
+            ).first()
+            # An expired row is as good as purged: the id is free again.
+            live = found is not None and found.created_at >= now - self.comparison_retention
+            if live and tuple(found)[1:] != tuple(row[name] for name in texts):
+                connection.execute(
+                    sa.update(table).where(table.c.request_id == row["request_id"]).values(ambiguous=True)
+                )
+                return False
+            if not live:
+                row["ambiguous"] = False
+            dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+            insert = dialect.insert(table).values(row)
+            connection.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[table.c.request_id],
+                    set_={name: insert.excluded[name] for name in row if name != "request_id"},
+                )
+            )
+        return True
 
     def resolve_choice(self, request_id: str, choice: str) -> ResolvedChoice:
         """The pair a user made by picking reply "a" or "b" of a remembered comparison.
 
         Raises UnknownComparison when the request_id was never remembered or is older than
-        `comparison_retention`, and InvalidFeedback for a choice other than "a" or "b".
+        `comparison_retention`, AmbiguousComparison when it was remembered for two different
+        comparisons, and InvalidFeedback for a choice other than "a" or "b".
         """
         if choice not in ("a", "b"):
             raise InvalidFeedback("choice", f'expected "a" or "b", got {choice!r}')
@@ -166,6 +196,8 @@ class FeedbackStore:
             found = connection.execute(query).first()
         if found is None:
             raise UnknownComparison(request_id)
+        if found.ambiguous:
+            raise AmbiguousComparison(request_id)
         a, b = found.response_a, found.response_b
         chosen, rejected = (a, b) if choice == "a" else (b, a)
         return ResolvedChoice(found.prompt, chosen, rejected, found.model_name, found.model_version)

@@ -147,6 +147,21 @@ def test_choice_on_one_comparison_of_a_list_uses_its_index(server, reader):
     assert stored_pair(reader, r.json()["feedback_id"]) == ("two", "dos")
 
 
+def test_a_reused_request_id_makes_a_choice_on_it_a_409_not_the_wrong_pair(server, reader):
+    headers = {"X-Request-ID": "session-42"}  # a client that sends one id for a whole session
+    stored_before = reader.count()
+    for a, b in ((BAD, GOOD), ("Bonjour.", "Salut.")):
+        body = {"prompt": PROMPT, "response_a": a, "response_b": b}
+        compared = server.client.post("/v1/compare", json=body, headers=headers)
+        assert compared.status_code == 200 and compared.json()["request_id"] == "session-42"
+    r = post(server, {"request_id": "session-42", "choice": "b"})
+    assert r.status_code == 409
+    error = r.json()["error"]
+    assert error["code"] == "ambiguous_comparison"
+    assert "used by more than one /v1/compare" in error["message"] and "fresh X-Request-ID" in error["message"]
+    assert reader.count() == stored_before  # neither pair went into the training data
+
+
 def test_choice_on_an_unknown_request_id_is_404_saying_what_to_do(server):
     r = post(server, {"request_id": "never-compared", "choice": "a"})
     assert r.status_code == 404

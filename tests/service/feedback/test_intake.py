@@ -29,7 +29,8 @@ def test_a_retried_choice_replays_after_its_comparison_expired(db_url: str) -> N
         again = asyncio.run(record_feedback(choice("a"), store, None, SETTINGS))
         assert (again.created, again.row) == (False, first.row)  # the original, not a 404
         # The same id with another body is still a conflict, comparison or not.
-        for changed in ({"user": "someone-else"}, {"metadata": {"screen": "other"}}, {"model": {"name": "rm", "version": "4"}}):
+        changes = ({"user": "someone-else"}, {"metadata": {"screen": "other"}}, {"model": {"name": "rm", "version": "4"}})
+        for changed in changes:
             other = FeedbackRequest(request_id="req-7", choice="a", feedback_id="choice-1", **changed)
             with pytest.raises(FeedbackIdConflict):
                 asyncio.run(record_feedback(other, store, None, SETTINGS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from service.feedback import database
-from service.feedback.errors import FeedbackConflict, InvalidFeedback, UnknownComparison
+from service.feedback.errors import AmbiguousComparison, FeedbackConflict, InvalidFeedback, UnknownComparison
 from service.feedback.migrations import alembic_config, current_revision, head_revision
 from service.feedback.records import NewFeedback, ScoredComparison
 from service.feedback.schema import metadata
@@ -103,10 +104,30 @@ def test_a_remembered_comparison_resolves_to_a_pair(store: FeedbackStore) -> Non
     assert (chosen, rejected) == ("Go away.", "Hi!")
 
 
-def test_a_request_id_seen_again_keeps_the_latest_comparison(store: FeedbackStore) -> None:
-    store.remember_comparison(COMPARISON)
-    store.remember_comparison(ScoredComparison("req-1", "Say bye", "Bye!", "No.", 0.0, 1.0, "rm", "4"))
-    assert store.resolve_choice("req-1", "a") == ("Say bye", "Bye!", "No.", "rm", "4")
+def test_a_retried_comparison_keeps_its_latest_scores(store: FeedbackStore) -> None:
+    assert store.remember_comparison(COMPARISON)
+    assert store.remember_comparison(ScoredComparison("req-1", "Say hi", "Hi!", "Go away.", 0.5, 0.1, "rm", "4"))
+    assert store.resolve_choice("req-1", "a") == ("Say hi", "Hi!", "Go away.", "rm", "4")
+
+
+def test_a_request_id_reused_for_other_texts_resolves_no_choice(store: FeedbackStore) -> None:
+    """Two comparisons under one id (a client reusing X-Request-ID): a choice cannot tell which
+    one it means, and picking either could put the wrong pair into training."""
+    assert store.remember_comparison(COMPARISON)
+    assert not store.remember_comparison(ScoredComparison("req-1", "Say bye", "Bye!", "No.", 0.0, 1.0, "rm", "4"))
+    with pytest.raises(AmbiguousComparison, match="request_id 'req-1' was used by more than one /v1/compare"):
+        store.resolve_choice("req-1", "a")
+    store.remember_comparison(COMPARISON)  # the first texts again do not undo it
+    with pytest.raises(AmbiguousComparison):
+        store.resolve_choice("req-1", "b")
+
+
+def test_an_expired_request_id_may_be_used_again(db_url: str) -> None:
+    with FeedbackStore.open(db_url, comparison_retention=timedelta(milliseconds=50)) as store:
+        store.remember_comparison(COMPARISON)
+        time.sleep(0.1)  # past the retention: the old comparison no longer counts
+        assert store.remember_comparison(ScoredComparison("req-1", "Say bye", "Bye!", "No.", 0.0, 1.0, "rm", "4"))
+        assert store.resolve_choice("req-1", "a") == ("Say bye", "Bye!", "No.", "rm", "4")
 
 
 def test_unknown_request_id_and_bad_choice(store: FeedbackStore) -> None:
