@@ -122,21 +122,14 @@ def _could_be_the_same_choice(body: FeedbackRequest, original: FeedbackRow) -> b
     from service.feedback import NewFeedback
     from service.feedback.records import body_sha256, normalize
 
-    given = body.model
-    model = (given.name, given.version) if given is not None else (original.model_name, original.model_version)
-    retried = NewFeedback(
+    resolved = NewFeedback(
         kind="pair",
         prompt=original.prompt,
         chosen=original.chosen,
         rejected=original.rejected,
         request_id=original.request_id,
-        user=body.user,
-        source=body.source,
-        metadata=body.metadata or {},
-        feedback_id=body.feedback_id,
-        model_name=model[0],
-        model_version=model[1],
     )
+    retried = _with_body_details(resolved, body, (original.model_name, original.model_version))
     return body_sha256(normalize(retried)) == original.body_sha256
 
 
@@ -174,6 +167,12 @@ def _new_feedback(
             )
         else:
             item = NewFeedback(kind="pair", prompt=body.prompt, chosen=body.chosen, rejected=body.rejected)
+    return _with_body_details(item, body, model)
+
+
+def _with_body_details(item: NewFeedback, body: FeedbackRequest, model: tuple[str | None, str | None]) -> NewFeedback:
+    """`item` with what the body says besides the judgement: who, where, its id, and the model
+    judged (the body's own, else `model`)."""
     if body.model is not None:
         model = (body.model.name, body.model.version)
     return dataclasses.replace(
