@@ -55,8 +55,9 @@ class NotReady(ServiceError):
     status_code = 503
     code = "not_ready"
 
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, message: str, retry_after_s: int | None = 1) -> None:
+        # None: retrying soon will not help (a model that failed to load), so no Retry-After.
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)} if retry_after_s is not None else None)
 
 
 class DeadlineExceeded(ServiceError):
@@ -124,14 +125,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
-    # FastAPI reads a form-typed body (plain `curl -d` sends one) as text and then says it
-    # is "not a valid dictionary": name the real problem instead.
-    if media_type and not _is_json(media_type) and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+    has_body = request.headers.get("content-length", "0").strip() not in ("", "0") or (
+        "transfer-encoding" in request.headers
+    )
+    # FastAPI reads a form-typed body (plain `curl -d` sends one), or one sent with no
+    # Content-Type, as not JSON and then says it is "not a valid dictionary": name the real
+    # problem instead. (No body at all stays a 422: "body: field required".)
+    not_json = not _is_json(media_type) if media_type else has_body
+    if not_json and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        sent_as = f"as {media_type}" if media_type else "without a Content-Type"
         return error_response(
             request,
             415,
             "unsupported_media_type",
-            f"the body was sent as {media_type}; send JSON with Content-Type: application/json",
+            f"the body was sent {sent_as}; send JSON with Content-Type: application/json",
         )
     return error_response(request, 422, InvalidInput.code, describe_validation_errors(errors))
 

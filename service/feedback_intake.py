@@ -40,6 +40,9 @@ class ComparisonNotFound(ServiceError):
     code = "unknown_comparison"
 
 
+RETRY_SOON = {"Retry-After": "1"}  # a passing database problem; disabled feedback gets none
+
+
 class ComparisonAmbiguous(ServiceError):
     status_code = 409
     code = "ambiguous_comparison"
@@ -48,7 +51,8 @@ class ComparisonAmbiguous(ServiceError):
 def check_metadata_size(body: FeedbackRequest, settings: Settings) -> None:
     if body.metadata is None:
         return
-    size = len(json.dumps(body.metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    # surrogatepass: a lone surrogate must reach the store's check (a 422 naming it), not crash here.
+    size = len(json.dumps(body.metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
     limit = settings.max_feedback_metadata_bytes
     if size > limit:
         raise PayloadTooLarge(
@@ -80,10 +84,10 @@ async def record_feedback(
     except (OperationalError, InternalError) as exc:
         # Unreachable, locked past its timeout, disk full, a read-only replica after a failover...
         log.warning("feedback not stored: the database failed: %s", str(exc.orig or exc).splitlines()[0])
-        raise FeedbackUnavailable("the feedback database is unavailable; retry later") from None
+        raise FeedbackUnavailable("the feedback database is unavailable; retry later", headers=RETRY_SOON) from None
     except PoolTimeout:
         log.warning("feedback not stored: no database connection came free in time")
-        raise FeedbackUnavailable("the feedback database is busy; retry later") from None
+        raise FeedbackUnavailable("the feedback database is busy; retry later", headers=RETRY_SOON) from None
 
 
 def _store(

@@ -130,7 +130,9 @@ class ModelHolder:
         """The model to use for one request, or NotReady (503)."""
         model = self.current
         if model is None or not model.batcher.alive:
-            raise NotReady(self.why_not_ready())
+            # A failed load stays failed until a reload: a client told to retry in 1 s would
+            # retry every second for good.
+            raise NotReady(self.why_not_ready(), retry_after_s=None if self.state == "failed" else 1)
         return model
 
     async def close(self) -> None:

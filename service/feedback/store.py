@@ -32,6 +32,7 @@ from service.feedback.errors import (
 from service.feedback.export import iter_export
 from service.feedback.migrations import upgrade_to_head
 from service.feedback.records import (
+    MAX_LABEL_CHARS,
     AddResult,
     FeedbackRow,
     NewFeedback,
@@ -188,6 +189,9 @@ class FeedbackStore:
         """
         if choice not in ("a", "b"):
             raise InvalidFeedback("choice", f'expected "a" or "b", got {choice!r}')
+        if not request_id.isprintable() or len(request_id) > MAX_LABEL_CHARS:
+            # No id the service hands out looks otherwise; a lone surrogate would fail in the driver.
+            raise InvalidFeedback("request_id", f"expected at most {MAX_LABEL_CHARS} printable characters")
         query = sa.select(scored_comparisons).where(
             scored_comparisons.c.request_id == request_id,
             scored_comparisons.c.created_at >= _now() - self.comparison_retention,

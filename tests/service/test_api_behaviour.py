@@ -125,6 +125,10 @@ def test_model_that_cannot_load_keeps_readiness_503_with_the_reason(live_server,
         assert ready.status_code == 503
         message = ready.json()["error"]["message"]
         assert str(missing) in message and "PLAUDIT_STORE_DIR" in message
+        # Retrying in a second will not mend a failed load: no Retry-After (loading has one).
+        scored = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
+        assert scored.status_code == 503
+        assert "retry-after" not in ready.headers and "retry-after" not in scored.headers
         health = srv.client.get("/healthz")
         assert health.status_code == 200 and health.json()["model"] is None
 

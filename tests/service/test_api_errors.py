@@ -88,6 +88,16 @@ def test_a_body_sent_as_a_form_is_415_naming_the_content_type(deterministic_serv
     assert ok.status_code == 200
 
 
+def test_a_body_sent_without_a_content_type_is_415_and_no_body_is_422(deterministic_server):
+    # What `requests.post(url, data=json.dumps(body))` sends: JSON, with no type at all.
+    r = deterministic_server.client.post("/v1/score", content=b'{"items": [{"prompt": "a", "response": "b"}]}')
+    assert "content-type" not in r.request.headers
+    message = assert_error(r, 415, "unsupported_media_type")
+    assert message == "the body was sent without a Content-Type; send JSON with Content-Type: application/json"
+    empty = deterministic_server.client.post("/v1/score")
+    assert assert_error(empty, 422, "invalid_request").startswith("body:")
+
+
 def test_top_n_must_be_a_json_integer(deterministic_server):
     for top_n in ("2", True, 1.5):
         r = deterministic_server.client.post("/v1/rank", json={"prompt": "p", "responses": ["a", "b"], "top_n": top_n})

@@ -162,6 +162,20 @@ def test_a_reused_request_id_makes_a_choice_on_it_a_409_not_the_wrong_pair(serve
     assert reader.count() == stored_before  # neither pair went into the training data
 
 
+def test_lone_surrogates_in_metadata_or_a_request_id_are_422_naming_the_field(server):
+    # The JSON escapes reach Python as lone surrogates, which no database can store.
+    for body, field in (
+        ({"prompt": "p", "response": "r", "liked": True, "metadata": {"k": "\udc00"}}, "metadata"),
+        ({"prompt": "p", "response": "r", "liked": True, "metadata": {"\ud800": 1}}, "metadata"),
+        ({"request_id": "\ud800", "choice": "a"}, "request_id"),
+    ):
+        escaped = json.dumps(body)  # ASCII, with the surrogates as \\u escapes, as a client sends them
+        r = server.client.post("/v1/feedback", content=escaped, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (body, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request" and error["message"].startswith(field), error
+
+
 def test_choice_on_an_unknown_request_id_is_404_saying_what_to_do(server):
     r = post(server, {"request_id": "never-compared", "choice": "a"})
     assert r.status_code == 404

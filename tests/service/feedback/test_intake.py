@@ -39,3 +39,24 @@ def test_a_retried_choice_replays_after_its_comparison_expired(db_url: str) -> N
         with pytest.raises(FeedbackIdConflict):
             asyncio.run(record_feedback(choice("b"), store, None, SETTINGS))
         assert store.count() == 1
+
+
+def test_a_busy_database_is_a_503_with_retry_after(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from service.feedback import database
+    from service.feedback_state import FeedbackUnavailable
+
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_S", 0.2)  # read when the store connects
+    path = tmp_path / "feedback.db"
+    with FeedbackStore.open(f"sqlite:///{path}") as store:
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the busy timeout
+        try:
+            body = FeedbackRequest(prompt="p", response="r", liked=True)
+            with pytest.raises(FeedbackUnavailable) as raised:
+                asyncio.run(record_feedback(body, store, None, SETTINGS))
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+    assert raised.value.status_code == 503 and raised.value.headers == {"Retry-After": "1"}
