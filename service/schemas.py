@@ -64,6 +64,7 @@ _ERROR_MEANINGS = {
     415: "The body is not sent as application/json.",
     422: "A field is missing or invalid; the message gives its path.",
     429: "The queue is full; retry after Retry-After seconds.",
+    500: "Scoring failed (the engine raised); the message says where, never the engine's own text.",
     503: "No model is ready (loading, or being replaced); retry after Retry-After seconds.",
     504: "The request's deadline passed before its scores were ready.",
 }
@@ -72,6 +73,12 @@ _ERROR_MEANINGS = {
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these statuses, all in the ErrorResponse shape."""
     return {s: {"model": ErrorResponse, "description": _ERROR_MEANINGS[s]} for s in statuses}
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """One route's own wording for an error status, still in the ErrorResponse shape (a route's
+    `responses` entry replaces its router's for the same status, schema included)."""
+    return {"model": ErrorResponse, "description": description}
 
 
 # -- /v1/score -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from service.auth import require_scope
 from service.deps import FeedbackDep, HolderDep, RequestIdDep, SettingsDep
 from service.errors import InvalidInput
 from service.feedback_intake import record_feedback
-from service.schemas import error_responses
+from service.schemas import error_doc, error_responses
 from service.schemas_feedback import FeedbackCreated, FeedbackRequest, FeedbackStatsResponse
 
 router = APIRouter(
@@ -29,11 +29,11 @@ JSONL_MEDIA_TYPE = "application/x-ndjson"
 EXPORT_CHUNK_ROWS = 500
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "choice: no remembered /v1/compare with that request_id"},
-    409: {"description": "feedback_id already used for a different body"},
-    413: {"description": "metadata or body too large"},
-    422: {"description": "not exactly one feedback shape, or a bad field"},
-    503: {"description": "feedback store disabled or unavailable"},
+    404: error_doc("choice: no remembered /v1/compare with that request_id"),
+    409: error_doc("feedback_id already used for a different body, or a choice on a request_id used twice"),
+    413: error_doc("metadata or body too large"),
+    422: error_doc("not exactly one feedback shape, or a bad field"),
+    503: error_doc("feedback store disabled or unavailable (Retry-After when it is passing)"),
 }
 
 
@@ -43,7 +43,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=FeedbackCreated,
     summary="Store one judgement: a like, a rating, a pair, or a choice on a /v1/compare result",
     dependencies=[Depends(require_scope("feedback"))],
-    responses={200: {"description": "A replay: this feedback_id and body were already stored"}, **_ERRORS},
+    responses={
+        200: {"model": FeedbackCreated, "description": "A replay: this feedback_id and body were already stored"},
+        **_ERRORS,
+    },
 )
 async def add_feedback(
     body: FeedbackRequest,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 from service.auth import require_scope
 from service.deps import RequestIdDep, SwapperDep
 from service.lifecycle import ServedRef, SwapOutcome
-from service.schemas import ModelRefOut, PromoteRequest, SwapResponse, error_responses
+from service.schemas import ModelRefOut, PromoteRequest, SwapResponse, error_doc, error_responses
 
 router = APIRouter(
     prefix="/v1/models",
@@ -22,8 +22,8 @@ router = APIRouter(
 )
 
 _REFUSALS = {
-    409: {"description": "A reload is already in progress, or the version failed its checksums"},
-    422: {"description": "The version could not be loaded or warmed up (the old one keeps serving)"},
+    409: error_doc("A reload is already in progress, or the version failed its checksums"),
+    422: error_doc("The version could not be loaded or warmed up (the old one keeps serving)"),
 }
 
 
@@ -51,7 +51,7 @@ async def reload(swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
     "/{name}/promote",
     response_model=SwapResponse,
     summary="Point an alias at a stored version, then reload; the alias is restored if the reload fails",
-    responses={**_REFUSALS, 404: {"description": "No such model or version in the store"}},
+    responses={**_REFUSALS, 404: error_doc("No such model or version in the store")},
 )
 async def promote(name: str, body: PromoteRequest, swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
     return _response(await swapper.promote(name, body.version, body.alias), request_id)

@@ -7,16 +7,17 @@ from fastapi import APIRouter, Response
 from service.deps import HolderDep, MetricsDep, RequestIdDep, WorkersDep
 from service.errors import NotReady
 from service.metrics import METRICS_CONTENT_TYPE
-from service.schemas import HealthResponse, ModelRefOut, ReadyResponse, WorkersOut
+from service.schemas import HealthResponse, ModelRefOut, ReadyResponse, WorkersOut, error_doc, error_responses
 
-router = APIRouter(tags=["ops"])
+# 401 and 403 only where keys are on and PLAUDIT_OPEN_PROBES=false.
+router = APIRouter(tags=["ops"], responses=error_responses(401, 403))
 
 
 @router.get(
     "/healthz",
     response_model=HealthResponse,
     summary="Liveness: 200 while the process can serve, loading included; 503 once its batcher has died",
-    responses={503: {"description": "The batcher stopped unexpectedly: restart this process, or reload"}},
+    responses={503: error_doc("The batcher stopped unexpectedly: restart this process, or reload")},
 )
 async def healthz(holder: HolderDep, request_id: RequestIdDep) -> HealthResponse:
     if holder.broken:
@@ -33,7 +34,7 @@ async def healthz(holder: HolderDep, request_id: RequestIdDep) -> HealthResponse
     "/readyz",
     response_model=ReadyResponse,
     summary="Readiness: 200 once the model is loaded and the batcher runs (in every worker), else 503",
-    responses={503: {"description": "Not ready: loading, failed to load, batcher stopped, or a worker not ready"}},
+    responses={503: error_doc("Not ready: loading, failed to load, batcher stopped, or a worker not ready")},
 )
 async def readyz(holder: HolderDep, workers: WorkersDep, request_id: RequestIdDep) -> ReadyResponse:
     model = holder.get()  # NotReady (503) says why: loading, failed, stopped

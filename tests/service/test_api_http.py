@@ -113,6 +113,19 @@ def test_health_readiness_and_openapi(deterministic_server):
         assert {"413", "422", "429", "503", "504"} <= set(responses), path
         assert all(responses[s]["content"]["application/json"]["schema"] == error_ref for s in ("413", "422", "429"))
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+    # Every error status of every route, its own wording or its router's, in that one shape.
+    documented = [
+        (path, method, status, response)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if status[0] in "45"
+    ]
+    assert len(documented) > 40
+    for path, method, status, response in documented:
+        assert response["content"]["application/json"]["schema"] == error_ref, (method, path, status)
+    replay = paths["/v1/feedback"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert replay == {"$ref": "#/components/schemas/FeedbackCreated"}
 
 
 def test_drop_and_trigger_counters_exist_at_zero_before_anything_happens(live_server):
