@@ -46,6 +46,15 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _content_encoding(scope: Scope) -> str | None:
+    """The request body's Content-Encoding, where it is one that needs decoding."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-encoding":
+            encoding = value.decode("latin-1").strip().lower()
+            return encoding if encoding not in ("", "identity") else None
+    return None
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -77,6 +86,18 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            encoding = _content_encoding(scope)
+            if encoding is not None:
+                # Nothing here decodes a body (and a decoded one could outgrow max_body_bytes):
+                # say so, rather than a 422 calling the compressed bytes bad JSON.
+                await self._send_error(
+                    send_with_id,
+                    415,
+                    "unsupported_media_type",
+                    f"request bodies with Content-Encoding {encoding!r} are not accepted; send plain JSON",
+                    request_id,
+                )
+                return
             try:
                 replay = await self._read_body(scope, receive)
             except _BodyTooLarge:

@@ -9,12 +9,15 @@ from service.errors import NotReady
 from service.metrics import METRICS_CONTENT_TYPE
 from service.schemas import HealthResponse, ModelRefOut, ReadyResponse, WorkersOut, error_doc, error_responses
 
+# HEAD too, as load balancers and uptime checkers send it (uvicorn sends the head, no body).
+PROBE_METHODS = ["GET", "HEAD"]
 # 401 and 403 only where keys are on and PLAUDIT_OPEN_PROBES=false.
 router = APIRouter(tags=["ops"], responses=error_responses(401, 403))
 
 
-@router.get(
+@router.api_route(
     "/healthz",
+    methods=PROBE_METHODS,
     response_model=HealthResponse,
     summary="Liveness: 200 while the process can serve, loading included; 503 once its batcher has died",
     responses={503: error_doc("The batcher stopped unexpectedly: restart this process, or reload")},
@@ -30,8 +33,9 @@ async def healthz(holder: HolderDep, request_id: RequestIdDep) -> HealthResponse
     return HealthResponse(status="alive", model=ref, request_id=request_id)
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=PROBE_METHODS,
     response_model=ReadyResponse,
     summary="Readiness: 200 once the model is loaded and the batcher runs (in every worker), else 503",
     responses={503: error_doc("Not ready: loading, failed to load, batcher stopped, or a worker not ready")},
@@ -53,7 +57,7 @@ async def readyz(holder: HolderDep, workers: WorkersDep, request_id: RequestIdDe
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.api_route("/metrics", methods=PROBE_METHODS, summary="Prometheus metrics", response_class=Response)
 async def metrics(registry: MetricsDep, workers: WorkersDep) -> Response:
     if workers is not None:
         workers.statuses()  # forgets workers that have died, so their live gauges stop counting

@@ -98,6 +98,18 @@ def test_a_body_sent_without_a_content_type_is_415_and_no_body_is_422(determinis
     assert assert_error(empty, 422, "invalid_request").startswith("body:")
 
 
+def test_a_compressed_body_is_415_not_bad_json(deterministic_server):
+    import gzip
+
+    r = deterministic_server.client.post(
+        "/v1/score",
+        content=gzip.compress(b'{"items": [{"prompt": "a", "response": "b"}]}'),
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
+    message = assert_error(r, 415, "unsupported_media_type")
+    assert message == "request bodies with Content-Encoding 'gzip' are not accepted; send plain JSON"
+
+
 def test_top_n_must_be_a_json_integer(deterministic_server):
     for top_n in ("2", True, 1.5):
         r = deterministic_server.client.post("/v1/rank", json={"prompt": "p", "responses": ["a", "b"], "top_n": top_n})

@@ -140,6 +140,14 @@ def test_drop_and_trigger_counters_exist_at_zero_before_anything_happens(live_se
         assert f'plaudit_batch_triggers_total{{trigger="{trigger}"}} 0.0' in text
 
 
+def test_probes_answer_head_as_load_balancers_send_it(deterministic_server):
+    client = deterministic_server.client
+    for path in ("/healthz", "/readyz", "/metrics"):
+        got, head = client.get(path), client.head(path)
+        assert (head.status_code, got.status_code) == (200, 200), path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
+
+
 def test_unknown_path_uses_the_error_shape(deterministic_server):
     r = deterministic_server.client.get("/v1/nope")
     assert r.status_code == 404

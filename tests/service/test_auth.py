@@ -60,7 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 def test_the_table_lists_every_endpoint_the_app_has(tmp_path: Path):
     app = create_app(Settings(engine="deterministic", feedback_db=f"sqlite:///{tmp_path / 'f.db'}"))
     routes = {(method.upper(), path) for path, ops in app.openapi()["paths"].items() for method in ops}
-    assert routes == {(method, path) for method, path, *_ in ENDPOINTS} | {("GET", p) for p in PROBES}
+    probes = {(method, p) for p in PROBES for method in ("GET", "HEAD")}
+    assert routes == {(method, path) for method, path, *_ in ENDPOINTS} | probes
 
 
 @pytest.mark.parametrize(("method", "path", "body", "scope", "ok"), ENDPOINTS, ids=ENDPOINT_IDS)
