@@ -32,6 +32,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from loadtest.bench_serving import (
@@ -190,6 +191,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             budget,
             load=lambda config, _cycle: run_load_processes(config, item_list, args.load_processes),
             on_report=record,
+            # Beside the results (the device tool brings back 8 files): one log per server size.
+            log_path=Path(args.out).parent / f"server-w{workers}.log" if args.out else None,
         )
         if error is not None:
             errors.append(f"{workers} worker(s): {error}")

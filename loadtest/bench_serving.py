@@ -64,6 +64,9 @@ SERVERS = {
 IDLE_SCENARIO = "idle_c1_1rps"
 INTERLEAVED_PAIRS = 60  # idle requests alternated with direct calls, one pair a second
 SERVER_START_ALLOWANCE_S = 60.0  # a server start, ready and warmed up, in the budget's sums
+MIN_TIMED_S = 2.0  # the least engine time behind each ceiling figure
+WORKER_DEATH_LINE = "exited with code"  # what the supervisor logs when a worker dies (service.supervisor)
+MAX_WORKER_DEATHS = 3  # before a server is given up as unable to start
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +123,31 @@ class Ceiling:
 
 
 def engine_items_per_s(
-    scorer: Any, encoded: Sequence[Any], size: int, workers: int, lone_session: bool = False
+    scorer: Any,
+    encoded: Sequence[Any],
+    size: int,
+    workers: int,
+    lone_session: bool = False,
+    min_seconds: float = MIN_TIMED_S,
 ) -> float:
     """Items/s of `scorer.run` over `encoded` in batches of `size`, from `workers` threads at
-    once; with `lone_session`, of `scorer.run_alone` (the call a lone item gets)."""
+    once; with `lone_session`, of `scorer.run_alone` (the call a lone item gets).
+
+    One pass over the items is timed. Where it takes under `min_seconds` (a GPU goes through
+    a few thousand items in a tenth of a second, from idle clocks, allocating as it goes),
+    that pass counts as the warm-up of every batch shape, and enough passes to fill
+    `min_seconds` are timed instead.
+    """
     run = scorer.run_alone if lone_session else scorer.run
     batches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
     run(batches[len(batches) // 2])  # warm this shape up
-    return items_per_s(run, batches, workers)
+    started = time.perf_counter()
+    rate = items_per_s(run, batches, workers)
+    elapsed = time.perf_counter() - started
+    if elapsed >= min_seconds:
+        return rate
+    passes = math.ceil(min_seconds / max(elapsed, 1e-6))
+    return items_per_s(run, batches * passes, workers)
 
 
 def items_per_s(call: Callable[[Sequence[Any]], object], batches: Sequence[Sequence[Any]], threads: int) -> float:
@@ -180,6 +200,7 @@ def measure_ceiling(
     worker_counts: Sequence[int] = (1,),
     idle_interval_s: float | None = None,
     batch_sizes: Sequence[int] = BATCH_SIZES,
+    min_timed_s: float = MIN_TIMED_S,
 ) -> Ceiling:
     """The engine alone, the most any server around it could get: items/s on length-sorted
     batches at each batch size and number of concurrent engine calls, and the direct latency.
@@ -202,7 +223,7 @@ def measure_ceiling(
         for size in sorted(batch_sizes):
             if by_batch and time.monotonic() - started > share_s:
                 break
-            by_batch[size] = engine_items_per_s(scorer, encoded, size, workers, lone_session)
+            by_batch[size] = engine_items_per_s(scorer, encoded, size, workers, lone_session, min_timed_s)
         return dict(sorted(by_batch.items()))
 
     table = {workers: by_batch_size(workers, lone_session=False) for workers in counts}
@@ -281,14 +302,17 @@ class ServerProcess:
     `plaudit serve`, whose supervisor gives each worker its own socket (service.supervisor),
     any other factory through uvicorn's own workers."""
 
-    def __init__(self, factory: str, env: Mapping[str, str], port: int) -> None:
+    def __init__(self, factory: str, env: Mapping[str, str], port: int, log_path: Path | None = None) -> None:
         self.factory = factory
         self.url = f"http://127.0.0.1:{port}"
         self._env = dict(env)
         self._port = port
         self._workers = int(self._env.get(env_name("workers"), "1"))
         self._shared: Path | None = None
-        self._log = tempfile.TemporaryFile(mode="w+b")
+        # A kept log (`log_path`, appended to: a restarted server adds to it) outlives the run;
+        # on a lent GPU it is all there is to read afterwards.
+        self._log = open(log_path, "a+b") if log_path is not None else tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
+        self._log_start = self._log.seek(0, os.SEEK_END)  # this server's own lines begin here
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "ServerProcess":
@@ -332,24 +356,37 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def log_tail(self, n_chars: int = 2000) -> str:
+        """The end of what this server (not an earlier one in the same kept log) has logged."""
         self._log.flush()
-        self._log.seek(0)
+        self._log.seek(self._log_start)
         return self._log.read().decode("utf-8", "replace")[-n_chars:]
 
     def wait_ready(self, timeout_s: float) -> None:
-        """Poll GET /readyz until 200; fail early if the process dies."""
+        """Poll GET /readyz until 200. Fail early if the process dies, if a worker says its
+        model failed to load, or if workers keep dying (the supervisor restarting them): none
+        of those ends in a ready server, and waiting them out costs a lent machine minutes."""
         assert self._proc is not None, "start() the server first"
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
+        # A fresh connection per poll: with several workers, each poll may reach another one.
+        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False, headers={"Connection": "close"}) as client:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
                     raise ServerStartError(
                         f"{self.factory} exited with code {self._proc.returncode} before it was "
                         f"ready; its log ends with:\n{self.log_tail()}"
                     )
+                if self.log_tail(1_000_000).count(WORKER_DEATH_LINE) >= MAX_WORKER_DEATHS:
+                    raise ServerStartError(
+                        f"{self.factory}'s workers keep exiting before it is ready; "
+                        f"its log ends with:\n{self.log_tail()}"
+                    )
                 try:
-                    if client.get("/readyz").status_code == 200:
+                    answer = client.get("/readyz")
+                    if answer.status_code == 200:
                         return
+                    failed = _load_failure(answer)
+                    if failed is not None:
+                        raise ServerStartError(f"{self.factory} cannot get ready: {failed}")
                 except httpx.HTTPError:
                     pass  # not listening yet
                 time.sleep(0.25)
@@ -357,6 +394,15 @@ class ServerProcess:
             f"{self.factory} was not ready within {timeout_s:.0f} s; "
             f"its log ends with:\n{self.log_tail()}"
         )
+
+
+def _load_failure(answer: httpx.Response) -> str | None:
+    """The message of a /readyz 503 that says the model failed to load (it stays failed)."""
+    try:
+        message = answer.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return message if isinstance(message, str) and message.startswith("the model failed to load") else None
 
 
 def _warm_up(url: str, items: ItemCycle, seconds: float) -> None:
@@ -378,6 +424,7 @@ def run_server(
     before_load: Callable[[str, Scenario], None] | None = None,
     after_load: Callable[[str, Scenario], None] | None = None,
     on_report: Callable[[Scenario, LoadReport], None] | None = None,
+    log_path: Path | None = None,
 ) -> tuple[dict[str, LoadReport | None], str | None]:
     """Run `plan` against `factory`, returning a report per scenario and the start error if any.
     `load` runs one scenario's load (one generator process by default). `after_idle` is
@@ -386,6 +433,7 @@ def run_server(
     `before_load` and `after_load` are called with the URL and the scenario right before and
     right after each scenario's load, on the same server (to read its counters).
     `on_report` gets each scenario's report as soon as it exists (to show progress).
+    `log_path` keeps the server's log there (every start appends); else it is dropped at stop.
 
     The server is started afresh after a scenario that its time cap cut short: the requests
     abandoned then are still being scored, and would slow the next scenario down. A
@@ -400,7 +448,7 @@ def run_server(
                 break
             if server is None:
                 port = free_port()
-                server = ServerProcess(factory, env_for_port(port), port).start()
+                server = ServerProcess(factory, env_for_port(port), port, log_path).start()
                 server.wait_ready(timeout_s=min(180.0, budget.left() - reserve_s))
                 _warm_up(server.url, items, min(30.0, budget.left() - reserve_s))
             time_left = budget.left() - reserve_s

@@ -8,8 +8,9 @@
 # It installs the carried wheels, registers the carried model in a fresh store, and runs
 # loadtest.bench_gpu (torch engine, bf16): the in-process ceiling, then HTTP under 32-item
 # requests on servers of six, one (the baseline) and four worker processes. Results land in
-# $OUT (the device tool's folder) or bench-out/gpu; if the run is cut short, bench_gpu.json
-# holds what was measured so far ("partial": true).
+# $OUT (the device tool's folder) or bench-out/gpu: machine.txt, bench_gpu.log, bench_gpu.json
+# and each server size's log (server-w6.log, ...), six files of the tool's eight; if the run is
+# cut short, bench_gpu.json holds what was measured so far ("partial": true).
 # A dry run on a CPU machine, with the project's venv and nothing installed:
 #   PY=.venv/bin/python INSTALL_WHEELS=0 DEVICE=cpu PRECISION=fp32 \
 #       EXTRA="--quick --max-items 128 --load-processes 2 --workers 2,1" MAX_TOTAL_S=240 bash loadtest/gpu_check.sh

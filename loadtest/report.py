@@ -9,6 +9,7 @@ time cap are "unfinished", counted apart from failures (the server refused nothi
 from __future__ import annotations
 
 import json
+import os
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -83,8 +84,12 @@ class LoadReport:
 
 
 def write_json(path: str | Path, results: Any) -> None:
-    """Write benchmark results as strict JSON (NaN and infinities become null)."""
-    Path(path).write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+    """Write benchmark results as strict JSON (NaN and infinities become null), whole or not at
+    all: a run killed mid-write (a lent machine's time limit) leaves the previous file."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
+    os.replace(partial, target)
 
 
 def json_safe(value: Any) -> Any:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -170,10 +171,28 @@ def test_items_per_s_calls_every_batch_once_across_the_threads() -> None:
     assert sorted(calls) == sorted(map(tuple, batches)) and 1 <= len(threads) <= 2
 
 
+def test_a_fast_engine_is_timed_over_repeated_passes_after_a_warm_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU scores a data set in a tenth of a second: one pass, cold, is too little to time."""
+    scorer = DeterministicScorer()
+    encoded = scorer.encode(synthetic_items(40))
+    sizes: list[int] = []
+    real_run = scorer.run
+    monkeypatch.setattr(scorer, "run", lambda batch: sizes.append(len(batch)) or real_run(batch))
+    assert bench.engine_items_per_s(scorer, encoded, 8, workers=1, min_seconds=0.2) > 0
+    passes = (sum(sizes) - 8) / 40  # less the one warm-up call of one batch
+    assert passes >= 2 and passes == int(passes)  # the warm pass, then whole timed passes
+    sizes.clear()
+    slow = DeterministicScorer(delay_s=0.02)  # 5 batches sleep 100 ms at least: one pass is enough
+    real_slow_run = slow.run
+    monkeypatch.setattr(slow, "run", lambda batch: sizes.append(len(batch)) or real_slow_run(batch))
+    assert bench.engine_items_per_s(slow, slow.encode(synthetic_items(40)), 8, workers=1, min_seconds=0.1) > 0
+    assert sum(sizes) == 8 + 40  # the warm-up call and the one timed pass
+
+
 def test_measure_ceiling_tries_every_batch_size_and_worker_count() -> None:
     items = synthetic_items(40)
     ceiling = bench.measure_ceiling(
-        DeterministicScorer(), items, idle_items=items[:5], time_limit_s=60.0, worker_counts=(1, 2)
+        DeterministicScorer(), items, idle_items=items[:5], time_limit_s=60.0, worker_counts=(1, 2), min_timed_s=0.01
     )
     assert list(ceiling.items_per_s_by_batch) == list(bench.BATCH_SIZES)
     assert list(ceiling.items_per_s_by_workers) == [1, 2]
@@ -339,7 +358,7 @@ def test_measure_ceiling_on_a_stored_onnx_model(trained_store: Path, precision: 
     try:
         items = synthetic_items(24)
         ceiling = bench.measure_ceiling(
-            scorer, items, idle_items=items[:3], time_limit_s=60.0, worker_counts=(1, 2)
+            scorer, items, idle_items=items[:3], time_limit_s=60.0, worker_counts=(1, 2), min_timed_s=0.01
         )
     finally:
         scorer.close()
@@ -479,3 +498,23 @@ def test_run_server_reads_counters_right_around_each_scenario_load() -> None:
     assert seen == [
         ("before", "a"), ("after", "a"), ("report", "a:2"), ("before", "b"), ("after", "b"), ("report", "b:2")
     ]
+
+
+def test_a_server_whose_model_failed_to_load_is_given_up_at_once_and_its_log_kept(tmp_path: Path) -> None:
+    """On a lent GPU a server that cannot get ready must not take the whole readiness wait."""
+    port = bench.free_port()
+    env = {
+        **os.environ,
+        "PLAUDIT_ENGINE": "onnx",
+        "PLAUDIT_STORE_DIR": str(tmp_path / "no-store"),
+        "PLAUDIT_FEEDBACK_ENABLED": "false",
+        "PLAUDIT_PORT": str(port),
+    }
+    log = tmp_path / "server.log"
+    log.write_bytes(b"an earlier server's lines\n")
+    with bench.ServerProcess(bench.SERVERS["plaudit"], env, port, log_path=log) as proc:
+        with pytest.raises(bench.ServerStartError, match="cannot get ready: the model failed to load"):
+            proc.wait_ready(timeout_s=600)  # raised as soon as /readyz says so, not after 600 s
+        assert "an earlier server's lines" not in proc.log_tail()  # its own lines only
+    kept = log.read_text()
+    assert kept.startswith("an earlier server's lines\n") and "could not load model" in kept
