@@ -67,6 +67,7 @@ SERVER_START_ALLOWANCE_S = 60.0  # a server start, ready and warmed up, in the b
 MIN_TIMED_S = 2.0  # the least engine time behind each ceiling figure
 WORKER_DEATH_LINE = "exited with code"  # what the supervisor logs when a worker dies (service.supervisor)
 MAX_WORKER_DEATHS = 3  # before a server is given up as unable to start
+DRAIN_WAIT_S = 30.0  # for a cut scenario's abandoned requests to leave the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,8 +436,11 @@ def run_server(
     `on_report` gets each scenario's report as soon as it exists (to show progress).
     `log_path` keeps the server's log there (every start appends); else it is dropped at stop.
 
-    The server is started afresh after a scenario that its time cap cut short: the requests
-    abandoned then are still being scored, and would slow the next scenario down. A
+    After a scenario that its time cap cut short, the requests abandoned then may still be
+    being scored, and would slow the next scenario down: the next one waits until the
+    server's queue is empty (Plaudit drops a gone client's waiting items), and where that
+    cannot be seen or does not happen within DRAIN_WAIT_S, the server is started afresh (a
+    lent GPU's budget would go on restarts of six CUDA workers otherwise). A
     scenario runs with its whole time cap or not at all, so both servers run the same
     workload; one without the time left for its cap, or after a failed start, is None.
     """
@@ -475,7 +479,7 @@ def run_server(
                 on_report(sc, report)
             if after_idle is not None and sc.name == IDLE_SCENARIO and sc.rate:
                 after_idle(server.url, sc)
-            if report.stopped_by == "duration":
+            if report.stopped_by == "duration" and not queue_drained(server.url, min(DRAIN_WAIT_S, budget.left())):
                 server.stop()
                 server = None
     except ServerStartError as exc:
@@ -575,6 +579,34 @@ ENGINE_COUNTERS = {
     "plaudit_batch_size_items_sum": "items",
     "plaudit_batch_size_items_count": "batches",
 }
+
+
+def queue_drained(url: str, timeout_s: float) -> bool:
+    """Whether the server's `plaudit_queue_depth` (summed over its workers) reaches 0 within
+    `timeout_s`; False where it has no such metric (the naive server)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 200:
+            return False
+        depths = [
+            sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name == "plaudit_queue_depth"
+        ]
+        if not depths:
+            return False
+        if sum(depths) == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
 
 
 def engine_counters(url: str) -> dict[str, float] | None:

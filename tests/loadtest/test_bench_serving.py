@@ -12,8 +12,9 @@ import pytest
 
 from loadtest import bench_serving as bench
 from loadtest.data import ItemCycle, synthetic_items
+from loadtest.generator import LoadConfig, run_load_sync
 from loadtest.naive_server import NaiveConfig
-from loadtest.report import LatencySummary, LoadReport
+from loadtest.report import LatencySummary, LoadReport, summarize
 from model_store.store import ModelStore
 from model_store.engines.deterministic import DeterministicScorer
 
@@ -518,3 +519,19 @@ def test_a_server_whose_model_failed_to_load_is_given_up_at_once_and_its_log_kep
         assert "an earlier server's lines" not in proc.log_tail()  # its own lines only
     kept = log.read_text()
     assert kept.startswith("an earlier server's lines\n") and "could not load model" in kept
+
+
+def test_after_a_cut_load_plaudits_queue_is_seen_to_drain_and_the_naive_servers_is_not_seen() -> None:
+    slow = NaiveConfig(engine="deterministic", engine_options={"delay_s": 0.2}, intra_op_threads=1)
+    port = bench.free_port()
+    with bench.ServerProcess(bench.SERVERS["plaudit"], bench.server_env({}, slow, port), port) as proc:
+        proc.wait_ready(timeout_s=60)
+        config = LoadConfig(url=proc.url, concurrency=8, requests=100, items_per_request=2, duration_s=0.3)
+        assert summarize(run_load_sync(config, ItemCycle(synthetic_items(10)))).stopped_by == "duration"
+        assert bench.queue_drained(proc.url, timeout_s=30.0)  # the gone clients' items were dropped
+        depth = httpx.get(f"{proc.url}/metrics", trust_env=False).text
+        assert "plaudit_queue_depth 0.0" in depth
+    port = bench.free_port()
+    with bench.ServerProcess(bench.SERVERS["naive"], bench.server_env({}, slow, port), port) as naive:
+        naive.wait_ready(timeout_s=60)
+        assert not bench.queue_drained(naive.url, timeout_s=1.0)  # no queue to see: restart it instead
