@@ -581,25 +581,30 @@ ENGINE_COUNTERS = {
 }
 
 
+def metric_samples(url: str) -> list[tuple[str, float]] | None:
+    """(name, value) of every sample GET /metrics gives, or None without an answer (the naive
+    server has no /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        response = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return [
+        (sample.name, sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    ]
+
+
 def queue_drained(url: str, timeout_s: float) -> bool:
     """Whether the server's `plaudit_queue_depth` (summed over its workers) reaches 0 within
     `timeout_s`; False where it has no such metric (the naive server)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            response = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False)
-        except httpx.HTTPError:
-            return False
-        if response.status_code != 200:
-            return False
-        depths = [
-            sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-            if sample.name == "plaudit_queue_depth"
-        ]
+        depths = [value for name, value in metric_samples(url) or () if name == "plaudit_queue_depth"]
         if not depths:
             return False
         if sum(depths) == 0:
@@ -611,21 +616,8 @@ def queue_drained(url: str, timeout_s: float) -> bool:
 
 def engine_counters(url: str) -> dict[str, float] | None:
     """Plaudit's cumulative engine counters from GET /metrics (ENGINE_COUNTERS), or None where
-    the server has none of them (the naive server has no /metrics)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        response = httpx.get(f"{url}/metrics", timeout=10.0, trust_env=False)
-    except httpx.HTTPError:
-        return None
-    if response.status_code != 200:
-        return None
-    found = {
-        ENGINE_COUNTERS[sample.name]: sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name in ENGINE_COUNTERS
-    }
+    the server has none of them."""
+    found = {ENGINE_COUNTERS[name]: value for name, value in metric_samples(url) or () if name in ENGINE_COUNTERS}
     return found if len(found) == len(ENGINE_COUNTERS) else None
 
 
