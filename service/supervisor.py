@@ -163,23 +163,26 @@ class Supervisor:
         try:
             slot.process = self._start_one()
         except OSError as exc:  # out of memory or of processes: the running workers go on serving
-            slot.process = None
-            slot.early_deaths += 1
-            slot.restart_at = time.monotonic() + restart_delay(slot.early_deaths)
-            log.error("could not start a worker (%s); trying again in %.3g s", exc, restart_delay(slot.early_deaths))
+            delay = self._schedule_restart(slot, early=True)
+            log.error("could not start a worker (%s); trying again in %.3g s", exc, delay)
+
+    def _schedule_restart(self, slot: _Slot, early: bool) -> float:
+        """Empty `slot` and set when its next worker starts; returns the wait in seconds."""
+        slot.early_deaths = slot.early_deaths + 1 if early else 0
+        delay = restart_delay(slot.early_deaths)
+        slot.process, slot.restart_at = None, time.monotonic() + delay
+        return delay
 
     def _tend(self, slot: _Slot) -> None:
         """Notice a dead worker and schedule its replacement; start it when it is due."""
         process = slot.process
         if process is not None and not process.is_alive():
             lived = time.monotonic() - slot.started_at
-            slot.early_deaths = slot.early_deaths + 1 if lived < EARLY_DEATH_S else 0
-            delay = restart_delay(slot.early_deaths)
+            delay = self._schedule_restart(slot, early=lived < EARLY_DEATH_S)
             log.warning(
                 "worker %s exited with code %s after %.1f s; starting another%s",
                 process.pid, process.exitcode, lived, f" in {delay:.3g} s" if delay else "",
             )
-            slot.process, slot.restart_at = None, time.monotonic() + delay
         if slot.process is None and slot.restart_at is not None and time.monotonic() >= slot.restart_at:
             self._fill(slot)
 
