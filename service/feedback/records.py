@@ -189,9 +189,15 @@ def check_feedback_id(feedback_id: str) -> str:
         raise InvalidFeedback("feedback_id", f"expected a non-empty string, got {_type_name(feedback_id)}")
     if not feedback_id.strip():
         raise InvalidFeedback("feedback_id", "expected a non-empty string, got an empty string")
-    if len(feedback_id) > MAX_ID_CHARS or not feedback_id.isprintable():
-        raise InvalidFeedback("feedback_id", f"expected at most {MAX_ID_CHARS} printable characters")
-    return feedback_id
+    return check_printable_id("feedback_id", feedback_id, MAX_ID_CHARS)
+
+
+def check_printable_id(name: str, value: str, max_chars: int) -> str:
+    """An id as stored and looked up: at most `max_chars`, all printable (a lone surrogate,
+    which no database driver can send, is not)."""
+    if len(value) > max_chars or not value.isprintable():
+        raise InvalidFeedback(name, f"expected at most {max_chars} printable characters")
+    return value
 
 
 def body_sha256(values: dict[str, Any]) -> str:

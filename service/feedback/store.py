@@ -40,6 +40,7 @@ from service.feedback.records import (
     ScoredComparison,
     body_sha256,
     check_feedback_id,
+    check_printable_id,
     comparison_values,
     normalize,
 )
@@ -189,9 +190,7 @@ class FeedbackStore:
         """
         if choice not in ("a", "b"):
             raise InvalidFeedback("choice", f'expected "a" or "b", got {choice!r}')
-        if not request_id.isprintable() or len(request_id) > MAX_LABEL_CHARS:
-            # No id the service hands out looks otherwise; a lone surrogate would fail in the driver.
-            raise InvalidFeedback("request_id", f"expected at most {MAX_LABEL_CHARS} printable characters")
+        check_printable_id("request_id", request_id, MAX_LABEL_CHARS)  # as every id the service hands out
         query = sa.select(scored_comparisons).where(
             scored_comparisons.c.request_id == request_id,
             scored_comparisons.c.created_at >= _now() - self.comparison_retention,
