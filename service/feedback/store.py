@@ -164,7 +164,7 @@ class FeedbackStore:
             ).first()
             # An expired row is as good as purged: the id is free again.
             live = found is not None and found.created_at >= now - self.comparison_retention
-            if live and tuple(found)[1:] != tuple(row[name] for name in texts):
+            if live and any(found._mapping[name] != row[name] for name in texts):
                 connection.execute(
                     sa.update(table).where(table.c.request_id == row["request_id"]).values(ambiguous=True)
                 )
