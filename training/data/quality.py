@@ -242,6 +242,6 @@ def _by_item_and_annotator(examples: Sequence[Example]) -> dict[tuple[str, tuple
 def _disagree(values: Sequence[Label]) -> bool:
     """Values (from `_value`) conflict: for ratings, they spread over at least half the scale,
     which on [-1, 1] is 1."""
-    if not all(isinstance(v, float) and not isinstance(v, bool) for v in values):
+    if not all(isinstance(v, float) for v in values):  # winners (0/1) and likes (bools) are not
         return len(set(values)) > 1
     return max(values) - min(values) >= 1.0 - 1e-9
