@@ -42,6 +42,7 @@ _BOUNDED: dict[str, tuple[float, float, str]] = {
     "max_padding_waste": (
         0, 100, "to the padding a batch may carry as a fraction of its real tokens, e.g. 0.1"
     ),
+    "prefetch_batches": (0, 16, "to 1 (a batch ready beside the engine) or 0 (none)"),
 }
 
 
@@ -138,6 +139,12 @@ class Settings(BaseSettings):
         default=None,
         description="Batches the engine runs at once, each on intra_op_threads threads; None = "
         "auto (see engine_layout): one per core on the ONNX CPU engine, else 1.",
+    )
+    prefetch_batches: int = Field(
+        default=1,
+        description="Batches formed ahead and handed to the engine beyond one per engine worker, so "
+        "a worker that finishes starts the next at once instead of waiting for the event loop; "
+        "0 = form a batch only when a worker is free.",
     )
 
     # -- per-request limits --------------------------------------------------------------

@@ -217,6 +217,63 @@ def test_with_two_engine_workers_a_second_batch_starts_while_the_first_runs():
     with_batcher(DeterministicScorer(delay_s=1.0), body, engine_workers=2)
 
 
+class StartRecordingScorer(DeterministicScorer):
+    """The deterministic engine, noting when each engine call (`run`) began."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self.started_at: list[float] = []
+
+    def run(self, batch):  # type: ignore[no-untyped-def]
+        self.started_at.append(time.monotonic())
+        return super().run(batch)
+
+
+@pytest.mark.parametrize("prefetch_batches", [1, 0])
+def test_a_prefetched_batch_starts_when_the_running_one_ends_even_while_the_loop_is_busy(prefetch_batches: int):
+    """The point of prefetching: a worker that finishes picks up the next batch itself. Without
+    it, the next batch is formed on the event loop, which under load is busy with HTTP."""
+    scorer = StartRecordingScorer(delay_s=0.4)
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> float:
+        first = asyncio.create_task(batcher.submit(pairs("first", "batch")))
+        await eventually(lambda: len(scorer.started_at) == 1, "the first batch")
+        second = asyncio.create_task(batcher.submit(pairs("second", "batch")))
+        await asyncio.sleep(0.1)  # tokenized, and with a prefetch slot handed to the engine pool
+        time.sleep(0.8)  # the loop is busy (blocked) past the first batch's end
+        loop_free_at = time.monotonic()
+        await asyncio.gather(first, second)
+        return scorer.started_at[1] - loop_free_at
+
+    second_started = with_batcher(scorer, body, engine_workers=1, prefetch_batches=prefetch_batches)
+    if prefetch_batches:
+        assert second_started < -0.2  # during the block, as soon as the first batch ended
+    else:
+        assert second_started >= 0  # only once the loop could form it
+
+
+def test_a_prefetched_batch_skips_the_items_of_requests_that_gave_up_while_it_waited():
+    scorer = CallRecordingScorer(delay_s=0.4)
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        first = asyncio.create_task(batcher.submit(pairs("first", "batch")))
+        await eventually(lambda: scorer.entry_points == [("run", 2)], "the first batch")
+        doomed = asyncio.create_task(batcher.submit(pairs("x", "y")))
+        kept = asyncio.create_task(batcher.submit(pairs("z")))
+        # Both are tokenized together and form the prefetched batch, waiting for the worker.
+        await eventually(lambda: batcher.queue_depth == 5, "both requests to be accepted")
+        await asyncio.sleep(0.1)
+        doomed.cancel()
+        await asyncio.gather(doomed, return_exceptions=True)
+        await first
+        assert (await kept).shape == (1,)
+        assert scorer.entry_points == [("run", 2), ("run", 1)]  # "x" and "y" never reached the engine
+        assert value(metrics, "plaudit_dropped_items_total", reason="cancelled") == 2.0
+        assert value(metrics, "plaudit_batch_size_items_sum") == 3.0  # what the engine ran
+
+    with_batcher(scorer, body, engine_workers=1, prefetch_batches=1, max_wait_ms=200)
+
+
 def test_a_failed_batch_with_two_workers_fails_only_its_own_requests():
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         results = await asyncio.gather(

@@ -111,6 +111,7 @@ def test_bad_numbers_say_how_to_fix_them():
         assert "request_timeout_s=" + bad + " must be positive and finite" in problem(request_timeout_s=bad)
         assert "PLAUDIT_MAX_WAIT_MS" in problem(max_wait_ms=bad)
     assert "PLAUDIT_PORT" in problem(port=70000)
+    assert "prefetch_batches=-1 must be between 0 and 16; set PLAUDIT_PREFETCH_BATCHES" in problem(prefetch_batches=-1)
     assert "leave PLAUDIT_INTRA_OP_THREADS unset" in problem(intra_op_threads=0)
     assert "PLAUDIT_MODEL" in problem(model="  ")
     assert "max_batch_tokens: Input should be a valid integer" in problem(max_batch_tokens="many")
