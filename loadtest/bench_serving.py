@@ -17,6 +17,9 @@ under the same load, in one run.
    in Plaudit's precision unless --naive-precision names another (fp32 against int8, say).
    Around each Plaudit scenario its /metrics are read, for the engine-call time per item
    under that load (set beside the ceiling's: did the engine slow down, or time go elsewhere?).
+   After each of Plaudit's closed-loop loads, the ceiling's best setting is measured once more,
+   so that a load's share is also set against a ceiling taken right after it: these shared
+   machines' speed drifts over the minutes between the first ceiling and a load.
 3. A table and the ratios; `--out` writes everything as JSON.
 The whole run is bounded by --max-total-s: every phase gets only what is left.
 """
@@ -65,6 +68,7 @@ IDLE_SCENARIO = "idle_c1_1rps"
 INTERLEAVED_PAIRS = 60  # idle requests alternated with direct calls, one pair a second
 SERVER_START_ALLOWANCE_S = 60.0  # a server start, ready and warmed up, in the budget's sums
 MIN_TIMED_S = 2.0  # the least engine time behind each ceiling figure
+CEILING_AGAIN_S = 3 * MIN_TIMED_S  # what measuring the best setting again may take: warm-up and timed pass
 WORKER_DEATH_LINE = "exited with code"  # what the supervisor logs when a worker dies (service.supervisor)
 MAX_WORKER_DEATHS = 3  # before a server is given up as unable to start
 DRAIN_WAIT_S = 30.0  # for a cut scenario's abandoned requests to leave the queue
@@ -246,6 +250,18 @@ def measure_ceiling(
         best_on_lone_session=on_lone,
         direct_latency_ms=direct_latency_ms(scorer, idle_items, idle_interval_s),
         direct_latency_back_to_back_ms=direct_latency_ms(scorer, idle_items),
+    )
+
+
+def ceiling_again(scorer: Any, items: Sequence[Any], ceiling: Ceiling, min_timed_s: float = MIN_TIMED_S) -> float:
+    """Items/s at the ceiling's best setting (batch size, concurrent calls, session), measured
+    anew on the same items. The ceiling itself is taken minutes before a load ends, and a
+    shared machine's speed can drift by a third in that time (loadtest/RESULTS.md, session
+    18), so the share of a load is also given against this, taken right after it."""
+    encoded = scorer.encode(list(items))
+    encoded.sort(key=lambda e: e.n_tokens)
+    return engine_items_per_s(
+        scorer, encoded, ceiling.best_batch_size, ceiling.best_workers, ceiling.best_on_lone_session, min_timed_s
     )
 
 
@@ -799,6 +815,11 @@ def format_results(results: Mapping[str, Any]) -> str:
                 f"naive/ceiling {_x(r['naive_over_ceiling'])}, "
                 f"p99 Plaudit/naive {_x(r['p99_plaudit_over_naive'])}"
             )
+        if r.get("ceiling_after_items_per_s") is not None:
+            lines.append(
+                f"  the ceiling's best setting again, right after this load: "
+                f"{figure(r['ceiling_after_items_per_s'])} items/s (Plaudit/that {_x(r['plaudit_over_ceiling_after'])})"
+            )
         engine = r.get("plaudit_engine")
         if engine and name != IDLE_SCENARIO:
             lines.append(
@@ -908,12 +929,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         interleaved: dict[str, dict[str, float] | None] = {}
         counters_before: dict[str, dict[str, float] | None] = {}
         plaudit_engine: dict[str, dict[str, float] | None] = {}
+        ceilings_after: dict[str, float] = {}
 
         def before_load(url: str, sc: Scenario) -> None:
             counters_before[sc.name] = engine_counters(url)
 
         def after_load(url: str, sc: Scenario) -> None:
             plaudit_engine[sc.name] = engine_use(counters_before.pop(sc.name, None), engine_counters(url))
+            if sc.rate is None and budget.left() > naive_turn_s + CEILING_AGAIN_S:  # closed-loop loads
+                ceilings_after[sc.name] = ceiling_again(scorer, ceiling_items, ceiling)
 
         # What the naive server's turn needs after Plaudit's probes: its scenarios and a start.
         naive_turn_s = sum(sc.duration_s for sc in plan) + SERVER_START_ALLOWANCE_S
@@ -973,6 +997,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 "ceiling_engine_ms_per_item": ceiling_ms,
                 "over_ceiling": ratio(use["engine_ms_per_item"], ceiling_ms),
             }
+    for name, again in ceilings_after.items():
+        served = reports["plaudit"].get(name)
+        if name in results["comparison"]:
+            results["comparison"][name]["ceiling_after_items_per_s"] = again
+            results["comparison"][name]["plaudit_over_ceiling_after"] = ratio(
+                served.items_per_s if served else None, again
+            )
     if IDLE_SCENARIO in results["comparison"]:
         idle_comparison = results["comparison"][IDLE_SCENARIO]
         idle_comparison["http_floor_p50_ms"] = {server: floors.get(server) for server in SERVERS}

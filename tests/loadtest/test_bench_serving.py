@@ -109,6 +109,11 @@ def test_format_results_prints_every_row() -> None:
     assert "concurrent call(s) on the lone-call session;" in text_with_lone
     assert "Plaudit/naive items/s x4," in text and "p99 Plaudit/naive 0.25" in text
     assert "Plaudit/ceiling 0.8," in text
+    assert "right after this load" not in text  # not measured: no line
+    results["comparison"]["c32_k1"] |= {"ceiling_after_items_per_s": 320.0, "plaudit_over_ceiling_after": 1.25}
+    assert (
+        "  the ceiling's best setting again, right after this load: 320.0 items/s (Plaudit/that 1.25)"
+    ) in bench.format_results(results)
     assert "naive    idle_c1_1rps  (not run: no time left or server did not start)" in text
     assert "Plaudit/direct x1.5)" in text
     assert "interleaved" not in text  # not measured in this run: no line
@@ -188,6 +193,24 @@ def test_a_fast_engine_is_timed_over_repeated_passes_after_a_warm_one(monkeypatc
     monkeypatch.setattr(slow, "run", lambda batch: sizes.append(len(batch)) or real_slow_run(batch))
     assert bench.engine_items_per_s(slow, slow.encode(synthetic_items(40)), 8, workers=1, min_seconds=0.1) > 0
     assert sum(sizes) == 8 + 40  # the warm-up call and the one timed pass
+
+
+def test_the_ceiling_again_runs_the_best_setting_on_the_same_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    items = synthetic_items(40)
+    scorer = DeterministicScorer(delay_s=0.01)
+    first = bench.measure_ceiling(scorer, items, idle_items=items[:2], time_limit_s=60.0, min_timed_s=0.01)
+    best = replace(first, best_batch_size=8, best_workers=2, best_on_lone_session=False)
+    calls: dict[str, list[int]] = {"run": [], "run_alone": []}
+    for method in calls:
+        real = getattr(scorer, method)
+        monkeypatch.setattr(scorer, method, lambda batch, m=method, f=real: calls[m].append(len(batch)) or f(batch))
+    assert bench.ceiling_again(scorer, items, best, min_timed_s=0.01) > 0
+    assert calls["run_alone"] == [] and max(calls["run"]) == 8
+    assert sum(calls["run"]) == 8 + 40  # the warm-up call, then one pass over the same 40 items
+    calls["run"].clear()
+    lone = replace(best, best_batch_size=1, best_workers=1, best_on_lone_session=True)
+    assert bench.ceiling_again(scorer, items, lone, min_timed_s=0.01) > 0
+    assert calls["run"] == [] and set(calls["run_alone"]) == {1}
 
 
 def test_measure_ceiling_tries_every_batch_size_and_worker_count() -> None:
