@@ -197,6 +197,14 @@ def direct_latency_ms(scorer: Any, items: Sequence[Any], interval_s: float | Non
     return statistics.median(per_item)
 
 
+def length_sorted(scorer: Any, items: Sequence[Any]) -> list[Any]:
+    """`items` encoded once, shortest first: the ceiling's batches are length-sorted, as
+    the batcher's are."""
+    encoded = scorer.encode(list(items))
+    encoded.sort(key=lambda e: e.n_tokens)
+    return encoded
+
+
 def measure_ceiling(
     scorer: Any,
     items: Sequence[Any],
@@ -216,8 +224,7 @@ def measure_ceiling(
     every item leaves all but one worker idle) until the share is spent, and at least one
     is always measured.
     """
-    encoded = scorer.encode(list(items))
-    encoded.sort(key=lambda e: e.n_tokens)
+    encoded = length_sorted(scorer, items)
     counts = sorted(set(worker_counts))
     has_lone_session = bool(getattr(scorer, "lone_call_threads", None))
     share_s = time_limit_s / (len(counts) + has_lone_session)
@@ -258,10 +265,13 @@ def ceiling_again(scorer: Any, items: Sequence[Any], ceiling: Ceiling, min_timed
     anew on the same items. The ceiling itself is taken minutes before a load ends, and a
     shared machine's speed can drift by a third in that time (loadtest/RESULTS.md, session
     18), so the share of a load is also given against this, taken right after it."""
-    encoded = scorer.encode(list(items))
-    encoded.sort(key=lambda e: e.n_tokens)
     return engine_items_per_s(
-        scorer, encoded, ceiling.best_batch_size, ceiling.best_workers, ceiling.best_on_lone_session, min_timed_s
+        scorer,
+        length_sorted(scorer, items),
+        ceiling.best_batch_size,
+        ceiling.best_workers,
+        ceiling.best_on_lone_session,
+        min_timed_s,
     )
 
 

@@ -198,8 +198,11 @@ def test_a_fast_engine_is_timed_over_repeated_passes_after_a_warm_one(monkeypatc
 def test_the_ceiling_again_runs_the_best_setting_on_the_same_items(monkeypatch: pytest.MonkeyPatch) -> None:
     items = synthetic_items(40)
     scorer = DeterministicScorer(delay_s=0.01)
-    first = bench.measure_ceiling(scorer, items, idle_items=items[:2], time_limit_s=60.0, min_timed_s=0.01)
-    best = replace(first, best_batch_size=8, best_workers=2, best_on_lone_session=False)
+    best = bench.Ceiling(
+        items_per_s_by_batch={8: 100.0}, best_batch_size=8, best_workers=2, best_items_per_s=100.0,
+        items_per_s_by_workers={2: 100.0}, lone_session_items_per_s_by_batch={}, best_on_lone_session=False,
+        direct_latency_ms=10.0, direct_latency_back_to_back_ms=9.0,
+    )
     calls: dict[str, list[int]] = {"run": [], "run_alone": []}
     for method in calls:
         real = getattr(scorer, method)
