@@ -16,7 +16,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
 
 from model_store.errors import StoreError
@@ -32,6 +33,7 @@ from service.model import LoadedModel, ModelHolder
 from service.model_loading import ModelLoadError, batch_limits, load_model, log_precision_note
 from service.model_watch import StoreFollower, follows_store
 from service.routes import feedback, lifecycle, models, ops, scoring
+from service.score_lane import SCORE_PATH, ScoreLane
 from service.settings import MULTIPROC_DIR_ENV, Settings
 from service.workers import WorkerGroup
 
@@ -135,6 +137,13 @@ def _lifespan(
     return lifespan
 
 
+def _route(router: APIRouter, path: str, method: str) -> APIRoute:
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.path == path and method in route.methods:
+            return route
+    raise LookupError(f"no {method} {path} route in {router.prefix}")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app with its own metrics registry; Settings() (from PLAUDIT_* env) if none given."""
     settings = settings if settings is not None else Settings()
@@ -152,6 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(feedback.router)  # its routes need feedback or admin
     app.include_router(lifecycle.router)
     app.include_router(ops.router, dependencies=[Depends(require_probe_access)])
+    if settings.score_lane:
+        # Inside RequestContextMiddleware, which gives it the request id, body limit and metrics.
+        app.add_middleware(ScoreLane, route=_route(scoring.router, SCORE_PATH, "POST"))
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     if settings.cors_origins:
         # Outermost, so that every answer a browser may read (413, 500 too) carries the headers.

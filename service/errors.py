@@ -116,7 +116,8 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, exc.code, exc.message, exc.headers)
 
 
-def _is_json(media_type: str) -> bool:
+def is_json_media_type(media_type: str) -> bool:
+    """application/json, or any +json type (as FastAPI reads JSON bodies)."""
     media_type = media_type.lower()
     return media_type == "application/json" or media_type.endswith("+json")
 
@@ -131,7 +132,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     # FastAPI reads a form-typed body (plain `curl -d` sends one), or one sent with no
     # Content-Type, as not JSON and then says it is "not a valid dictionary": name the real
     # problem instead. (No body at all stays a 422: "body: field required".)
-    not_json = not _is_json(media_type) if media_type else has_body
+    not_json = not is_json_media_type(media_type) if media_type else has_body
     if not_json and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
         sent_as = f"as {media_type}" if media_type else "without a Content-Type"
         return error_response(

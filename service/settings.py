@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         "a worker that finishes starts the next at once instead of waiting for the event loop; "
         "0 = form a batch only when a worker is free.",
     )
+    score_lane: bool = Field(
+        default=True,
+        description="Well-formed POST /v1/score requests skip FastAPI's request handling "
+        "(service.score_lane): the same answers for less event-loop CPU per request; false = "
+        "every request through FastAPI.",
+    )
 
     # -- per-request limits --------------------------------------------------------------
     request_timeout_s: float = 30.0

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 
 from model_store.scoring import TextPair
-from service.deps import ScoringDep
+from service.deps import ScoringContext, ScoringDep
 from service.dispatch import enforce_limits, score_pairs
 from service.feedback_state import comparison_key, remember_comparisons
 from service.model import LoadedModel
@@ -49,6 +49,13 @@ def sigmoid(x: float) -> float:
 
 @router.post("/score", response_model=ScoreResponse, summary="Score (prompt, response) pairs")
 async def score(body: ScoreRequest, request: Request, ctx: ScoringDep) -> ScoreResponse:
+    # With PLAUDIT_SCORE_LANE on (the default), valid JSON bodies reach score_items through
+    # service.score_lane instead; this route answers the rest and documents the endpoint.
+    return await score_items(body, request, ctx)
+
+
+async def score_items(body: ScoreRequest, request: Request, ctx: ScoringContext) -> ScoreResponse:
+    """What POST /v1/score does with a parsed body, whichever way it came in."""
     texts = (
         (f"items.{i}.{field}", text)
         for i, item in enumerate(body.items)
