@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from model_store.errors import StoreError
 from service.auth import load_api_keys, require_probe_access, require_scope

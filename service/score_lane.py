@@ -1,10 +1,10 @@
 """POST /v1/score without FastAPI's request machinery: the service's hottest path.
 
 The event loop shares the machine's cores with the engine, and on a small request FastAPI's
-middleware, routing, dependency solving and body parsing are a good part of the loop's work: paced at
-140 one-item requests/s, the loop spent 1.26 ms of CPU per request through FastAPI and 0.89 ms
-through this lane. Where the engine is cheap per item that is throughput: x1.5 items/s on the
-deterministic engine, x1.28 on the linear model (README, Batching).
+middleware, routing, dependency solving and body parsing are a good part of the loop's work:
+paced at 140 one-item requests/s, the loop spent 1.26 ms of CPU per request through FastAPI and
+0.89 ms through this lane. Where the engine is cheap per item that is throughput: x1.5 items/s
+on the deterministic engine, x1.28 on the linear model (README, Batching).
 
 Only the well-formed case takes the lane: a POST to /v1/score whose body is JSON (by its
 Content-Type) and validates as a ScoreRequest. Everything else, a bad body included, goes on

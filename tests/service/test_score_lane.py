@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,13 +68,21 @@ def assert_same_answer(a, b, case: str) -> None:
         assert a.headers.get(name) == b.headers.get(name), (case, name)
 
 
+@contextmanager
+def servers_with_and_without_the_lane(**settings: object) -> Iterator[tuple[LiveServer, LiveServer]]:
+    with (
+        _live_server(Settings(score_lane=True, **settings)) as lane,  # type: ignore[arg-type]
+        _live_server(Settings(score_lane=False, **settings)) as route,  # type: ignore[arg-type]
+    ):
+        yield lane, route
+
+
 @pytest.fixture(scope="module")
 def lane_and_route() -> Iterator[tuple[LiveServer, LiveServer]]:
-    with _live_server(Settings(engine="deterministic", score_lane=True, **LIMITS)) as lane:
-        with _live_server(Settings(engine="deterministic", score_lane=False, **LIMITS)) as route:
-            lane.wait_ready()
-            route.wait_ready()
-            yield lane, route
+    with servers_with_and_without_the_lane(engine="deterministic", **LIMITS) as (lane, route):
+        lane.wait_ready()
+        route.wait_ready()
+        yield lane, route
 
 
 @pytest.mark.parametrize("case, body, content_type, taken", CASES, ids=[c[0] for c in CASES])
@@ -111,20 +120,19 @@ def test_keys_and_scopes_answer_alike(tmp_path: Path):
     keys = {SCORE_KEY: ["score"], FEEDBACK_KEY: ["feedback"]}
     common = {"engine": "deterministic", "api_keys": keys, "feedback_db": f"sqlite:///{tmp_path / 'f.db'}"}
     body = json.dumps({"items": [ITEM]}).encode()
-    with _live_server(Settings(score_lane=True, **common)) as lane_server:
-        with _live_server(Settings(score_lane=False, **common)) as route_server:
-            lane_server.wait_ready()
-            route_server.wait_ready()
-            for case, headers, status in [
-                ("no key", {}, 401),
-                ("unknown key", {"authorization": "Bearer not-a-key-0123456789"}, 401),
-                ("key without the score scope", {"x-api-key": FEEDBACK_KEY}, 403),
-                ("score key", {"authorization": f"Bearer {SCORE_KEY}"}, 200),
-            ]:
-                a = post(lane_server, body, JSON, f"auth-{case}", **headers)
-                b = post(route_server, body, JSON, f"auth-{case}", **headers)
-                assert a.status_code == status, (case, a.text)
-                assert_same_answer(a, b, case)
+    with servers_with_and_without_the_lane(**common) as (lane_server, route_server):
+        lane_server.wait_ready()
+        route_server.wait_ready()
+        for case, headers, status in [
+            ("no key", {}, 401),
+            ("unknown key", {"authorization": "Bearer not-a-key-0123456789"}, 401),
+            ("key without the score scope", {"x-api-key": FEEDBACK_KEY}, 403),
+            ("score key", {"authorization": f"Bearer {SCORE_KEY}"}, 200),
+        ]:
+            a = post(lane_server, body, JSON, f"auth-{case}", **headers)
+            b = post(route_server, body, JSON, f"auth-{case}", **headers)
+            assert a.status_code == status, (case, a.text)
+            assert_same_answer(a, b, case)
 
 
 @pytest.mark.parametrize(
@@ -138,12 +146,11 @@ def test_keys_and_scopes_answer_alike(tmp_path: Path):
 def test_failures_answer_alike(tmp_path: Path, settings: dict[str, object], status: int):
     body = json.dumps({"items": [ITEM]}).encode()
     common = {"store_dir": tmp_path / "store", **settings}
-    with _live_server(Settings(score_lane=True, **common)) as lane_server:
-        with _live_server(Settings(score_lane=False, **common)) as route_server:
-            for srv in (lane_server, route_server):
-                srv.wait_until(lambda s=srv: s.state["holder"].state in ("ready", "failed"), "the model to load or fail")
-            a = post(lane_server, body, JSON, "failure")
-            b = post(route_server, body, JSON, "failure")
-            assert a.status_code == status, a.text
-            assert_same_answer(a, b, f"{settings}")
-            assert lane_of(lane_server).answered == 1
+    with servers_with_and_without_the_lane(**common) as (lane_server, route_server):
+        for srv in (lane_server, route_server):
+            srv.wait_until(lambda s=srv: s.state["holder"].state in ("ready", "failed"), "the model to load or fail")
+        a = post(lane_server, body, JSON, "failure")
+        b = post(route_server, body, JSON, "failure")
+        assert a.status_code == status, a.text
+        assert_same_answer(a, b, f"{settings}")
+        assert lane_of(lane_server).answered == 1
