@@ -26,6 +26,7 @@ from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import LoadConfig, run_load_sync
 from loadtest.report import summarize, write_json
 from model_store.scoring import TextPair
+from service.settings import Settings
 
 READY_LIMIT_S = 300.0  # loading and warming up a model from the store
 
@@ -133,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setting = args.setting.upper().removeprefix("PLAUDIT_")
+    if setting.lower() not in Settings.model_fields:
+        # Settings ignores unknown PLAUDIT_* variables, so a misspelt name would compare a server
+        # with itself.
+        print(f"--setting {args.setting!r} is not a Plaudit setting (see the README's Settings table)", file=sys.stderr)
+        return 2
     values = [v.strip() for v in args.values.split(",") if v.strip()]
     if len(values) < 2 or len(set(values)) != len(values):
         print("--values needs at least two different values, e.g. --values false,true", file=sys.stderr)

@@ -117,9 +117,9 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def is_json_media_type(media_type: str) -> bool:
-    """application/json, or any +json type (as FastAPI reads JSON bodies)."""
-    media_type = media_type.lower()
-    return media_type == "application/json" or media_type.endswith("+json")
+    """application/json or application/*+json: the media types whose bodies FastAPI reads as JSON."""
+    maintype, _, subtype = media_type.lower().partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

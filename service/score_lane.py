@@ -7,12 +7,14 @@ paced at 140 one-item requests/s, the loop spent 1.26 ms of CPU per request thro
 on the deterministic engine, x1.28 on the linear model (README, Batching).
 
 Only the well-formed case takes the lane: a POST to /v1/score whose body is JSON (by its
-Content-Type) and validates as a ScoreRequest. Everything else, a bad body included, goes on
-to FastAPI with the body replayed, so every 4xx about a body still comes from one place and
-reads the same. The lane then does what the route does with the route's own parts: the
-"score" scope check, the readiness check, `score_items`, the one error shape. The route stays
-registered, so OpenAPI documents the endpoint as before, and `PLAUDIT_SCORE_LANE=false`
-sends every request through it.
+Content-Type), arrived whole, and validates as a ScoreRequest. Everything else goes on to
+FastAPI with the body replayed, so a body that is not JSON, not whole or not valid gets the
+route's own 415 or 422. The lane then does what the route does with the route's own parts: the
+"score" scope check, the readiness check, `score_items` (limits, then the batcher), the one error
+shape. The route stays registered, so OpenAPI documents the endpoint as before, and
+`PLAUDIT_SCORE_LANE=false` sends every request through it. The answers are the route's byte for
+byte (tests/service/test_score_lane.py); that relies on FastAPI 0.130+, which serialises a
+response_model with pydantic's own JSON, as the lane does.
 """
 
 from __future__ import annotations
@@ -38,15 +40,24 @@ class ScoreLane:
 
     def __init__(self, app: ASGIApp, route: BaseRoute) -> None:
         self.app = app
-        self.route = route  # the /v1/score APIRoute: metrics label requests by its path
+        # The router's /v1/score APIRoute, set as scope["route"] as FastAPI does on a match: the
+        # request metrics label requests by its path. (The app's copy would also carry the
+        # router-level scope dependency; this layer runs that check itself.)
+        self.route = route
         self.check_scope = require_scope("score")
-        self.answered = 0  # requests this lane answered (the rest went on to FastAPI)
+        # Requests whose answer came from this layer, whatever it was (a 401 or 503 too); the
+        # rest went on to FastAPI. Tests read it to tell the two paths apart.
+        self.answered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _is_json_post_to_score(scope):
             await self.app(scope, receive, send)
             return
         messages, body = await _read_body(receive)
+        if messages[-1]["type"] != "http.request":
+            # The client left before its body ended: FastAPI answers that as it always has.
+            await self.app(scope, _replaying(messages, receive), send)
+            return
         try:
             parsed = ScoreRequest.model_validate_json(body)
         except ValidationError:

@@ -41,24 +41,30 @@ def test_the_setting_and_the_flags_reach_the_server_as_variables() -> None:
 
 
 def test_a_real_ab_on_the_deterministic_engine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Requests of 2 items against max_items_per_request 1 and 4: every request fails with the
+    first value and none with the second, so each server really ran with its own value."""
     out = tmp_path / "ab.json"
     code = main(
         [
-            "--setting", "plaudit_score_lane", "--values", "false,true", "--rounds", "2",
+            "--setting", "plaudit_max_items_per_request", "--values", "1,4", "--rounds", "2",
             "--engine", "deterministic", "--concurrency", "4", "--requests", "40", "--warm-up", "4",
-            "--out", str(out),
+            "--items-per-request", "2", "--out", str(out),
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.count("round ") == 4
-    assert "true was ahead of false in" in printed
+    assert "4 was ahead of 1 in 2 of 2 rounds" in printed
     result = json.loads(out.read_text())
-    assert result["setting"] == "SCORE_LANE"
-    for value in ("false", "true"):
-        row = result["summary"][value]
-        assert len(row["items_per_s"]) == 2 and all(x > 0 for x in row["items_per_s"])
-        assert row["failed"] == 0
+    assert result["setting"] == "MAX_ITEMS_PER_REQUEST"
+    refused, served = result["summary"]["1"], result["summary"]["4"]
+    assert refused["failed"] == 2 * 40 and refused["items_per_s"] == [0.0, 0.0]
+    assert served["failed"] == 0 and len(served["items_per_s"]) == 2 and all(x > 0 for x in served["items_per_s"])
+
+
+def test_an_unknown_setting_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--setting", "SCORE_LAEN", "--values", "false,true", "--engine", "deterministic"]) == 2
+    assert "'SCORE_LAEN' is not a Plaudit setting" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("values", ["true", "true,true", ""])

@@ -8,11 +8,13 @@ really take the well-formed requests (its own count moves) and pass every other 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.score_lane import ScoreLane
 from service.settings import Settings
@@ -29,6 +31,9 @@ CASES = [
     ("three items", json.dumps({"items": [ITEM, {"prompt": "", "response": "No."}, ITEM]}).encode(), JSON, True),
     ("charset parameter", json.dumps({"items": [ITEM]}).encode(), "application/json; charset=utf-8", True),
     ("+json media type", json.dumps({"items": [ITEM]}).encode(), "application/vnd.plaudit+json", True),
+    ("json-patch media type", json.dumps({"items": [ITEM]}).encode(), "application/json-patch+json", True),
+    ("upper-case media type", json.dumps({"items": [ITEM]}).encode(), "APPLICATION/JSON", True),
+    ("a +json type not under application/ (415)", json.dumps({"items": [ITEM]}).encode(), "text/plain+json", False),
     ("non-ASCII text", json.dumps({"items": [{"prompt": "Grüße", "response": "日本語"}]}).encode(), JSON, True),
     ("too many items (413)", json.dumps({"items": [ITEM] * 9}).encode(), JSON, True),
     ("text too long (413)", json.dumps({"items": [{"prompt": "p", "response": "x" * 201}]}).encode(), JSON, True),
@@ -40,6 +45,7 @@ CASES = [
     ("not UTF-8", b'{"items": [{"prompt": "\xff", "response": "r"}]}', JSON, False),
     ("lone surrogate", b'{"items": [{"prompt": "\\ud800", "response": "r"}]}', JSON, False),
     ("empty body", b"", JSON, False),
+    ("UTF-8 byte order mark", b"\xef\xbb\xbf" + json.dumps({"items": [ITEM]}).encode(), JSON, False),
     ("a JSON array", b"[]", JSON, False),
     ("form body (415)", b"items=1", "application/x-www-form-urlencoded", False),
     ("no Content-Type", json.dumps({"items": [ITEM]}).encode(), None, False),
@@ -102,14 +108,68 @@ def test_the_lane_answers_as_the_route_does(lane_and_route, case, body, content_
         assert len(a.json()["scores"]) == len(json.loads(body)["items"])
 
 
-def test_requests_through_the_lane_are_counted_under_the_route(lane_and_route):
-    lane_server, _ = lane_and_route
+def score_requests_by_status(srv: LiveServer) -> dict[str, float]:
+    """plaudit_requests_total for /v1/score by status, and the duration histogram's count."""
+    text = srv.client.get("/metrics").text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("endpoint") != "/v1/score":
+                continue
+            if sample.name == "plaudit_requests_total":
+                out[sample.labels["status"]] = sample.value
+            elif sample.name == "plaudit_request_duration_seconds_count":
+                out["duration count"] = sample.value
+    return out
+
+
+def test_requests_are_counted_alike(lane_and_route):
+    bodies = [
+        json.dumps({"items": [ITEM]}).encode(),
+        json.dumps({"items": [ITEM, ITEM]}).encode(),
+        json.dumps({"items": [ITEM] * 9}).encode(),  # 413, from the lane
+        json.dumps({"items": [{"prompt": "p"}]}).encode(),  # 422, from the route
+    ]
+    before = [score_requests_by_status(srv) for srv in lane_and_route]
+    for n, body in enumerate(bodies):
+        for srv in lane_and_route:
+            post(srv, body, JSON, f"counted-{n}")
+    after = [score_requests_by_status(srv) for srv in lane_and_route]
+    lane_delta, route_delta = ({k: a[k] - b.get(k, 0.0) for k in a} for a, b in zip(after, before, strict=True))
+    assert lane_delta == route_delta
+    assert (lane_delta["200"], lane_delta["413"], lane_delta["422"], lane_delta["duration count"]) == (2, 1, 1, 4)
+
+
+def test_a_body_cut_short_by_a_disconnect_goes_to_the_route(lane_and_route):
+    """A client that declares more bytes than it sends, then leaves: the part it sent is valid
+    JSON, but the lane must not score it; both servers count it as the route answers it."""
+    lane = lane_of(lane_and_route[0])
+    answered = lane.answered
     body = json.dumps({"items": [ITEM]}).encode()
-    before = lane_server.metric("plaudit_requests_total", endpoint="/v1/score", status="200")
-    for n in range(3):
-        assert post(lane_server, body, JSON, f"counted-{n}").status_code == 200
-    after = lane_server.metric("plaudit_requests_total", endpoint="/v1/score", status="200")
-    assert after - before == 3
+    before = [score_requests_by_status(srv) for srv in lane_and_route]
+    for srv in lane_and_route:
+        with socket.create_connection(("127.0.0.1", srv.port)) as conn:
+            head = f"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body) + 50}\r\n\r\n"
+            conn.sendall(head.encode() + body)
+    for srv, was in zip(lane_and_route, before, strict=True):
+        srv.wait_until(lambda s=srv, w=was: sum(score_requests_by_status(s).values()) > sum(w.values()), "the cut request to be counted")
+    after = [score_requests_by_status(srv) for srv in lane_and_route]
+    deltas = [{k: v - b.get(k, 0.0) for k, v in a.items() if v != b.get(k, 0.0)} for a, b in zip(after, before, strict=True)]
+    assert deltas[0] == deltas[1]
+    assert "200" not in deltas[0] and "499" not in deltas[0]
+    assert lane.answered == answered
+
+
+def test_while_loading_an_over_limit_body_is_503_not_413():
+    """The readiness check comes before the limits, with the lane as on the route."""
+    too_many = json.dumps({"items": [ITEM] * 9}).encode()
+    settings = {"engine": "deterministic", "engine_options": {"warmup_delay_s": 2.0}, **LIMITS}
+    with servers_with_and_without_the_lane(**settings) as (lane_server, route_server):
+        a = post(lane_server, too_many, JSON, "loading")
+        b = post(route_server, too_many, JSON, "loading")
+        assert a.status_code == 503 and a.headers["retry-after"] == "1", a.text
+        assert_same_answer(a, b, "loading")
+        assert lane_of(lane_server).answered == 1
 
 
 SCORE_KEY = "lane-score-key-0123456789abcdef"
