@@ -25,6 +25,14 @@ REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID_LENGTH = 128
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header `name` (lower-case bytes, as ASGI gives names)."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def _client_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER.encode():
@@ -37,26 +45,58 @@ def _client_request_id(scope: Scope) -> str | None:
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    value = header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _content_encoding(scope: Scope) -> str | None:
     """The request body's Content-Encoding, where it is one that needs decoding."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-encoding":
-            encoding = value.decode("latin-1").strip().lower()
-            return encoding if encoding not in ("", "identity") else None
-    return None
+    value = header(scope, b"content-encoding")
+    if value is None:
+        return None
+    encoding = value.strip().lower()
+    return encoding if encoding not in ("", "identity") else None
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The body grew past the limit given to `read_body`."""
+
+
+async def read_body(receive: Receive, max_bytes: int | None = None) -> tuple[list[Message], bytes]:
+    """Every message up to the body's end (or a disconnect), and the body's bytes; BodyTooLarge
+    as soon as they pass `max_bytes`."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            raise BodyTooLarge
+        if not message.get("more_body", False):
+            break
+    return messages, b"".join(chunks)
+
+
+def replaying(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` as if nothing had been read: `messages` again, then the live channel, so the
+    app still sees http.disconnect when the client goes away."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 class RequestContextMiddleware:
@@ -100,7 +140,7 @@ class RequestContextMiddleware:
                 return
             try:
                 replay = await self._read_body(scope, receive)
-            except _BodyTooLarge:
+            except BodyTooLarge:
                 limit = PayloadTooLarge(
                     f"request body exceeds max_body_bytes={self.max_body_bytes} bytes "
                     "(PLAUDIT_MAX_BODY_BYTES); send fewer or shorter items per request"
@@ -125,33 +165,12 @@ class RequestContextMiddleware:
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - started)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
-        """Read the whole body (refusing it past the limit), then replay it to the app.
-
-        After the replay, `receive` passes straight through, so the app still sees
-        http.disconnect when the client goes away.
-        """
+        """Read the whole body (refusing it past the limit), then replay it to the app."""
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            raise _BodyTooLarge
-        messages: list[Message] = []
-        total = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            total += len(message.get("body", b""))
-            if total > self.max_body_bytes:
-                raise _BodyTooLarge
-            if not message.get("more_body", False):
-                break
-
-        async def replay() -> Message:
-            if messages:
-                return messages.pop(0)
-            return await receive()
-
-        return replay
+            raise BodyTooLarge
+        messages, _ = await read_body(receive, self.max_body_bytes)
+        return replaying(messages, receive)
 
     @staticmethod
     async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:

@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.auth import require_scope
 from service.deps import get_scoring_context
 from service.errors import ServiceError, error_response, is_json_media_type
+from service.middleware import header, read_body, replaying
 from service.routes.scoring import score_items
 from service.schemas import ScoreRequest
 
@@ -53,15 +54,15 @@ class ScoreLane:
         if not _is_json_post_to_score(scope):
             await self.app(scope, receive, send)
             return
-        messages, body = await _read_body(receive)
+        messages, body = await read_body(receive)
         if messages[-1]["type"] != "http.request":
             # The client left before its body ended: FastAPI answers that as it always has.
-            await self.app(scope, _replaying(messages, receive), send)
+            await self.app(scope, replaying(messages, receive), send)
             return
         try:
             parsed = ScoreRequest.model_validate_json(body)
         except ValidationError:
-            await self.app(scope, _replaying(messages, receive), send)
+            await self.app(scope, replaying(messages, receive), send)
             return
         scope["route"] = self.route
         request = Request(scope, receive)
@@ -86,34 +87,6 @@ def _is_json_post_to_score(scope: Scope) -> bool:
         path = path[len(root) :]
     if path != SCORE_PATH:
         return False
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return is_json_media_type(value.decode("latin-1").split(";", 1)[0].strip())
-    return False  # FastAPI decides what a body without a Content-Type is
-
-
-async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
-    """Every message up to the body's end (or a disconnect), and the body's bytes."""
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return messages, b"".join(chunks)
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """`receive` as if nothing had been read: `messages` again, then the live channel."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
+    content_type = header(scope, b"content-type")
+    # Without a Content-Type, FastAPI decides what the body is.
+    return content_type is not None and is_json_media_type(content_type.split(";", 1)[0].strip())
