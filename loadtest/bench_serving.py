@@ -315,8 +315,16 @@ def server_env(base: Mapping[str, str], model: NaiveConfig, port: int) -> dict[s
         MKL_NUM_THREADS=threads,
         OPENBLAS_NUM_THREADS=threads,
         TOKENIZERS_PARALLELISM="false",
+    )
+    return offline_with_this_checkout(env)
+
+
+def offline_with_this_checkout(env: dict[str, str]) -> dict[str, str]:
+    """`env`, updated for a server child of a benchmark: nothing fetched from the Hub, and this
+    checkout first on PYTHONPATH."""
+    env.update(
         HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH")) if p),
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p),
     )
     return env
 

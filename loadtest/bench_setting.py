@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loadtest.bench_serving import APP_FACTORY, REPO_ROOT, ServerProcess, free_port
+from loadtest.bench_serving import APP_FACTORY, ServerProcess, free_port, offline_with_this_checkout
 from loadtest.data import DataError, ItemCycle, load_items, synthetic_items
 from loadtest.generator import LoadConfig, run_load_sync
 from loadtest.report import summarize, write_json
@@ -39,18 +39,13 @@ class Round:
     failed: int
 
 
-def server_env(base: dict[str, str], setting: str, value: str, port: int, serve: dict[str, str]) -> dict[str, str]:
+def setting_env(base: dict[str, str], setting: str, value: str, port: int, serve: dict[str, str]) -> dict[str, str]:
     """`base` with the store, model and other flags as PLAUDIT_* variables, and the setting."""
     env = dict(base)
     env.update({f"PLAUDIT_{name}": v for name, v in serve.items()})
     env[f"PLAUDIT_{setting}"] = value
-    env.update(
-        PLAUDIT_HOST="127.0.0.1",
-        PLAUDIT_PORT=str(port),
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH")) if p),
-    )
-    return env
+    env.update(PLAUDIT_HOST="127.0.0.1", PLAUDIT_PORT=str(port))
+    return offline_with_this_checkout(env)
 
 
 def order_of(values: Sequence[str], round_index: int) -> list[str]:
@@ -62,7 +57,7 @@ def one_round(
     setting: str, value: str, serve: dict[str, str], items: list[TextPair], load: LoadConfig, warm_up: int
 ) -> Round:
     port = free_port()
-    env = server_env(dict(os.environ), setting, value, port, serve)
+    env = setting_env(dict(os.environ), setting, value, port, serve)
     with ServerProcess(APP_FACTORY, env, port) as server:
         server.wait_ready(READY_LIMIT_S)
         cycle = ItemCycle(items)

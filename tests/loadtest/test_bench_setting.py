@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench_setting import Round, main, order_of, server_env, summary
+from loadtest.bench_setting import Round, main, order_of, setting_env, summary
 
 
 def test_the_order_flips_every_round() -> None:
@@ -32,7 +32,7 @@ def test_summary_means_ratios_and_rounds_ahead() -> None:
 
 
 def test_the_setting_and_the_flags_reach_the_server_as_variables() -> None:
-    env = server_env({"PATH": "/bin", "PLAUDIT_MAX_WAIT_MS": "3"}, "SCORE_LANE", "false", 8123, {"MODEL": "m"})
+    env = setting_env({"PATH": "/bin", "PLAUDIT_MAX_WAIT_MS": "3"}, "SCORE_LANE", "false", 8123, {"MODEL": "m"})
     assert env["PLAUDIT_SCORE_LANE"] == "false"
     assert env["PLAUDIT_MODEL"] == "m"
     assert env["PLAUDIT_PORT"] == "8123"
