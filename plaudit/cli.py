@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
     up.add_argument("--name", default="default")
     up.add_argument("--epochs", type=int, default=3, help="epochs for the first training run")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
+    # Unset, these fall back to PLAUDIT_HOST / PLAUDIT_PORT, then 127.0.0.1:8000, as for `serve`.
+    up.add_argument("--host", default=None, help="address to listen on (default: PLAUDIT_HOST, else 127.0.0.1)")
+    up.add_argument("--port", type=int, default=None, help="TCP port (default: PLAUDIT_PORT, else 8000)")
     up.add_argument("--train-only", action="store_true", help="stop after making sure a model exists")
     up.set_defaults(func=cmd_up)
 
@@ -79,10 +80,19 @@ def cmd_up(args: argparse.Namespace) -> int:
             return code
     if args.train_only:
         return 0
-    serve_args = build_parser().parse_args(
-        ["serve", "--store", str(args.store), "--model", args.name, "--host", args.host, "--port", str(args.port)]
-    )
+    serve_args = build_parser().parse_args(up_serve_argv(args))
     return int(serve_args.func(serve_args))
+
+
+def up_serve_argv(args: argparse.Namespace) -> list[str]:
+    """The `plaudit serve` command line `plaudit up` ends with; --host and --port only where
+    given, so that PLAUDIT_HOST and PLAUDIT_PORT apply otherwise."""
+    argv = ["serve", "--store", str(args.store), "--model", args.name]
+    if args.host is not None:
+        argv += ["--host", args.host]
+    if args.port is not None:
+        argv += ["--port", str(args.port)]
+    return argv
 
 
 def is_database_url(source: str) -> bool:

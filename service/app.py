@@ -16,12 +16,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 
 from model_store.errors import StoreError
-from service.auth import load_api_keys, require_probe_access, require_scope
+from service.auth import RouteGuards, load_api_keys, require_probe_access, require_scope
 from service.batching import Batcher
 from service.deps import AppState
 from service.errors import install_error_handlers
@@ -34,7 +35,7 @@ from service.model_loading import ModelLoadError, batch_limits, load_model, log_
 from service.model_watch import StoreFollower, follows_store
 from service.routes import feedback, lifecycle, models, ops, scoring
 from service.score_lane import SCORE_PATH, ScoreLane
-from service.settings import MULTIPROC_DIR_ENV, Settings
+from service.settings import MULTIPROC_DIR_ENV, Settings, describe_settings_error
 from service.workers import WorkerGroup
 
 log = logging.getLogger("plaudit.service")
@@ -144,9 +145,18 @@ def _route(router: APIRouter, path: str, method: str) -> APIRoute:
     raise LookupError(f"no {method} {path} route in {router.prefix}")
 
 
+def settings_from_environment() -> Settings:
+    """Settings() for `uvicorn --factory service.app:create_app`: a bad PLAUDIT_* value ends the
+    process with the one-line message `plaudit serve` prints, not a traceback from the factory."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"plaudit: {describe_settings_error(exc)}") from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app with its own metrics registry; Settings() (from PLAUDIT_* env) if none given."""
-    settings = settings if settings is not None else Settings()
+    settings = settings if settings is not None else settings_from_environment()
     # Settings made sure the variable is set when there are several workers.
     metrics = ServiceMetrics(Path(os.environ[MULTIPROC_DIR_ENV]) if settings.workers > 1 else None)
     app = FastAPI(
@@ -156,11 +166,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, metrics),
     )
     install_error_handlers(app)
-    app.include_router(scoring.router, dependencies=[Depends(require_scope("score"))])
-    app.include_router(models.router, dependencies=[Depends(require_scope("score"))])
-    app.include_router(feedback.router)  # its routes need feedback or admin
-    app.include_router(lifecycle.router)
-    app.include_router(ops.router, dependencies=[Depends(require_probe_access)])
+    guards = RouteGuards()  # recorded too, so that a bad body is answered 401/403 first
+    guards.include(app, scoring.router, require_scope("score"))
+    guards.include(app, models.router, require_scope("score"))
+    guards.include(app, feedback.router)  # its routes need feedback or admin
+    guards.include(app, lifecycle.router)
+    guards.include(app, ops.router, require_probe_access)
+    app.state.route_guards = guards
     if settings.score_lane:
         # Inside RequestContextMiddleware, which gives it the request id, body limit and metrics.
         app.add_middleware(ScoreLane, route=_route(scoring.router, SCORE_PATH, "POST"))

@@ -19,7 +19,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 from service.api_keys import SCOPES, ScopeName
 from service.errors import ServiceError
@@ -32,6 +32,7 @@ API_KEY_HEADER = "x-api-key"
 _KEY_HELP = "send Authorization: Bearer KEY or X-API-Key: KEY"
 
 ScopeCheck = Callable[[Request], Awaitable[None]]
+_GUARD_MARK = "plaudit_guards_route"  # set on the checks RouteGuards records from a route's own dependencies
 
 
 class Unauthorized(ServiceError):
@@ -130,6 +131,7 @@ def require_scope(scope: ScopeName) -> ScopeCheck:
             )
 
     check_scope.__name__ = f"require_{scope}_scope"
+    setattr(check_scope, _GUARD_MARK, True)
     return check_scope
 
 
@@ -138,6 +140,35 @@ async def require_probe_access(request: Request) -> None:
     settings: Settings = request.state.settings
     if not settings.open_probes:
         authenticate(request)
+
+
+setattr(require_probe_access, _GUARD_MARK, True)
+
+
+class RouteGuards:
+    """Which key checks guard each route, so they can run before a body error is answered.
+
+    FastAPI decodes a JSON body before it runs any dependency, so a caller without a key
+    that sends a body that is not JSON would learn what is wrong with the body (415/422)
+    rather than that it needs a key. The error handlers (service.errors) call this first,
+    through `app.state.route_guards`. Routers are included through `include`, which both
+    installs the guards as dependencies and records them.
+    """
+
+    def __init__(self) -> None:
+        # By id(): routes compare by value and are unhashable; these live as long as their router.
+        self._by_route: dict[int, list[ScopeCheck]] = {}
+
+    def include(self, app: FastAPI, router: APIRouter, *guards: ScopeCheck) -> None:
+        app.include_router(router, dependencies=[Depends(guard) for guard in guards])
+        for route in router.routes:
+            own = [d.dependency for d in getattr(route, "dependencies", ()) if getattr(d.dependency, _GUARD_MARK, False)]
+            self._by_route[id(route)] = [*guards, *own]
+
+    async def __call__(self, request: Request) -> None:
+        """Raise the 401/403 that the matched route's guards give `request`, if any."""
+        for guard in self._by_route.get(id(request.scope.get("route")), ()):
+            await guard(request)
 
 
 def _digest(key: str) -> bytes:

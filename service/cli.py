@@ -132,8 +132,13 @@ def _wants_workers(overrides: dict[str, Any]) -> bool:
         return False
 
 
+def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings `plaudit serve`'s flags set; the rest come from PLAUDIT_* variables."""
+    return {name: getattr(args, name) for name in _SETTING_ARGS if getattr(args, name, None) is not None}
+
+
 def serve(args: argparse.Namespace) -> int:
-    overrides = {name: getattr(args, name) for name in _SETTING_ARGS if getattr(args, name, None) is not None}
+    overrides = settings_overrides(args)
     made = share_with_workers(overrides) if _wants_workers(overrides) else None
     try:
         return _serve(args, overrides)

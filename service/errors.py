@@ -87,6 +87,28 @@ def error_body(code: str, message: str, request_id: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "request_id": request_id}}
 
 
+def error_json(code: str, message: str, request_id: str) -> bytes:
+    """`error_body` as the bytes JSONResponse would send (compact, UTF-8), for the layers that
+    answer below FastAPI."""
+    return JSONResponse(error_body(code, message, request_id)).body
+
+
+# FastAPI reads and decodes a JSON body before it runs any dependency, the API-key checks
+# included, so a body that is not JSON would be answered 415/422 to a caller with no key.
+# `app.state.route_guards` (service.auth.RouteGuards) runs the matched route's key checks;
+# the handlers below call it first, so such a caller gets its 401 or 403 whatever it sent.
+async def _refused_by_route_guards(request: Request) -> JSONResponse | None:
+    """The 401/403 the matched route's guards give this request, or None if they let it in."""
+    guards = getattr(request.app.state, "route_guards", None)
+    if guards is None:
+        return None
+    try:
+        await guards(request)
+    except ServiceError as exc:
+        return error_response(request, exc.status_code, exc.code, exc.message, exc.headers)
+    return None
+
+
 def error_response(
     request: Request, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -124,6 +146,9 @@ def is_json_media_type(media_type: str) -> bool:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = await _refused_by_route_guards(request)
+    if refused is not None:
+        return refused
     errors = exc.errors()
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip()
     has_body = request.headers.get("content-length", "0").strip() not in ("", "0") or (
@@ -147,6 +172,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
+        refused = await _refused_by_route_guards(request)
+        if refused is not None:
+            return refused
         # FastAPI's "There was an error parsing the body": bytes that are not UTF-8, or JSON
         # nested too deep to parse. The same status and code as any other invalid JSON.
         return error_response(

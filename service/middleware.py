@@ -8,7 +8,6 @@ still carries the request id; the traceback goes to the log only.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -16,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_body
+from service.errors import PayloadTooLarge, error_json
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("plaudit.service")
@@ -174,7 +173,7 @@ class RequestContextMiddleware:
 
     @staticmethod
     async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
-        body = json.dumps(error_body(code, message, request_id)).encode()
+        body = error_json(code, message, request_id)
         await send(
             {
                 "type": "http.response.start",

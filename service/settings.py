@@ -6,11 +6,12 @@ setting's name, its environment variable and what to put there instead.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     Field,
@@ -21,7 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_store.loading import check_engine_precision
 from service.api_keys import ApiKeyError, ScopeName, merge_keys, parse_key_mapping, read_key_file
@@ -99,7 +100,10 @@ class Settings(BaseSettings):
         description="ONNX Runtime threads busy-wait between parallel sections: lower latency "
         "when idle, less throughput under load on small machines.",
     )
-    engine_options: dict[str, Any] = Field(
+    # NoDecode: these arrive from the environment as text, decoded by _json_setting below, so a
+    # value that is not JSON is reported like any other bad value (pydantic-settings would
+    # raise its own SettingsError, a traceback naming no fix).
+    engine_options: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict,
         description='Options for the test engines, e.g. {"delay_s": 0.1} (JSON in the env var).',
     )
@@ -179,7 +183,7 @@ class Settings(BaseSettings):
     )
 
     # -- security ------------------------------------------------------------------------
-    api_keys: dict[SecretStr, frozenset[ScopeName]] = Field(
+    api_keys: Annotated[dict[SecretStr, frozenset[ScopeName]], NoDecode] = Field(
         default_factory=dict,
         description='{"KEY": ["score", "feedback", "admin"]} (JSON in the env var); none = auth off.',
     )
@@ -187,9 +191,10 @@ class Settings(BaseSettings):
     open_probes: bool = Field(
         default=True, description="False: /healthz, /readyz, /metrics need a valid key."
     )
-    cors_origins: list[str] = Field(
+    cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description='Browser origins allowed to call the API, e.g. ["https://app.example"].',
+        description='Browser origins allowed to call the API: a JSON list, e.g. ["https://app.example"], '
+        "or the origins separated by commas.",
     )
     _key_scopes: dict[str, frozenset[ScopeName]] = PrivateAttr(default_factory=dict)
 
@@ -364,9 +369,16 @@ class Settings(BaseSettings):
 
     # -- feedback and security (checked here so that `plaudit serve` fails fast, in one line) --
 
+    @field_validator("engine_options", mode="before")
+    @classmethod
+    def _engine_options(cls, value: Any) -> Any:
+        return _json_setting("engine_options", value, '{"delay_s": 0.1}')
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _api_keys(cls, value: Any) -> Any:
+        # Not echoed on a JSON error: the text holds keys.
+        value = _json_setting("api_keys", value, '{"KEY": ["score"]}', echo=False)
         # Checked before pydantic sees it: its own messages would put the key in the error location.
         if isinstance(value, dict):
             keys = {k.get_secret_value() if isinstance(k, SecretStr) else k: v for k, v in value.items()}
@@ -378,6 +390,14 @@ class Settings(BaseSettings):
             return {}
         raise ValueError(f'api_keys must be a JSON object {{"KEY": ["score"]}}; fix {env_name("api_keys")}')
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            # The form CORS settings usually take elsewhere: origins separated by commas.
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return _json_setting("cors_origins", value, '["https://app.example"]')
+
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
@@ -387,9 +407,25 @@ class Settings(BaseSettings):
                 continue
             if scheme not in ("http", "https") or not host or "/" in host:
                 raise ValueError(
-                    f"cors_origins entry {origin!r} is not an origin; set {env_name('cors_origins')} to a JSON "
-                    'list of scheme://host[:port] without a path or trailing slash, e.g. ["https://app.example"]'
+                    f"cors_origins entry {origin!r} is not an origin; set {env_name('cors_origins')} to origins "
+                    "scheme://host[:port] without a path or trailing slash, separated by commas or as a JSON "
+                    'list, e.g. https://app.example or ["https://app.example"]'
                 )
+        return value
+
+    @field_validator("feedback_db")
+    @classmethod
+    def _feedback_url(cls, value: str | None) -> str | None:
+        # The URL's form is checked here, so a wrong one stops the server at start; a database
+        # that does not answer is a runtime condition (scoring goes on, /v1/feedback says 503).
+        if value is not None and value.strip():
+            from service.feedback.database import parse_url
+            from service.feedback.errors import FeedbackStoreError
+
+            try:
+                parse_url(value)
+            except FeedbackStoreError as exc:
+                raise ValueError(f"{exc}; fix {env_name('feedback_db')}") from None
         return value
 
     @field_validator("comparison_retention_hours")
@@ -443,6 +479,20 @@ class Settings(BaseSettings):
     def api_key_scopes(self) -> dict[str, frozenset[ScopeName]]:
         """Every configured key (PLAUDIT_API_KEYS and api_keys_file) with its scopes; empty = auth off."""
         return dict(self._key_scopes)
+
+
+def _json_setting(field: str, value: Any, example: str, *, echo: bool = True) -> Any:
+    """`value` decoded from JSON where it is text (as every environment variable is)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        shown = f" {value[:60]!r}" if echo else ""
+        raise ValueError(
+            f"{env_name(field)}{shown} is not valid JSON ({exc.msg} at character {exc.pos}); "
+            f"set it to JSON such as {example}"
+        ) from None
 
 
 def describe_settings_error(error: ValidationError) -> str:

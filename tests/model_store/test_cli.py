@@ -269,3 +269,20 @@ def test_plaudit_up_builds_a_train_command_that_parses_with_the_default_store(
     assert (train.store, train.name, train.promote, train.quantize) == (str(tmp_path / "store"), "default", "production", True)
     assert len(train.data) == 3 and all(Path(p).is_file() for p in train.data)
 
+
+def test_plaudit_up_serves_where_plaudit_port_and_host_say_unless_flags_say_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `plaudit up` once passed --host 127.0.0.1 --port 8000 to serve whatever the environment said.
+    from plaudit.cli import build_parser, up_serve_argv
+    from service.cli import settings_overrides
+    from service.settings import Settings
+
+    monkeypatch.setenv("PLAUDIT_PORT", "8765")
+    monkeypatch.setenv("PLAUDIT_HOST", "0.0.0.0")
+    parser = build_parser()
+    for up_argv, where in ((["up"], ("0.0.0.0", 8765)), (["up", "--host", "::1", "--port", "9001"], ("::1", 9001))):
+        serve = parser.parse_args(up_serve_argv(parser.parse_args([*up_argv, "--store", str(tmp_path)])))
+        settings = Settings(**settings_overrides(serve))
+        assert (settings.host, settings.port) == where, up_argv
+        assert (Path(settings.store_dir), settings.model) == (tmp_path, "default")

@@ -109,6 +109,35 @@ def test_right_scope_passes_with_either_header(server, method, path, body, scope
         assert r.status_code == ok, (headers, r.text)
 
 
+# Bodies FastAPI fails to read before it runs any dependency: cut JSON, bytes that are not
+# UTF-8, a form body. A caller without the route's key must learn that first, not what its
+# body got wrong.
+UNREADABLE_BODIES = [
+    (b"{", "application/json"),
+    (b'{"items": "\xff"}', "application/json"),
+    (b"items=1", "application/x-www-form-urlencoded"),
+]
+BODY_ROUTES = [e for e in ENDPOINTS if e[2] is not None]
+
+
+@pytest.mark.parametrize(("content", "content_type"), UNREADABLE_BODIES, ids=["cut", "not-utf8", "form"])
+@pytest.mark.parametrize(("method", "path", "body", "scope", "ok"), BODY_ROUTES, ids=[f"{m} {p}" for m, p, *_ in BODY_ROUTES])
+def test_an_unreadable_body_is_refused_for_the_key_first(server, method, path, body, scope, ok, content, content_type):
+    headers = {"Content-Type": content_type}
+    r = server.client.request(method, concrete(path), content=content, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"] == CHALLENGE
+    wrong = next(key for other, key in KEY_OF_SCOPE.items() if other != scope)
+    r = server.client.request(method, concrete(path), content=content, headers={**headers, "X-API-Key": wrong})
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "forbidden"
+    # With the right key, the body's own error comes back as before.
+    right = {**headers, "X-API-Key": KEY_OF_SCOPE[scope]}
+    r = server.client.request(method, concrete(path), content=content, headers=right)
+    assert r.status_code in (415, 422), r.text
+    assert r.json()["error"]["code"] in ("unsupported_media_type", "invalid_request")
+
+
 def test_a_key_with_several_scopes_opens_each(live_server: ServerFactory, tmp_path: Path):
     both = "score-and-feedback-0123456789"
     with live_server(

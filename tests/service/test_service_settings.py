@@ -94,6 +94,45 @@ def test_environment_variables_with_prefix(monkeypatch):
     assert Settings(engine="failing").engine == "failing"  # arguments win over the environment
 
 
+def env_problem(monkeypatch, name: str, value: str) -> str:
+    """What Settings() says of one bad environment variable (a ValidationError, not a traceback)."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    return describe_settings_error(info.value)
+
+
+def test_json_settings_that_are_not_json_name_the_variable_and_an_example(monkeypatch):
+    # pydantic-settings decodes such variables itself and raised SettingsError: a traceback.
+    message = env_problem(monkeypatch, "PLAUDIT_ENGINE_OPTIONS", '{"delay_s":')
+    assert message.startswith("PLAUDIT_ENGINE_OPTIONS '{\"delay_s\":' is not valid JSON (Expecting value")
+    assert 'set it to JSON such as {"delay_s": 0.1}' in message
+    monkeypatch.delenv("PLAUDIT_ENGINE_OPTIONS")
+    message = env_problem(monkeypatch, "PLAUDIT_API_KEYS", '{"secret-key-123456789": ["score"]')
+    assert message.startswith("PLAUDIT_API_KEYS is not valid JSON (") and 'such as {"KEY": ["score"]}' in message
+    assert "secret-key" not in message  # keys are never echoed
+    monkeypatch.delenv("PLAUDIT_API_KEYS")
+    message = env_problem(monkeypatch, "PLAUDIT_CORS_ORIGINS", '["https://a.example"')
+    assert "PLAUDIT_CORS_ORIGINS" in message and "is not valid JSON" in message
+
+
+def test_a_feedback_database_url_of_the_wrong_form_stops_the_server_at_start():
+    # It used to be only logged: the server started, ready, with /v1/feedback answering 503.
+    message = problem(feedback_db="mysql://user:pw@db/plaudit")
+    assert "uses 'mysql', which is not supported" in message and "fix PLAUDIT_FEEDBACK_DB" in message
+    assert "pw" not in message  # the password is hidden
+    assert "in-memory SQLite database" in problem(feedback_db="sqlite://")
+    assert Settings(feedback_db="postgresql://u@127.0.0.1:1/test").feedback_db  # form only: not connected
+
+
+def test_cors_origins_from_the_environment_as_json_or_separated_by_commas(monkeypatch):
+    monkeypatch.setenv("PLAUDIT_CORS_ORIGINS", '["https://a.example", "http://localhost:3000"]')
+    assert Settings().cors_origins == ["https://a.example", "http://localhost:3000"]
+    monkeypatch.setenv("PLAUDIT_CORS_ORIGINS", "https://a.example, http://localhost:3000")
+    assert Settings().cors_origins == ["https://a.example", "http://localhost:3000"]
+    assert "'https://a.example/' is not an origin" in env_problem(monkeypatch, "PLAUDIT_CORS_ORIGINS", "https://a.example/")
+
+
 def test_bad_choices_name_the_setting_and_the_choices():
     message = problem(engine="tensorrt")
     assert "engine='tensorrt' is not supported" in message
@@ -141,3 +180,12 @@ def test_several_workers_need_a_shared_directory_and_follow_the_store(monkeypatc
     assert Settings().model_poll_interval_s == 0.0  # one worker: reload or promote reaches it
     assert "model_poll_s=-1.0 must be 0 (never) or a positive number" in problem(model_poll_s=-1)
     assert "PLAUDIT_MODEL_POLL_S" in problem(model_poll_s="nan")
+
+
+def test_the_uvicorn_factory_ends_on_a_bad_variable_with_the_one_line_message(monkeypatch):
+    from service.app import create_app
+
+    monkeypatch.setenv("PLAUDIT_ENGINE", "tensorrt")
+    with pytest.raises(SystemExit) as info:
+        create_app()
+    assert str(info.value.code).startswith("plaudit: engine='tensorrt' is not supported")
