@@ -127,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         # httpx logs every request at INFO: a line per request under `plaudit loadtest`,
-        # and CPU taken from the server it measures on the same machine.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        # and CPU taken from the server it measures on the same machine. Alembic logs its
+        # dialect each time a feedback database is opened (`plaudit feedback`, `train --data sqlite://`).
+        for name in ("httpx", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if args.command == "train" and any(is_database_url(d) for d in args.data):
         from service.feedback import FeedbackStoreError
 

@@ -110,7 +110,13 @@ def log_config() -> dict[str, Any]:
         "plaudit": {"class": "logging.StreamHandler", "formatter": "plaudit", "stream": "ext://sys.stderr"},
     }
     config["root"] = {"handlers": ["plaudit"], "level": "INFO"}
+    config["loggers"] = {**config["loggers"], **QUIET_LOGGERS}
     return config
+
+
+# Libraries whose INFO lines bury the server's own: Alembic logs its dialect and DDL mode each
+# time the feedback database is opened (9-13 lines per start), whether or not it migrates.
+QUIET_LOGGERS = {"alembic": {"level": "WARNING"}}
 
 
 def share_with_workers(overrides: dict[str, Any]) -> Path | None:

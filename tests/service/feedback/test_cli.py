@@ -84,3 +84,20 @@ def test_cli_refuses_a_bad_since(tmp_path: Path, capsys: pytest.CaptureFixture[s
         run(["feedback", "export", "--out", str(tmp_path / "o.jsonl"), "--since", "yesterday"])
     assert exited.value.code == 2
     assert "'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_plaudit_feedback_does_not_log_alembics_chatter(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Alembic logs its dialect and DDL mode at INFO each time a database is opened: lines that
+    # buried the command's own output.
+    import logging
+
+    from plaudit.cli import main
+
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    fill(url)
+    alembic = logging.getLogger("alembic")
+    monkeypatch.setattr(alembic, "level", alembic.level)  # main() quiets it for the process
+    caplog.set_level(logging.INFO)
+    assert main(["feedback", "stats", "--db", url]) == 0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
