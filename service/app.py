@@ -35,7 +35,7 @@ from service.model_loading import ModelLoadError, batch_limits, load_model, log_
 from service.model_watch import StoreFollower, follows_store
 from service.routes import feedback, lifecycle, models, ops, scoring
 from service.score_lane import SCORE_PATH, ScoreLane
-from service.settings import MULTIPROC_DIR_ENV, Settings, describe_settings_error
+from service.settings import MULTIPROC_DIR_ENV, Settings, describe_settings_error, unknown_variables
 from service.workers import WorkerGroup
 
 log = logging.getLogger("plaudit.service")
@@ -157,6 +157,8 @@ def settings_from_environment() -> Settings:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app with its own metrics registry; Settings() (from PLAUDIT_* env) if none given."""
     settings = settings if settings is not None else settings_from_environment()
+    for line in unknown_variables(os.environ):
+        log.warning(line)
     # Settings made sure the variable is set when there are several workers.
     metrics = ServiceMetrics(Path(os.environ[MULTIPROC_DIR_ENV]) if settings.workers > 1 else None)
     app = FastAPI(

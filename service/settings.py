@@ -6,9 +6,11 @@ setting's name, its environment variable and what to put there instead.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -479,6 +481,29 @@ class Settings(BaseSettings):
     def api_key_scopes(self) -> dict[str, frozenset[ScopeName]]:
         """Every configured key (PLAUDIT_API_KEYS and api_keys_file) with its scopes; empty = auth off."""
         return dict(self._key_scopes)
+
+
+# PLAUDIT_* variables that other parts of the project read (the benchmarks' naive server, the
+# tests' PostgreSQL), not the service.
+OTHER_VARIABLES = frozenset({"PLAUDIT_NAIVE_ONNX_OPTIONS", "PLAUDIT_TEST_POSTGRES_URL"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A line for each PLAUDIT_* variable that names no setting, with the nearest name.
+
+    Settings ignores such variables (pydantic-settings reads only its own fields), so a typo
+    like PLAUDIT_MODLE would otherwise leave the default in force without a word."""
+    fields = sorted(field.upper() for field in Settings.model_fields)
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.removeprefix(ENV_PREFIX) in fields or upper in OTHER_VARIABLES:
+            continue
+        # Matched without the prefix, which every name shares and would make anything look close.
+        nearest = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), fields, n=1)
+        hint = f"; did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else "; see the Settings table in the README"
+        lines.append(f"{name} is not a Plaudit setting and is ignored{hint}")
+    return lines
 
 
 def _json_setting(field: str, value: Any, example: str, *, echo: bool = True) -> Any:

@@ -189,3 +189,22 @@ def test_the_uvicorn_factory_ends_on_a_bad_variable_with_the_one_line_message(mo
     with pytest.raises(SystemExit) as info:
         create_app()
     assert str(info.value.code).startswith("plaudit: engine='tensorrt' is not supported")
+
+
+def test_a_misspelt_variable_is_named_with_the_nearest_setting_when_the_app_is_built(monkeypatch, caplog, tmp_path):
+    # Settings ignores PLAUDIT_* names it does not know: without this, the default stays in force silently.
+    import logging
+
+    from service.app import create_app
+
+    monkeypatch.setenv("PLAUDIT_MODLE", "mine")
+    monkeypatch.setenv("PLAUDIT_NAIVE_ONNX_OPTIONS", "plaudit")  # the benchmarks' naive server reads it
+    monkeypatch.setenv("plaudit_max_wait_ms", "2")  # a setting, in any case
+    monkeypatch.setenv("PLAUDIT_ZZZ", "1")
+    caplog.set_level(logging.WARNING, logger="plaudit.service")
+    create_app(Settings(engine="deterministic", feedback_db=f"sqlite:///{tmp_path / 'f.db'}"))
+    warnings = [r.getMessage() for r in caplog.records if "is not a Plaudit setting" in r.getMessage()]
+    assert warnings == [
+        "PLAUDIT_MODLE is not a Plaudit setting and is ignored; did you mean PLAUDIT_MODEL?",
+        "PLAUDIT_ZZZ is not a Plaudit setting and is ignored; see the Settings table in the README",
+    ]
