@@ -2,7 +2,8 @@
 
 - metadata is bounded (max_feedback_metadata_bytes, as compact UTF-8 JSON): 413 past it;
 - a rating is stored on this deployment's scale (rating_min..rating_max);
-- a choice {request_id, choice} becomes the pair /v1/compare scored (404 when unknown);
+- a choice {request_id, choice, index?} becomes the pair /v1/compare scored (404 when unknown,
+  422 naming index when it does not fit what the request_id scored);
 - the model is the one the caller names, else the comparison's, else the one serving now;
 - the store's refusals become HTTP errors: invalid 422, feedback_id reused 409.
 
@@ -147,7 +148,7 @@ def _new_feedback(
     if shape == "choice":
         assert body.request_id is not None and body.choice is not None
         key = comparison_key(body.request_id, body.index)
-        resolved = store.resolve_choice(key, body.choice)
+        resolved = store.resolve_choice(body.request_id, body.choice, body.index)
         model = (resolved.model_name, resolved.model_version)  # what the user saw
         item = NewFeedback(
             kind="pair",

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from service.errors import ServiceError
+from service.feedback.records import comparison_key as comparison_key  # where the store keeps its key scheme
 from service.settings import Settings, env_name
 
 if TYPE_CHECKING:
@@ -117,12 +118,6 @@ async def purge_comparisons_periodically(holder: FeedbackStoreHolder) -> None:
         except Exception as exc:
             log.warning("could not purge expired comparisons: %s: %s", type(exc).__name__, exc)
         await asyncio.sleep(interval)
-
-
-def comparison_key(request_id: str, index: int | None) -> str:
-    """The id a comparison is remembered under: the request id for a single comparison,
-    `<request_id>#<index>` for one of a `comparisons` list."""
-    return request_id if index is None else f"{request_id}#{index}"
 
 
 async def remember_comparisons(

@@ -51,12 +51,21 @@ class AmbiguousComparison(FeedbackStoreError, LookupError):
 
 
 class UnknownComparison(FeedbackStoreError, LookupError):
-    """A choice names a /v1/compare request_id that was never stored or has expired."""
+    """A choice names a /v1/compare request_id (and index) that was never stored or has expired."""
 
-    def __init__(self, request_id: str) -> None:
-        super().__init__(
-            f"unknown or expired request_id {request_id!r}: no /v1/compare result with this id is "
-            "kept (it was never scored here, or is older than the retention); send the full pair "
-            "{prompt, chosen, rejected} instead"
-        )
+    def __init__(self, request_id: str, index: int | None = None, list_size: int | None = None) -> None:
+        """`list_size`: the request_id's comparisons list is kept, but not its item `index`."""
+        if list_size is not None:
+            why = (
+                f"request_id {request_id!r} scored a list of {list_size} comparisons, but comparison "
+                f"{index} of it is not kept (it could not be stored)"
+            )
+        else:
+            which = f"request_id {request_id!r}" + ("" if index is None else f" index {index}")
+            why = (
+                f"unknown or expired {which}: no /v1/compare result with this id is "
+                "kept (it was never scored here, or is older than the retention)"
+            )
+        super().__init__(f"{why}; send the full pair {{prompt, chosen, rejected}} instead")
         self.request_id = request_id
+        self.index = index

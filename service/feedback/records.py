@@ -167,6 +167,27 @@ def normalize(item: NewFeedback) -> dict[str, Any]:
     return values
 
 
+# One of a /v1/compare `comparisons` list is remembered as <request_id>#<index>.
+LIST_KEY_SEPARATOR = "#"
+
+
+def comparison_key(request_id: str, index: int | None) -> str:
+    """The id a comparison is remembered under: the request id for a single comparison,
+    `<request_id>#<index>` for one of a `comparisons` list. Internal: callers name the
+    request id and the index, never this key."""
+    return request_id if index is None else f"{request_id}{LIST_KEY_SEPARATOR}{index}"
+
+
+def list_index(key: str, request_id: str) -> int | None:
+    """The index in `request_id`'s `comparisons` list that `key` is remembered under, or None
+    when `key` is not the key of one (see comparison_key)."""
+    prefix = request_id + LIST_KEY_SEPARATOR
+    suffix = key[len(prefix):]
+    if not key.startswith(prefix) or not (suffix.isascii() and suffix.isdigit()) or str(int(suffix)) != suffix:
+        return None
+    return int(suffix)
+
+
 def comparison_values(comparison: ScoredComparison) -> dict[str, Any]:
     """The scored_comparisons column values (without created_at), checked."""
     request_id = _label("request_id", comparison.request_id)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +32,7 @@ from service.feedback.errors import (
 from service.feedback.export import iter_export
 from service.feedback.migrations import upgrade_to_head
 from service.feedback.records import (
+    LIST_KEY_SEPARATOR,
     MAX_LABEL_CHARS,
     AddResult,
     FeedbackRow,
@@ -41,7 +42,9 @@ from service.feedback.records import (
     body_sha256,
     check_feedback_id,
     check_printable_id,
+    comparison_key,
     comparison_values,
+    list_index,
     normalize,
 )
 from service.feedback.schema import feedback, scored_comparisons
@@ -181,29 +184,67 @@ class FeedbackStore:
             )
         return True
 
-    def resolve_choice(self, request_id: str, choice: str) -> ResolvedChoice:
-        """The pair a user made by picking reply "a" or "b" of a remembered comparison.
+    def resolve_choice(self, request_id: str, choice: str, index: int | None = None) -> ResolvedChoice:
+        """The pair a user made by picking reply "a" or "b" of a remembered comparison:
+        the one /v1/compare scored under `request_id`, or item `index` of its `comparisons` list.
 
-        Raises UnknownComparison when the request_id was never remembered or is older than
-        `comparison_retention`, AmbiguousComparison when it was remembered for two different
-        comparisons, and InvalidFeedback for a choice other than "a" or "b".
+        Raises UnknownComparison when nothing is remembered under the request_id (never, or
+        older than `comparison_retention`), AmbiguousComparison when it was remembered for two
+        different comparisons, and InvalidFeedback for a choice other than "a" or "b", or an
+        index that does not fit what the request_id scored: none for a list, one past the
+        list's end, one for a single comparison.
         """
         if choice not in ("a", "b"):
             raise InvalidFeedback("choice", f'expected "a" or "b", got {choice!r}')
+        if index is not None and index < 0:
+            raise InvalidFeedback("index", f"expected an integer >= 0, got {index!r}")
         check_printable_id("request_id", request_id, MAX_LABEL_CHARS)  # as every id the service hands out
-        query = sa.select(scored_comparisons).where(
-            scored_comparisons.c.request_id == request_id,
-            scored_comparisons.c.created_at >= _now() - self.comparison_retention,
+        live_since = _now() - self.comparison_retention
+        table = scored_comparisons
+        query = sa.select(table).where(
+            table.c.request_id == comparison_key(request_id, index), table.c.created_at >= live_since
         )
         with database.transaction(self._engine, write=False) as connection:
             found = connection.execute(query).first()
-        if found is None:
-            raise UnknownComparison(request_id)
+            if found is None:
+                self._explain_missing(connection, request_id, index, live_since)
         if found.ambiguous:
             raise AmbiguousComparison(request_id)
         a, b = found.response_a, found.response_b
         chosen, rejected = (a, b) if choice == "a" else (b, a)
         return ResolvedChoice(found.prompt, chosen, rejected, found.model_name, found.model_version)
+
+    @staticmethod
+    def _explain_missing(
+        connection: sa.Connection, request_id: str, index: int | None, live_since: datetime
+    ) -> NoReturn:
+        """Why no comparison is remembered under (request_id, index): what the request_id did
+        score, if anything, so the caller learns which `index` to give."""
+        table = scored_comparisons
+        live = table.c.created_at >= live_since
+        # The list's items, by their keys' prefix (LIKE, escaped; exact match checked below, as
+        # SQLite's LIKE ignores case). A rare, failed lookup: no index needed.
+        prefix = request_id + LIST_KEY_SEPARATOR
+        keys = connection.execute(
+            sa.select(table.c.request_id).where(table.c.request_id.startswith(prefix, autoescape=True), live)
+        ).scalars()
+        indexes = {i for key in keys if (i := list_index(key, request_id)) is not None}
+        if indexes:
+            size = max(indexes) + 1
+            span = "0" if size == 1 else f"0-{size - 1}"
+            scored = f"request_id {request_id!r} scored a list of {size} comparison{'' if size == 1 else 's'}"
+            if index is None:
+                raise InvalidFeedback("index", f"{scored}; give index {span}")
+            if index >= size:
+                raise InvalidFeedback("index", f"{index} is out of range: {scored}; give index {span}")
+            raise UnknownComparison(request_id, index, list_size=size)  # that item was not stored
+        if index is not None:
+            single = sa.select(table.c.request_id).where(table.c.request_id == request_id, live)
+            if connection.execute(single).first() is not None:
+                raise InvalidFeedback(
+                    "index", f"request_id {request_id!r} scored a single comparison, not a list; leave index out"
+                )
+        raise UnknownComparison(request_id, index)
 
     def purge_comparisons(self, older_than: timedelta | None = None) -> int:
         """Delete comparisons older than `older_than` (default: the retention); returns how many."""

@@ -147,6 +147,67 @@ def test_choice_on_one_comparison_of_a_list_uses_its_index(server, reader):
     assert stored_pair(reader, r.json()["feedback_id"]) == ("two", "dos")
 
 
+def compare_list(srv: LiveServer, request_id: str, n: int = 2) -> None:
+    comparisons = [
+        {"prompt": f"question {i}?", "response_a": f"yes {i}", "response_b": f"no {i}"} for i in range(n)
+    ]
+    compared = srv.client.post(
+        "/v1/compare", json={"comparisons": comparisons}, headers={"X-Request-ID": request_id}
+    )
+    assert compared.status_code == 200 and compared.json()["request_id"] == request_id, compared.text
+
+
+def test_choice_on_a_list_without_index_is_422_naming_index_not_never_scored(server, reader):
+    compare_list(server, "cmp-2")
+    stored_before = reader.count()
+    r = post(server, {"request_id": "cmp-2", "choice": "b"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert set(error) == {"code", "message", "request_id"}
+    assert error["code"] == "invalid_request"
+    assert error["message"] == "index: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1"
+    assert error["request_id"] == r.headers["x-request-id"]
+    assert reader.count() == stored_before
+
+    fixed = post(server, {"request_id": "cmp-2", "choice": "b", "index": 1})
+    assert fixed.status_code == 201, fixed.text
+    assert stored_pair(reader, fixed.json()["feedback_id"]) == ("no 1", "yes 1")
+
+
+def test_choice_with_an_index_past_the_list_says_out_of_range_without_the_internal_key(server, reader):
+    compare_list(server, "cmp-2-range")
+    r = post(server, {"request_id": "cmp-2-range", "choice": "a", "index": 5})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["message"] == (
+        "index: 5 is out of range: request_id 'cmp-2-range' scored a list of 2 comparisons; give index 0-1"
+    )
+    assert "#" not in error["message"]
+
+
+def test_choice_with_an_index_on_a_single_comparison_says_to_leave_it_out(server):
+    compared = server.client.post(
+        "/v1/compare",
+        json={"prompt": PROMPT, "response_a": BAD, "response_b": GOOD},
+        headers={"X-Request-ID": "cmp-single"},
+    )
+    assert compared.status_code == 200, compared.text
+    r = post(server, {"request_id": "cmp-single", "choice": "a", "index": 0})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"] == (
+        "index: request_id 'cmp-single' scored a single comparison, not a list; leave index out"
+    )
+
+
+def test_choice_with_an_index_on_an_unknown_request_id_is_404_naming_only_the_request_id(server):
+    r = post(server, {"request_id": "never-listed", "choice": "a", "index": 3})
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert error["code"] == "unknown_comparison"
+    assert "'never-listed'" in error["message"] and "#" not in error["message"]
+
+
 def test_a_reused_request_id_makes_a_choice_on_it_a_409_not_the_wrong_pair(server, reader):
     headers = {"X-Request-ID": "session-42"}  # a client that sends one id for a whole session
     stored_before = reader.count()
@@ -456,6 +517,14 @@ def test_feedback_round_trip_on_postgresql(
         assert [json.loads(line)["feedback_id"] for line in exported] == ids
         assert json.loads(exported[3])["chosen"] == GOOD
         assert srv.client.get("/v1/feedback/stats").json()["total"] == 5
+        compare_list(srv, "cmp-2")
+        no_index = post(srv, {"request_id": "cmp-2", "choice": "b"})
+        assert no_index.status_code == 422
+        assert no_index.json()["error"]["message"] == (
+            "index: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1"
+        )
+        past = post(srv, {"request_id": "cmp-2", "choice": "b", "index": 5})
+        assert past.status_code == 422 and "5 is out of range" in past.json()["error"]["message"]
 
 
 def test_serve_takes_the_feedback_database_url():

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from service.feedback import database
 from service.feedback.errors import AmbiguousComparison, FeedbackConflict, InvalidFeedback, UnknownComparison
 from service.feedback.migrations import alembic_config, current_revision, head_revision
-from service.feedback.records import NewFeedback, ScoredComparison
+from service.feedback.records import NewFeedback, ScoredComparison, comparison_key
 from service.feedback.schema import metadata
 from service.feedback.store import FeedbackStore
 
@@ -136,6 +136,54 @@ def test_unknown_request_id_and_bad_choice(store: FeedbackStore) -> None:
         store.resolve_choice("nope", "a")
     with pytest.raises(InvalidFeedback, match='choice: expected "a" or "b", got \'c\''):
         store.resolve_choice("req-1", "c")
+
+
+def _remember_list(store: FeedbackStore, request_id: str, n: int) -> None:
+    for i in range(n):
+        key = comparison_key(request_id, i)
+        assert store.remember_comparison(ScoredComparison(key, f"p{i}", f"a{i}", f"b{i}", 0.0, 1.0))
+
+
+def test_a_list_comparison_resolves_by_index_and_says_what_index_to_give(store: FeedbackStore) -> None:
+    _remember_list(store, "cmp-2", 2)
+    _remember_list(store, "CMP-2", 3)  # another id differing only in case; SQLite's LIKE ignores case
+    _remember_list(store, "cmp-20", 4)  # another id that starts like it
+    store.remember_comparison(ScoredComparison("cmp_2#7", "p", "x", "y", 0.0, 0.0))  # LIKE's _ matches any
+    assert store.resolve_choice("cmp-2", "b", index=1)[:3] == ("p1", "b1", "a1")
+
+    no_index = r"^index: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1$"
+    with pytest.raises(InvalidFeedback, match=no_index):
+        store.resolve_choice("cmp-2", "b")
+    with pytest.raises(InvalidFeedback) as past:
+        store.resolve_choice("cmp-2", "b", index=5)
+    assert str(past.value) == (
+        "index: 5 is out of range: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1"
+    )
+    store.remember_comparison(COMPARISON)
+    single = "request_id 'req-1' scored a single comparison, not a list; leave index out"
+    with pytest.raises(InvalidFeedback, match=single):
+        store.resolve_choice("req-1", "a", index=0)
+    _remember_list(store, "one", 1)
+    with pytest.raises(InvalidFeedback, match=r"scored a list of 1 comparison; give index 0$"):
+        store.resolve_choice("one", "a")
+    with pytest.raises(UnknownComparison) as unknown:
+        store.resolve_choice("nope", "a", index=2)
+    assert "'nope'" in str(unknown.value) and "#" not in str(unknown.value)
+
+
+def test_an_ambiguous_list_comparison_is_named_by_its_request_id(store: FeedbackStore) -> None:
+    _remember_list(store, "cmp-2", 2)
+    assert not store.remember_comparison(ScoredComparison(comparison_key("cmp-2", 0), "other", "x", "y", 0.0, 0.0))
+    with pytest.raises(AmbiguousComparison, match="request_id 'cmp-2' was used") as refused:
+        store.resolve_choice("cmp-2", "a", index=0)
+    assert "#" not in str(refused.value)
+
+
+def test_expired_list_comparisons_are_unknown_not_a_missing_index(db_url: str) -> None:
+    with FeedbackStore.open(db_url, comparison_retention=timedelta(microseconds=1)) as store:
+        _remember_list(store, "cmp-2", 2)
+        with pytest.raises(UnknownComparison, match="unknown or expired request_id 'cmp-2'"):
+            store.resolve_choice("cmp-2", "a")
 
 
 def test_comparisons_expire_after_the_retention(db_url: str) -> None:
