@@ -296,7 +296,14 @@ class ModelStore:
                 history.pop()
             if not history:
                 if current is not None:
-                    where = f"it has pointed only at version {current}"
+                    # Not "it has only pointed at": each rollback drops the version it leaves,
+                    # so the history no longer shows versions that were rolled back from.
+                    kept = ", ".join(str(v) for v in state.history.get(alias, []))
+                    where = (
+                        f"no earlier version to roll back to: it points at version {current} and "
+                        f"its history is {f'[{kept}]' if kept else 'empty'} "
+                        "(a rollback drops the version it leaves)"
+                    )
                 else:
                     where = f"the alias is not set; aliases: {_describe_aliases(state.aliases)}"
                 raise AliasError(

@@ -412,11 +412,33 @@ def test_rollback_walks_back_through_history(store: ModelStore, tmp_path: Path) 
     assert store.rollback("rm").version == 2
     assert store.resolve("rm").version == 2
     assert store.rollback("rm").version == 1
-    with pytest.raises(AliasError, match="rm@production: it has pointed only at version 1"):
+    with pytest.raises(AliasError, match=r"rm@production: no earlier version to roll back to"):
         store.rollback("rm")
     assert store.resolve("rm").version == 1
     store.promote("rm", 3)
     assert store.rollback("rm").version == 1
+
+
+def test_a_second_rollback_says_there_is_no_earlier_version_not_that_it_only_pointed_at_one(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    """After 1 -> 2 and a rollback to 1, the alias has pointed at 2 as well: the refusal of a
+    second rollback must not claim it has pointed only at version 1."""
+    register_n(store, tmp_path, 2)
+    store.promote("rm", 1)
+    store.promote("rm", 2)
+    assert store.rollback("rm").version == 1
+
+    with pytest.raises(AliasError) as refused:
+        store.rollback("rm")
+    message = str(refused.value)
+    assert "pointed only" not in message
+    assert message == (
+        "cannot roll back rm@production: no earlier version to roll back to: it points at "
+        "version 1 and its history is [1] (a rollback drops the version it leaves); "
+        "promote a version instead"
+    )
+    assert store.resolve("rm").version == 1
 
 
 def test_rollback_of_an_unset_alias_is_a_clear_error(store: ModelStore, tmp_path: Path) -> None:
