@@ -15,7 +15,7 @@ Prefetch: up to prefetch_batches more batches are formed ahead and wait in the e
 pool's own queue, so a worker that finishes one starts the next at once. Without it the
 worker idles while its result goes back to the loop and the collector forms the next
 batch, and under load the loop is busy with HTTP: on 2 cores about 5% of the machine sat
-idle that way, and prefetch served x1.05-1.11 the items/s (README, Serving: Batching).
+idle that way, and prefetch served x1.05-1.11 the items/s (README, Benchmarks: Prefetch).
 A waiting batch skips, when its turn comes, the items of requests that gave up meanwhile.
 
 Failure rules: a batch that fails fails every request with an item in it (none is left

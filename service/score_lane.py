@@ -4,7 +4,7 @@ The event loop shares the machine's cores with the engine, and on a small reques
 middleware, routing, dependency solving and body parsing are a good part of the loop's work:
 paced at 140 one-item requests/s, the loop spent 1.26 ms of CPU per request through FastAPI and
 0.89 ms through this lane. Where the engine is cheap per item that is throughput: x1.5 items/s
-on the deterministic engine, x1.28 on the linear model (README, Batching).
+on the deterministic engine, x1.28 on the linear model (README, Benchmarks: The `/v1/score` lane).
 
 Only the well-formed case takes the lane: a POST to /v1/score whose body is JSON (by its
 Content-Type), arrived whole, and validates as a ScoreRequest. Everything else goes on to
