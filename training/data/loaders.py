@@ -168,8 +168,12 @@ class _Loader:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            self.error(path, line, None, f"not valid UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8")
+            # exc.start counts in exc.object, the bytes decoded: after a leading BOM, which
+            # utf-8-sig strips first, so indexing `data` with it would name the wrong byte.
+            line = exc.object[: exc.start].count(b"\n") + 1
+            self.error(
+                path, line, None, f"not valid UTF-8 text (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8"
+            )
             return data
         rows = _csv_rows(text) if suffix == ".csv" else _jsonl_rows(text)
         n_rows = 0
@@ -314,8 +318,14 @@ def _detect_shape(fields: _Fields) -> str:
             None,
             f"row mixes the fields of {' and '.join(shapes)} (keys: {keys}); put each judgement on its own row",
         )
-    # A CSV with a prompt column holds explicit pairs even where a prompt cell is empty.
+    # A CSV with a prompt column holds explicit pairs even where a prompt cell is empty. So
+    # does a JSON row with a null prompt (the error then names 'prompt', not a dialogue
+    # it never held), unless its responses are HH dialogues: a writer that emits every
+    # column for every row puts a null prompt on HH rows.
     has_prompt = "prompt" in fields.row if fields.from_csv else fields.given("prompt")
+    if not has_prompt and "prompt" in fields.row:
+        responses = [fields.row.get("chosen"), fields.row.get("rejected")]
+        has_prompt = not any(isinstance(text, str) and HH_MARKER in text for text in responses)
     if shapes[0] == "pairs" and not has_prompt:
         return "HH pairs"
     return shapes[0]

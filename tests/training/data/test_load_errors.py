@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -49,6 +50,30 @@ JSONL_CASES = [
     ),
     ("prompt_int", jsonl_lines({**PAIR, "prompt": 5}), 1, "prompt", "expected a non-empty string, got int"),
     ("chosen_null", jsonl_lines({**PAIR, "chosen": None}), 1, "chosen", "expected a non-empty string, got null"),
+    # A null prompt is the prompt's error, not "no dialogue in 'chosen'" (as if an HH row).
+    ("prompt_null", jsonl_lines({**PAIR, "prompt": None}), 1, "prompt", "expected a non-empty string, got null"),
+    ("prompt_list", jsonl_lines({**PAIR, "prompt": ["p"]}), 1, "prompt", "expected a non-empty string, got list"),
+    (
+        "ratings_prompt_null",
+        jsonl_lines({"prompt": None, "response": "r", "rating": 3}),
+        1,
+        "prompt",
+        "expected a non-empty string, got null",
+    ),
+    (
+        "likes_prompt_int",
+        jsonl_lines({"prompt": 7, "response": "r", "liked": True}),
+        1,
+        "prompt",
+        "expected a non-empty string, got int",
+    ),
+    (
+        "likes_prompt_null",
+        jsonl_lines({"prompt": None, "response": "r", "liked": False}),
+        1,
+        "prompt",
+        "expected a non-empty string, got null",
+    ),
     (
         "empty_chosen",
         jsonl_lines({**PAIR, "chosen": ""}),
@@ -295,6 +320,25 @@ def test_text_that_is_not_utf8_points_at_its_line(tmp_path: Path) -> None:
     error = only_error(path)
     assert (error.line, error.field) == (2, None)
     assert "not valid UTF-8" in error.message
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b'{"prompt":"p","chosen":"a\xff","rejected":"b"}\n', 1),
+        # The bad byte first on its line: an offset 3 bytes short would count the line above.
+        (json.dumps(PAIR).encode() + b'\n\xff{"prompt":"p"}\n', 2),
+    ],
+    ids=["mid_line", "line_start"],
+)
+def test_text_that_is_not_utf8_after_a_byte_order_mark_names_the_bad_byte_and_its_line(
+    tmp_path: Path, content: bytes, line: int
+) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + content)
+    error = only_error(path)
+    assert (error.line, error.field) == (line, None)
+    assert error.message == "not valid UTF-8 text (byte 0xff); save the file as UTF-8"
 
 
 def test_errors_are_collected_across_files_and_nothing_loads(tmp_path: Path) -> None:

@@ -150,6 +150,17 @@ def test_hh_dialogues_are_split_at_the_last_assistant_turn(tmp_path: Path) -> No
     assert dataset.warnings == []
 
 
+def test_hh_rows_with_a_null_prompt_load_as_hh_pairs(tmp_path: Path) -> None:
+    # What a writer that emits every column for every row gives HH rows; only a null prompt
+    # beside plain responses is refused (as a pairs row, naming 'prompt').
+    hh = {"chosen": HH_CHOSEN, "rejected": HH_REJECTED}
+    dataset = load_dataset([jsonl(tmp_path / "hh.jsonl", {"prompt": None, **hh}, hh)])
+    assert [(p.prompt, p.chosen, p.rejected) for p in dataset.pairs] == [
+        ("Human: How do I boil an egg?\n\nAssistant: Which kind?\n\nHuman: Soft.", "Six minutes.", "No idea.")
+    ] * 2
+    assert dataset.warnings == []
+
+
 def test_hh_rows_whose_dialogues_differ_before_the_last_turn_load_with_a_warning(tmp_path: Path) -> None:
     other = HH_REJECTED.replace("Soft.", "Hard.")
     dataset = load_dataset(
