@@ -45,6 +45,28 @@ def _text_field(row: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+# (fields that tell the shape, fields it needs, what to give). A row whose fields tell one
+# shape only is that shape with fields missing: the error names them, as `plaudit train`
+# does, instead of calling the whole row unrecognised.
+_PARTIAL_SHAPES = (
+    (
+        ("chosen", "rejected"),
+        ("chosen", "rejected"),
+        "a pairs row needs prompt, chosen, rejected (HH dialogues: chosen, rejected)",
+    ),
+    (("response", "liked", "rating"), ("prompt", "response"), "a likes or ratings row needs prompt, response"),
+)
+
+
+def _missing_fields(row: dict[str, Any]) -> tuple[list[str], str] | None:
+    """(missing fields, what the shape needs) if the row's fields tell exactly one shape."""
+    told = [(needs, help_) for telling, needs, help_ in _PARTIAL_SHAPES if any(key in row for key in telling)]
+    if len(told) != 1:
+        return None
+    needs, help_ = told[0]
+    return [key for key in needs if key not in row], help_
+
+
 def items_from_row(row: Any, where: str) -> list[TextPair]:
     """The items one JSONL row contributes; `where` ("file:line") goes into errors."""
     if not isinstance(row, dict):
@@ -65,6 +87,12 @@ def items_from_row(row: Any, where: str) -> list[TextPair]:
         return items
     if "prompt" in row and "response" in row:
         return [TextPair(_text_field(row, "prompt", where), _text_field(row, "response", where))]
+    missing = _missing_fields(row)
+    if missing is not None:
+        names, shape = missing
+        fields = ", ".join(repr(name) for name in names)
+        said = f"fields {fields} are" if len(names) > 1 else f"field {fields} is"
+        raise DataError(f"{where}: {said} missing; {shape}")
     raise DataError(
         f"{where}: unrecognised row with fields {sorted(row)}; expected "
         "{prompt, chosen, rejected}, {chosen, rejected} (HH dialogues) or {prompt, response}"

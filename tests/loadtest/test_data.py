@@ -82,6 +82,14 @@ def test_blank_lines_are_skipped_and_limit_cuts(tmp_path: Path) -> None:
         ('["a", "b"]', r"f\.jsonl:1: expected a JSON object, got list"),
         ('{"text": "x"}', r"f\.jsonl:1: unrecognised row with fields \['text'\]"),
         ('{"prompt": 3, "response": "x"}', r"f\.jsonl:1: field 'prompt' must be a string"),
+        # Fields of one shape only: that shape, with the missing field named.
+        ('{"chosen": "a"}', r"f\.jsonl:1: field 'rejected' is missing; a pairs row needs prompt, chosen, rejected"),
+        ('{"prompt": "p", "rejected": "b"}', r"f\.jsonl:1: field 'chosen' is missing; a pairs row needs"),
+        ('{"prompt": "p", "rating": 4}', r"f\.jsonl:1: field 'response' is missing; a likes or ratings row needs"),
+        ('{"liked": true}', r"f\.jsonl:1: fields 'prompt', 'response' are missing; a likes or ratings row needs"),
+        # Fields of no shape, or of two: still unrecognised.
+        ('{"prompt": "p"}', r"f\.jsonl:1: unrecognised row with fields \['prompt'\]"),
+        ('{"chosen": "a", "response": "r"}', r"f\.jsonl:1: unrecognised row with fields \['chosen', 'response'\]"),
     ],
 )
 def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -89,6 +97,17 @@ def test_bad_rows_are_reported_with_file_and_line(tmp_path: Path, line: str, mes
     path.write_text(line + "\n")
     with pytest.raises(DataError, match=message):
         load_items(path)
+
+
+def test_a_pair_without_rejected_names_the_missing_field(tmp_path: Path) -> None:
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a"}]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError) as info:
+        load_items(path)
+    assert str(info.value) == (
+        f"{path}:2: field 'rejected' is missing; "
+        "a pairs row needs prompt, chosen, rejected (HH dialogues: chosen, rejected)"
+    )
 
 
 def test_missing_and_empty_files_are_refused(tmp_path: Path) -> None:
