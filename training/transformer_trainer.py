@@ -258,8 +258,30 @@ class WeightAverage:
         self.average = [a.clone() for a in state["average"]]  # type: ignore[union-attr]
 
 
+@contextlib.contextmanager
+def progress_bars_off() -> Iterator[None]:
+    """No transformers progress bar ("Loading weights") inside the block; as before after it.
+
+    transformers' switch also sets huggingface_hub's global one, so both are put back: a
+    library caller's settings outlive a quiet load.
+    """
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, hub_was_disabled = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        if are_progress_bars_disabled() != hub_was_disabled:
+            (disable_progress_bars if hub_was_disabled else enable_progress_bars)()
+
+
 class TransformerTrainer:
-    def __init__(self, cfg: TransformerConfig) -> None:
+    def __init__(self, cfg: TransformerConfig, progress: bool = True) -> None:
+        """Load the backbone; `progress=False` (--no-progress) keeps its loading bar quiet too."""
         self.cfg = cfg
         self.average: WeightAverage | None = None
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -268,7 +290,8 @@ class TransformerTrainer:
 
         self.backbone_dir = cfg.backbone_dir()
         self.tokenizer = PairTokenizer.from_dir(self.backbone_dir, cfg.max_length)
-        backbone = AutoModel.from_pretrained(self.backbone_dir, local_files_only=True)
+        with contextlib.nullcontext() if progress else progress_bars_off():
+            backbone = AutoModel.from_pretrained(self.backbone_dir, local_files_only=True)
         self.model = RewardModel(backbone, hidden_size=int(backbone.config.hidden_size), pooling=cfg.pooling)
         if cfg.disable_dropout:
             for module in self.model.modules():

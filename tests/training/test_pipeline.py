@@ -301,6 +301,38 @@ def test_a_bad_training_option_is_refused_when_the_config_is_built(field: str, v
         TransformerConfig(**{field: value})
 
 
+def test_no_progress_prints_no_progress_bar_not_even_the_backbone_loading_one(
+    tiny_backbone: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import SAMPLE_DIR
+
+    capfd.readouterr()  # drop what building the backbone printed
+    args = ["train", "--backbone", str(tiny_backbone), "--epochs", "1", "--max-length", "48", "--no-progress"]
+    code = main([*args, "--store", str(tmp_path / "store"), "--name", "m", "--data", str(SAMPLE_DIR / "pairs.jsonl")])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert "Loading weights" not in err and "it/s]" not in err and "step/s" not in err, err
+
+
+def test_a_quiet_backbone_load_leaves_the_progress_bar_switches_as_they_were(
+    tiny_backbone: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    from training.transformer_trainer import TransformerConfig, TransformerTrainer
+
+    cfg = TransformerConfig(backbone=str(tiny_backbone))
+    capfd.readouterr()
+    before = (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled())
+    TransformerTrainer(cfg, progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()) == before
+    if before[0]:  # the bar this hides is really there when progress is on
+        TransformerTrainer(cfg)
+        assert "Loading weights" in capfd.readouterr().err
+
+
 def test_the_cli_refuses_a_bad_option_before_touching_data_or_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     code = main(["train", "--data", str(tmp_path / "missing.jsonl"), "--store", str(store), "--name", "x", "--label-smoothing", "0.7"])
