@@ -53,12 +53,13 @@ class AmbiguousComparison(FeedbackStoreError, LookupError):
 class UnknownComparison(FeedbackStoreError, LookupError):
     """A choice names a /v1/compare request_id (and index) that was never stored or has expired."""
 
-    def __init__(self, request_id: str, index: int | None = None, list_size: int | None = None) -> None:
-        """`list_size`: the request_id's comparisons list is kept, but not its item `index`."""
-        if list_size is not None:
+    def __init__(self, request_id: str, index: int | None = None, kept_in_list: str | None = None) -> None:
+        """`kept_in_list`: the request_id's comparisons list is kept, these items of it ("0-1"),
+        but not item `index`."""
+        if kept_in_list is not None:
             why = (
-                f"request_id {request_id!r} scored a list of {list_size} comparisons, but comparison "
-                f"{index} of it is not kept (it could not be stored)"
+                f"request_id {request_id!r} keeps comparisons {kept_in_list} of its list, not {index} "
+                "(past the list's end, or it could not be stored)"
             )
         else:
             which = f"request_id {request_id!r}" + ("" if index is None else f" index {index}")

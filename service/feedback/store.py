@@ -230,14 +230,15 @@ class FeedbackStore:
         ).scalars()
         indexes = {i for key in keys if (i := list_index(key, request_id)) is not None}
         if indexes:
-            size = max(indexes) + 1
-            span = "0" if size == 1 else f"0-{size - 1}"
-            scored = f"request_id {request_id!r} scored a list of {size} comparison{'' if size == 1 else 's'}"
+            # Only the items kept are known, not the list's length: an item that could not be
+            # stored (remembering never fails a comparison), or is still being stored, is
+            # missing here even if it was the last. So the kept ones are named, not a size.
+            kept = _describe_indexes(sorted(indexes))
             if index is None:
-                raise InvalidFeedback("index", f"{scored}; give index {span}")
-            if index >= size:
-                raise InvalidFeedback("index", f"{index} is out of range: {scored}; give index {span}")
-            raise UnknownComparison(request_id, index, list_size=size)  # that item was not stored
+                raise InvalidFeedback(
+                    "index", f"request_id {request_id!r} scored a list of comparisons; give its index (kept: {kept})"
+                )
+            raise UnknownComparison(request_id, index, kept_in_list=kept)
         if index is not None:
             single = sa.select(table.c.request_id).where(table.c.request_id == request_id, live)
             if connection.execute(single).first() is not None:
@@ -272,3 +273,14 @@ class FeedbackStore:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _describe_indexes(indexes: list[int]) -> str:
+    """ "0-3", or "0-1, 3" where items are missing: the list items a request_id keeps."""
+    runs: list[list[int]] = []
+    for i in indexes:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)

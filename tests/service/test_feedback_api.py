@@ -165,7 +165,7 @@ def test_choice_on_a_list_without_index_is_422_naming_index_not_never_scored(ser
     error = r.json()["error"]
     assert set(error) == {"code", "message", "request_id"}
     assert error["code"] == "invalid_request"
-    assert error["message"] == "index: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1"
+    assert error["message"] == "index: request_id 'cmp-2' scored a list of comparisons; give its index (kept: 0-1)"
     assert error["request_id"] == r.headers["x-request-id"]
     assert reader.count() == stored_before
 
@@ -174,14 +174,16 @@ def test_choice_on_a_list_without_index_is_422_naming_index_not_never_scored(ser
     assert stored_pair(reader, fixed.json()["feedback_id"]) == ("no 1", "yes 1")
 
 
-def test_choice_with_an_index_past_the_list_says_out_of_range_without_the_internal_key(server, reader):
+def test_choice_with_an_index_past_the_kept_items_is_404_naming_them_without_the_internal_key(server, reader):
+    # Only the items kept are known, not the list's length (an item may not have been stored), so
+    # the answer names the kept ones rather than calling the index out of range.
     compare_list(server, "cmp-2-range")
     r = post(server, {"request_id": "cmp-2-range", "choice": "a", "index": 5})
-    assert r.status_code == 422, r.text
+    assert r.status_code == 404, r.text
     error = r.json()["error"]
-    assert error["code"] == "invalid_request"
-    assert error["message"] == (
-        "index: 5 is out of range: request_id 'cmp-2-range' scored a list of 2 comparisons; give index 0-1"
+    assert error["message"].startswith(
+        "request_id 'cmp-2-range' keeps comparisons 0-1 of its list, not 5 (past the list's end, or it could "
+        "not be stored); send the full pair"
     )
     assert "#" not in error["message"]
 
@@ -521,10 +523,10 @@ def test_feedback_round_trip_on_postgresql(
         no_index = post(srv, {"request_id": "cmp-2", "choice": "b"})
         assert no_index.status_code == 422
         assert no_index.json()["error"]["message"] == (
-            "index: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1"
+            "index: request_id 'cmp-2' scored a list of comparisons; give its index (kept: 0-1)"
         )
         past = post(srv, {"request_id": "cmp-2", "choice": "b", "index": 5})
-        assert past.status_code == 422 and "5 is out of range" in past.json()["error"]["message"]
+        assert past.status_code == 404 and "keeps comparisons 0-1 of its list, not 5" in past.json()["error"]["message"]
 
 
 def test_serve_takes_the_feedback_database_url():

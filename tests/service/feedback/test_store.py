@@ -148,23 +148,32 @@ def test_a_list_comparison_resolves_by_index_and_says_what_index_to_give(store: 
     _remember_list(store, "cmp-2", 2)
     _remember_list(store, "CMP-2", 3)  # another id differing only in case; SQLite's LIKE ignores case
     _remember_list(store, "cmp-20", 4)  # another id that starts like it
-    store.remember_comparison(ScoredComparison("cmp_2#7", "p", "x", "y", 0.0, 0.0))  # LIKE's _ matches any
+    # An id that LIKE 'cmp_2#%' matches, '_' being any character there: no item of cmp-2's list.
+    store.remember_comparison(ScoredComparison("cmp_2#7", "p", "x", "y", 0.0, 0.0))
     assert store.resolve_choice("cmp-2", "b", index=1)[:3] == ("p1", "b1", "a1")
 
-    no_index = r"^index: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1$"
+    no_index = r"^index: request_id 'cmp-2' scored a list of comparisons; give its index \(kept: 0-1\)$"
     with pytest.raises(InvalidFeedback, match=no_index):
         store.resolve_choice("cmp-2", "b")
-    with pytest.raises(InvalidFeedback) as past:
+    with pytest.raises(UnknownComparison) as past:
         store.resolve_choice("cmp-2", "b", index=5)
-    assert str(past.value) == (
-        "index: 5 is out of range: request_id 'cmp-2' scored a list of 2 comparisons; give index 0-1"
+    assert str(past.value).startswith(
+        "request_id 'cmp-2' keeps comparisons 0-1 of its list, not 5 (past the list's end, or it could not be stored)"
     )
+    # A list whose item 2 was not stored (remembering never fails a comparison): nothing claims a
+    # length, and the kept items are named as they are.
+    for i in (0, 1, 3):
+        store.remember_comparison(ScoredComparison(comparison_key("gap", i), "p", "x", "y", 0.0, 0.0))
+    with pytest.raises(UnknownComparison, match=r"^request_id 'gap' keeps comparisons 0-1, 3 of its list, not 2 "):
+        store.resolve_choice("gap", "a", index=2)
+    with pytest.raises(InvalidFeedback, match=r"give its index \(kept: 0-1, 3\)$"):
+        store.resolve_choice("gap", "a")
     store.remember_comparison(COMPARISON)
     single = "request_id 'req-1' scored a single comparison, not a list; leave index out"
     with pytest.raises(InvalidFeedback, match=single):
         store.resolve_choice("req-1", "a", index=0)
     _remember_list(store, "one", 1)
-    with pytest.raises(InvalidFeedback, match=r"scored a list of 1 comparison; give index 0$"):
+    with pytest.raises(InvalidFeedback, match=r"scored a list of comparisons; give its index \(kept: 0\)$"):
         store.resolve_choice("one", "a")
     with pytest.raises(UnknownComparison) as unknown:
         store.resolve_choice("nope", "a", index=2)
