@@ -374,7 +374,8 @@ class Settings(BaseSettings):
     @field_validator("engine_options", mode="before")
     @classmethod
     def _engine_options(cls, value: Any) -> Any:
-        return _json_setting("engine_options", value, '{"delay_s": 0.1}')
+        decoded = _json_setting("engine_options", value, '{"delay_s": 0.1}')
+        return {} if decoded is None else decoded  # JSON null: the default, as before NoDecode
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -395,10 +396,13 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() in ("", "null"):
+            return []
         if isinstance(value, str) and not value.lstrip().startswith("["):
             # The form CORS settings usually take elsewhere: origins separated by commas.
             return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return _json_setting("cors_origins", value, '["https://app.example"]')
+        decoded = _json_setting("cors_origins", value, '["https://app.example"]')
+        return [] if decoded is None else decoded  # JSON null: the default, as before NoDecode
 
     @field_validator("cors_origins")
     @classmethod
@@ -415,20 +419,21 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("feedback_db")
-    @classmethod
-    def _feedback_url(cls, value: str | None) -> str | None:
+    @model_validator(mode="after")
+    def _feedback_url_form(self) -> Self:
         # The URL's form is checked here, so a wrong one stops the server at start; a database
         # that does not answer is a runtime condition (scoring goes on, /v1/feedback says 503).
-        if value is not None and value.strip():
+        # With feedback off the URL is never used, so it is not judged either.
+        url = self.feedback_url() if self.feedback_db is not None else None
+        if url is not None:
             from service.feedback.database import parse_url
             from service.feedback.errors import FeedbackStoreError
 
             try:
-                parse_url(value)
+                parse_url(url)
             except FeedbackStoreError as exc:
                 raise ValueError(f"{exc}; fix {env_name('feedback_db')}") from None
-        return value
+        return self
 
     @field_validator("comparison_retention_hours")
     @classmethod

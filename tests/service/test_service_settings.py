@@ -123,6 +123,15 @@ def test_a_feedback_database_url_of_the_wrong_form_stops_the_server_at_start():
     assert "pw" not in message  # the password is hidden
     assert "in-memory SQLite database" in problem(feedback_db="sqlite://")
     assert Settings(feedback_db="postgresql://u@127.0.0.1:1/test").feedback_db  # form only: not connected
+    # With feedback off the URL is never used: not judged either (such a configuration started before).
+    assert Settings(feedback_enabled=False, feedback_db="sqlite://").feedback_url() is None
+
+
+def test_json_null_in_the_environment_means_the_default(monkeypatch):
+    for name in ("PLAUDIT_ENGINE_OPTIONS", "PLAUDIT_CORS_ORIGINS", "PLAUDIT_API_KEYS"):
+        monkeypatch.setenv(name, "null")
+    settings = Settings()
+    assert (settings.engine_options, settings.cors_origins, settings.api_key_scopes()) == ({}, [], {})
 
 
 def test_cors_origins_from_the_environment_as_json_or_separated_by_commas(monkeypatch):
