@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from fastapi import APIRouter, Response
 
 from service.deps import HolderDep, MetricsDep, RequestIdDep, WorkersDep
@@ -14,10 +17,24 @@ PROBE_METHODS = ["GET", "HEAD"]
 # 401 and 403 only where keys are on and PLAUDIT_OPEN_PROBES=false.
 router = APIRouter(tags=["ops"], responses=error_responses(401, 403))
 
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
-@router.api_route(
+
+def probe_route(path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """A route for each of PROBE_METHODS: one route with both would give its two OpenAPI
+    operations one operationId (FastAPI warns of the duplicate, and clients generated from
+    the document clash)."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        for method in PROBE_METHODS:
+            router.add_api_route(path, endpoint, methods=[method], **options)
+        return endpoint
+
+    return register
+
+
+@probe_route(
     "/healthz",
-    methods=PROBE_METHODS,
     response_model=HealthResponse,
     summary="Liveness: 200 while the process can serve, loading included; 503 once its batcher has died",
     responses={503: error_doc("The batcher stopped unexpectedly: restart this process, or reload")},
@@ -33,9 +50,8 @@ async def healthz(holder: HolderDep, request_id: RequestIdDep) -> HealthResponse
     return HealthResponse(status="alive", model=ref, request_id=request_id)
 
 
-@router.api_route(
+@probe_route(
     "/readyz",
-    methods=PROBE_METHODS,
     response_model=ReadyResponse,
     summary="Readiness: 200 once the model is loaded and the batcher runs (in every worker), else 503",
     responses={503: error_doc("Not ready: loading, failed to load, batcher stopped, or a worker not ready")},
@@ -57,7 +73,7 @@ async def readyz(holder: HolderDep, workers: WorkersDep, request_id: RequestIdDe
     )
 
 
-@router.api_route("/metrics", methods=PROBE_METHODS, summary="Prometheus metrics", response_class=Response)
+@probe_route("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(registry: MetricsDep, workers: WorkersDep) -> Response:
     if workers is not None:
         workers.statuses()  # forgets workers that have died, so their live gauges stop counting

@@ -113,6 +113,11 @@ def test_health_readiness_and_openapi(deterministic_server):
         assert {"413", "422", "429", "503", "504"} <= set(responses), path
         assert all(responses[s]["content"]["application/json"]["schema"] == error_ref for s in ("413", "422", "429"))
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+    # One operationId per operation: GET and HEAD of a probe once shared one (FastAPI warned of it).
+    operation_ids = [operation["operationId"] for operations in paths.values() for operation in operations.values()]
+    assert len(operation_ids) == len(set(operation_ids)), sorted(operation_ids)
+    assert {paths[p]["head"]["operationId"] for p in ("/healthz", "/readyz", "/metrics")} == {
+        "healthz_healthz_head", "readyz_readyz_head", "metrics_metrics_head"}
     # Every error status of every route, its own wording or its router's, in that one shape.
     documented = [
         (path, method, status, response)
