@@ -6,6 +6,7 @@ Heavy imports (torch, transformers) happen inside the handlers so `plaudit --hel
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import json
 import os
@@ -31,6 +32,9 @@ def parse_scale(text: str) -> tuple[float, float]:
         lo, hi = float(match[1]), float(match[2])
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected MIN-MAX such as 1-5 or -2-2, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        # "0-inf" and "0-1e400" parse as floats; every command would then stop on a traceback.
+        raise argparse.ArgumentTypeError(f"the scale's ends must be finite numbers, got {text!r}")
     if not lo < hi:
         raise argparse.ArgumentTypeError(f"the scale minimum must be below its maximum, got {text!r}")
     return lo, hi

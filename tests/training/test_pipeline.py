@@ -351,6 +351,20 @@ def test_a_rating_scale_may_have_signed_ends(text: str, scale: tuple[float, floa
     assert parse_scale(text) == scale
 
 
+@pytest.mark.parametrize("command", [["data", "check"], ["train", "--name", "x"]])
+@pytest.mark.parametrize("scale", ["0-inf", "0-1e400", "nan-5"])
+def test_a_rating_scale_with_an_end_that_is_not_finite_is_a_usage_error(
+    command: list[str], scale: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # data check ended on a traceback for these (train and eval caught them later).
+    argv = [*command, *(["--data"] if command[0] == "train" else []), str(SAMPLE_FILES[0]), f"--rating-scale={scale}"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--rating-scale" in err and ("must be finite numbers" in err or "expected MIN-MAX" in err), err
+
+
 def test_data_check_takes_a_scale_below_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "ratings.csv"
     data.write_text("prompt,response,rating\nhow?,like so,-2\nwhy?,because,1.5\n", encoding="utf-8")
