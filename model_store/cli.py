@@ -215,6 +215,8 @@ def _guarded(handler: Handler) -> Handler:
             return _fail(str(exc), EXIT_DAMAGED)
         except StoreError as exc:
             return _fail(str(exc), EXIT_USAGE)
+        except BrokenPipeError:
+            raise  # stdout's reader left: plaudit.cli.main's to handle, not a store error
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
             return _fail(f"{exc.strerror or exc}{where}", EXIT_DAMAGED)

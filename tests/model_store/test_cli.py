@@ -286,3 +286,20 @@ def test_plaudit_up_serves_where_plaudit_port_and_host_say_unless_flags_say_othe
         settings = Settings(**settings_overrides(serve))
         assert (settings.host, settings.port) == where, up_argv
         assert (Path(settings.store_dir), settings.model) == (tmp_path, "default")
+
+
+def test_a_reader_that_leaves_early_gets_no_error_line(store_dir: Path) -> None:
+    # `plaudit models show rm:1 | head -3` printed "error: Broken pipe" on stderr.
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "plaudit.cli", "models", "show", "rm:2", "--store", str(store_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has imported anything, let alone written
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 1
+    assert err == "", err
