@@ -40,6 +40,46 @@ def resolved_precision(engine: str, precision: str, metadata: Mapping[str, Any])
     return str(metadata.get("default_precision", "fp32"))
 
 
+def check_loadable(metadata: Mapping[str, Any], *, name: str, version: str, engine: str, device: str, precision: str) -> None:
+    """Raise ValueError for what `load_scorer_from_dir` would refuse, found from the version's
+    metadata and the installed runtimes alone.
+
+    A server loads its model in the background after it starts listening, so a refusal there
+    leaves it up, answering 503; `plaudit serve` calls this first and stops in one line.
+    """
+    check_engine_precision(engine, precision)
+    kind = metadata.get("kind")
+    if kind == "linear":
+        if engine != "onnx":
+            raise ValueError(f"{name}:{version} is a linear model, which runs on --engine onnx only")
+        return
+    if kind != "transformer":
+        raise ValueError(f"{name}:{version}: metadata kind {kind!r} is not one of: transformer, linear")
+    chosen = resolved_precision(engine, precision, metadata)
+    if engine == "onnx":
+        onnx_files: Mapping[str, str] = metadata.get("onnx", {"fp32": "model.onnx"})
+        if chosen not in onnx_files:
+            raise ValueError(
+                f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); "
+                "pick another --precision or re-train with --quantize"
+            )
+        if device == "cuda":
+            from model_store.onnx_scorer import execution_providers
+
+            try:
+                execution_providers(device)
+            except RuntimeError as exc:
+                raise ValueError(str(exc)) from None
+    elif engine == "torch":
+        if device == "cpu" and chosen != "fp32":
+            raise ValueError(f"--precision {chosen} on the torch engine is for --device cuda; use fp32 on CPU")
+        if device == "cuda":
+            import torch  # the torch engine's own dependency; only asked for it
+
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda, but torch sees no CUDA device")
+
+
 def load_scorer_from_dir(
     model_dir: Path,
     metadata: dict[str, Any],
@@ -66,19 +106,14 @@ def load_scorer_from_dir(
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    check_engine_precision(engine, precision)
+    check_loadable(metadata, name=name, version=version, engine=engine, device=device, precision=precision)
     kind = metadata.get("kind")
     if kind == "linear":
-        if engine != "onnx":
-            raise ValueError("the linear model runs on the onnx engine only")
         from model_store.linear_scorer import LinearOnnxScorer
 
         return LinearOnnxScorer(
             model_dir, name=name, version=version, intra_op_threads=intra_op_threads, spinning=intra_op_spinning
         )
-    if kind != "transformer":
-        raise ValueError(f"{model_dir}: metadata kind {kind!r} is not one of: transformer, linear")
-
     from model_store.tokenization import PairTokenizer
 
     tokenizer = PairTokenizer.from_dir(model_dir / "tokenizer", max_length=int(metadata["max_length"]))
@@ -97,12 +132,7 @@ def load_scorer_from_dir(
     from model_store.onnx_scorer import TransformerOnnxScorer
 
     onnx_files: dict[str, str] = metadata.get("onnx", {"fp32": "model.onnx"})
-    chosen = resolved_precision(engine, precision, metadata)
-    if chosen not in onnx_files:
-        raise ValueError(
-            f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); "
-            "pick another --precision or re-train with --quantize"
-        )
+    chosen = resolved_precision(engine, precision, metadata)  # check_loadable: it has that file
     onnx_path = (model_dir / str(onnx_files[chosen])).resolve()
     if not onnx_path.is_relative_to(model_dir.resolve()):
         # The checksums cover the version's own files only; a path that leaves its folder

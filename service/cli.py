@@ -162,11 +162,21 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     if settings.engine not in TEST_ENGINES:
         # Fail now, with one line, on the commonest mistake (a wrong store or model name),
         # rather than serving 503s after a background load fails.
+        # So too on what the version cannot run (an engine, precision or device it lacks).
+        from model_store.loading import check_loadable
         from service.model_loading import ModelLoadError, resolve_stored_model
 
         try:
-            resolve_stored_model(settings)
-        except (StoreError, ModelLoadError) as exc:
+            _, mv = resolve_stored_model(settings)
+            check_loadable(
+                mv.metadata,
+                name=mv.name,
+                version=str(mv.version),
+                engine=settings.engine,
+                device=settings.device,
+                precision=settings.precision,
+            )
+        except (StoreError, ModelLoadError, ValueError) as exc:
             print(f"plaudit serve: {exc}", file=sys.stderr)
             return 2
 

@@ -147,7 +147,7 @@ def test_unknown_precision_and_missing_file_are_refused(trained_store: Path) -> 
         load_scorer(mv, engine="torch", precision="int8")
     with pytest.raises(ValueError, match="--engine onnx cannot run precision fp16"):
         load_scorer(mv, engine="onnx", precision="fp16")
-    with pytest.raises(ValueError, match="linear model runs on the onnx engine"):
+    with pytest.raises(ValueError, match="x:1 is a linear model, which runs on --engine onnx only"):
         from model_store.loading import load_scorer_from_dir
 
         load_scorer_from_dir(mv.path, {"kind": "linear"}, name="x", version="1", engine="torch")

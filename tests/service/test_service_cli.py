@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+
 from service.cli import register_commands, serve
 
 
@@ -87,3 +89,21 @@ def test_workers_from_the_environment_get_a_shared_directory_too(monkeypatch):
     assert not _wants_workers({"workers": 1})  # the flag wins
     monkeypatch.setenv("PLAUDIT_WORKERS", "three")
     assert not _wants_workers({})  # Settings says what is wrong with it
+
+
+@pytest.mark.parametrize(
+    ("store", "argv", "says"),
+    [
+        # This machine's onnxruntime has no CUDAExecutionProvider (tests run without a GPU).
+        ("trained_store", ["--model", "tiny:1", "--device", "cuda"], "device=cuda needs onnxruntime-gpu"),
+        ("trained_store", ["--model", "tiny:1", "--engine", "torch", "--precision", "bf16"], "is for --device cuda"),
+        ("linear_store", ["--model", "lin:1", "--engine", "torch"], "lin:1 is a linear model, which runs on --engine onnx only"),
+    ],
+    ids=["onnx-cuda-without-gpu-build", "torch-bf16-on-cpu", "linear-on-torch"],
+)
+def test_what_the_version_cannot_run_is_reported_before_serving(store, argv, says, request, capsys):
+    # Such a server used to start and answer 503 ("the model failed to load") until killed.
+    store_dir = request.getfixturevalue(store)
+    assert serve(parser().parse_args(["serve", "--store", str(store_dir), *argv])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("plaudit serve: ") and says in err, err
