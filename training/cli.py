@@ -183,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from model_store.errors import StoreError
-    from model_store.loading import load_scorer
+    from model_store.loading import load_scorer, resolved_precision
     from model_store.store import ModelStore
     from training.data.errors import DataValidationError
     from training.data.loaders import load_dataset
@@ -195,8 +195,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mv = store.resolve(args.model)
         store.verify(mv)
         scale = args.rating_scale or tuple(mv.metadata.get("rating_scale", (1.0, 5.0)))
-        examples = list(load_dataset(args.data, rating_scale=scale).examples)
+        dataset = load_dataset(args.data, rating_scale=scale)
+        examples = list(dataset.examples)
         if args.split == "val":
+            trained_on = (mv.metadata.get("data") or {}).get("sha256")
+            if trained_on is not None and trained_on != dataset.sha256:
+                # The split is a fraction of whatever data it is given: of other data than the
+                # model's own, it is no held-out set (it may hold rows the model trained on).
+                print(
+                    f"warning: {mv.ref} was trained on other data (sha256 {trained_on[:12]}, this is "
+                    f"{dataset.sha256[:12]}); --split val takes its fraction of this data all the same",
+                    file=sys.stderr,
+                )
             examples = split_for_eval(examples, mv.metadata)
         scorer = load_scorer(mv, engine=args.engine, precision=args.precision)
         report = evaluate(scorer, examples, plots_dir=Path(args.plots) if args.plots else None)
@@ -204,7 +214,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except (StoreError, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
-    report.setdefault("model", {})["ref"] = mv.ref
+    # What ran, since it changes the scores: int8 is the default where its export passed the gate.
+    report.setdefault("model", {}).update(
+        ref=mv.ref, engine=args.engine, precision=resolved_precision(args.engine, args.precision, mv.metadata)
+    )
+    if args.plots and "plots" not in report:
+        print(f"no plots written to {args.plots}: they are drawn from pairs, and this data has none", file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -213,7 +228,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def format_eval(report: dict[str, Any]) -> str:
-    lines = [f"model {report['model']['ref']} on {report['n_examples']} examples"]
+    model = report["model"]
+    ran = f" ({model['engine']}, {model['precision']})" if "precision" in model else ""
+    lines = [f"model {model['ref']}{ran} on {report['n_examples']} examples"]
     if "pairs" in report:
         p = report["pairs"]
         lines.append(f"pairs ({p['n']}): accuracy {p['accuracy']:.4f}, ECE {p['ece']:.4f}, mean margin {p['mean_margin']:.3f}")

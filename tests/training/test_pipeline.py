@@ -23,6 +23,9 @@ def test_eval_through_onnx_reproduces_the_accuracy_training_reported(
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"]["ref"] == "tiny:1"
+    # What ran: tiny:1's int8 export passed the gate, so "auto" ran int8.
+    assert (out["model"]["engine"], out["model"]["precision"]) == ("onnx", mv.metadata["default_precision"])
+    assert "warning" not in capsys.readouterr().err  # its own data: no warning about the split
     assert out["pairs"]["n"] == reported["pairs"]["n"]
     assert out["pairs"]["accuracy"] == reported["pairs"]["accuracy"]
     assert out["ratings"]["mae"] == pytest.approx(reported["ratings"]["mae"], abs=1e-6)
@@ -37,6 +40,20 @@ def test_eval_report_has_every_section_and_plots(trained_store: Path, tmp_path: 
         assert needle in text
     for png in ("score_distributions.png", "reliability.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_says_what_ran_what_it_could_not_plot_and_when_val_is_not_held_out(
+    trained_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ratings = [str(p) for p in SAMPLE_FILES if p.suffix == ".csv"]
+    argv = ["eval", "--store", str(trained_store), "--model", "tiny", "--data", *ratings]
+    assert main([*argv, "--precision", "fp32", "--plots", str(tmp_path / "plots")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("model tiny:1 (onnx, fp32) on ")
+    assert f"no plots written to {tmp_path / 'plots'}: they are drawn from pairs, and this data has none" in captured.err
+    assert main([*argv, "--split", "val"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: tiny:1 was trained on other data" in err and "--split val takes its fraction" in err
 
 
 def test_metadata_records_data_hash_split_and_objectives(trained_store: Path) -> None:
