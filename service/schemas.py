@@ -270,8 +270,19 @@ class PromoteRequest(_Strict):
     alias: str = Field(default="production", description="The alias to point at it.", examples=["production"])
 
 
+class PromotedOut(BaseModel):
+    name: str
+    version: str
+    alias: str
+
+
 class SwapResponse(BaseModel):
     old: ModelRefOut | None = Field(description="What was served before; None if nothing was.")
     new: ModelRefOut = Field(description="What is served now.")
     swapped: bool = Field(description="False when the configured model already named the served version.")
+    # A promote may move an alias the service does not follow (another model's): old, new and
+    # swapped are then unchanged, and this is what says the store was changed.
+    promoted: PromotedOut | None = Field(
+        default=None, description="For a promote: the alias now pointing at the version (None for a reload)."
+    )
     request_id: RequestIdField

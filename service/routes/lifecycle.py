@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 from service.auth import require_scope
 from service.deps import RequestIdDep, SwapperDep
 from service.lifecycle import ServedRef, SwapOutcome
-from service.schemas import ModelRefOut, PromoteRequest, SwapResponse, error_doc, error_responses
+from service.schemas import ModelRefOut, PromotedOut, PromoteRequest, SwapResponse, error_doc, error_responses
 
 router = APIRouter(
     prefix="/v1/models",
@@ -54,4 +54,6 @@ async def reload(swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
     responses={**_REFUSALS, 404: error_doc("No such model or version in the store")},
 )
 async def promote(name: str, body: PromoteRequest, swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
-    return _response(await swapper.promote(name, body.version, body.alias), request_id)
+    response = _response(await swapper.promote(name, body.version, body.alias), request_id)
+    response.promoted = PromotedOut(name=name, version=str(body.version), alias=body.alias)
+    return response

@@ -210,6 +210,7 @@ def test_hot_swap_under_load_fails_no_request_and_switches_version_once(
         {"name": "tiny", "version": "2"},
         True,
     )
+    assert body["promoted"] == {"name": "tiny", "version": "2", "alias": "production"}
     assert aliases(store_dir) == {"production": 2}
 
     failures = [s for s in samples if s.status != 200]
@@ -380,7 +381,13 @@ def test_promote_names_an_unknown_version_and_a_test_engine_has_no_store(
         status, code, message = error_of(promote(srv, 1, alias="Bad Alias"))
         assert (status, code) == (422, "invalid_request")
         assert "invalid alias 'Bad Alias'" in message
-    assert aliases(store_dir) == {"production": 1}
+        # An alias the service does not follow: nothing is swapped, and the answer says what moved.
+        moved = promote(srv, 1, alias="candidate")
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["swapped"] is False
+        assert moved.json()["promoted"] == {"name": "tiny", "version": "1", "alias": "candidate"}
+        assert srv.client.post("/v1/models/reload", headers=ADMIN).json()["promoted"] is None
+    assert aliases(store_dir) == {"production": 1, "candidate": 1}
 
     with live_server(engine="deterministic", feedback_enabled=False) as srv:
         srv.wait_ready()
