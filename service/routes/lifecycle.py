@@ -7,10 +7,11 @@ makes a running service serve it. The work is done by service.lifecycle.ModelSwa
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from service.auth import require_scope
 from service.deps import RequestIdDep, SwapperDep
+from service.errors import InvalidInput
 from service.lifecycle import ServedRef, SwapOutcome
 from service.schemas import ModelRefOut, PromotedOut, PromoteRequest, SwapResponse, error_doc, error_responses
 
@@ -43,8 +44,22 @@ def _response(outcome: SwapOutcome, request_id: str) -> SwapResponse:
     summary="Re-resolve the configured model (e.g. NAME -> its production alias) and swap if it changed",
     responses=_REFUSALS,
 )
-async def reload(swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
+async def reload(request: Request, swapper: SwapperDep, request_id: RequestIdDep) -> SwapResponse:
+    await _refuse_a_body(request)
     return _response(await swapper.reload(), request_id)
+
+
+async def _refuse_a_body(request: Request) -> None:
+    """Reload takes no body (`{}` aside): one such as {"model": "tf:2"} was silently ignored,
+    and its sender believed it had chosen what to serve."""
+    body = (await request.body()).strip()
+    if body in (b"", b"{}"):
+        return
+    raise InvalidInput(
+        "body: POST /v1/models/reload takes no body; it serves what the configured model "
+        "(PLAUDIT_MODEL) resolves to now. To serve another version, promote it: "
+        "POST /v1/models/{name}/promote {version, alias}"
+    )
 
 
 @router.post(

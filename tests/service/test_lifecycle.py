@@ -387,6 +387,11 @@ def test_promote_names_an_unknown_version_and_a_test_engine_has_no_store(
         assert moved.json()["swapped"] is False
         assert moved.json()["promoted"] == {"name": "tiny", "version": "1", "alias": "candidate"}
         assert srv.client.post("/v1/models/reload", headers=ADMIN).json()["promoted"] is None
+        assert srv.client.post("/v1/models/reload", json={}, headers=ADMIN).status_code == 200
+        # A body naming what to serve was silently ignored; reload takes none.
+        status, code, message = error_of(srv.client.post("/v1/models/reload", json={"model": "tiny:2"}, headers=ADMIN))
+        assert (status, code) == (422, "invalid_request")
+        assert message.startswith("body: POST /v1/models/reload takes no body") and "promote" in message
     assert aliases(store_dir) == {"production": 1, "candidate": 1}
 
     with live_server(engine="deterministic", feedback_enabled=False) as srv:
