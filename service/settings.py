@@ -396,10 +396,8 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _origin_list(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip() in ("", "null"):
-            return []
-        if isinstance(value, str) and not value.lstrip().startswith("["):
-            # The form CORS settings usually take elsewhere: origins separated by commas.
+        if isinstance(value, str) and value.strip() != "null" and not value.lstrip().startswith("["):
+            # The form CORS settings usually take elsewhere: origins separated by commas ("" none).
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         decoded = _json_setting("cors_origins", value, '["https://app.example"]')
         return [] if decoded is None else decoded  # JSON null: the default, as before NoDecode
