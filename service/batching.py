@@ -82,6 +82,9 @@ class _Request:
     scores: np.ndarray = field(init=False)
     remaining: int = field(init=False)
     finished: bool = False
+    # True while its items are with the tokenizer: not yet waiting, so a drop then counts
+    # all of them (a deadline shorter than tokenizing must still show in the metric).
+    tokenizing: bool = False
     # Why its waiting items were dropped ("cancelled", "deadline", "failed"); a batch that
     # was already handed to the engine pool counts its own when its turn comes.
     dropped_as: str = "failed"
@@ -240,6 +243,7 @@ class Batcher:
             async with asyncio.timeout(timeout):
                 if alone:
                     return await self._run_alone(request, pairs[0])
+                request.tokenizing = True  # until _enqueue puts its items in the queue
                 encoded = await self._encode(list(pairs))
                 self._enqueue(request, encoded)
                 return await request.future
@@ -344,6 +348,7 @@ class Batcher:
             raise NotReady("the batcher stopped while this request was being tokenized")
         now = time.monotonic()
         self._waiting.extend(_Item(request, i, e, now) for i, e in enumerate(encoded))
+        request.tokenizing = False
         self._wake()
 
     def _finish(self, request: _Request) -> bool:
@@ -360,6 +365,10 @@ class Batcher:
 
     def _drop_waiting(self, request: _Request, reason: str) -> None:
         request.dropped_as = reason
+        if request.tokenizing:
+            # None of its items is waiting yet, and none will be (_enqueue skips a finished request).
+            self.metrics.dropped_items.labels(reason=reason).inc(request.n_items)
+            return
         kept = [it for it in self._waiting if it.request is not request]
         dropped = len(self._waiting) - len(kept)
         if dropped:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
 from model_store.engines.deterministic import DeterministicScorer, FailingScorer
-from model_store.scoring import TextPair
+from model_store.scoring import Encoded, TextPair
 from service.batching import Batcher
 from service.errors import DeadlineExceeded, NotReady, QueueFullError, ScoringFailed
 from service.metrics import ServiceMetrics
@@ -364,6 +365,37 @@ def test_expired_requests_fail_with_deadline_exceeded_and_never_run():
     ran, dropped = with_batcher(DeterministicScorer(delay_s=0.3), body)
     assert ran == 1.0
     assert dropped >= 2.0
+
+
+class HeldTokenizer(DeterministicScorer):
+    """Tokenizes only once `release` is set, so a deadline can pass while items are with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def encode(self, pairs: Sequence[TextPair]) -> list[Encoded]:
+        assert self.release.wait(10), "the test never released the tokenizer"
+        return super().encode(pairs)
+
+
+def test_items_whose_deadline_passes_while_tokenizing_count_as_dropped():
+    # CI once saw this race in the test above: the deadline passed before the items left
+    # the tokenizer, and the drop went uncounted.
+    scorer = HeldTokenizer()
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
+        with pytest.raises(DeadlineExceeded, match="deadline exceeded"):
+            await batcher.submit(pairs("a", "b", "c"), deadline=time.monotonic() + 0.05)
+        assert batcher.queue_depth == 0
+        scorer.release.set()
+        await batcher.submit(pairs("d", "e"))  # the tokenizer finishes the late items first
+        assert batcher.queue_depth == 0
+        return value(metrics, "plaudit_dropped_items_total", reason="deadline"), value(
+            metrics, "plaudit_batch_size_items_sum"
+        )
+
+    assert with_batcher(scorer, body) == (3.0, 2.0)
 
 
 def test_a_deadline_that_expires_as_its_batch_finishes_fails_only_that_request():
