@@ -2,7 +2,8 @@
 
 Three row shapes are accepted, one per line:
   pairs      {"prompt", "chosen", "rejected"}  -> two items, one per response
-  HH         {"chosen", "rejected"} dialogues  -> split each at its LAST "\\n\\nAssistant:"
+  HH         {"chosen", "rejected"} dialogues  -> split each at its LAST "\\n\\nAssistant:",
+                                                  as training splits them
   likes / ratings {"prompt", "response", ...}   -> one item
 Items are handed out round robin by request index, so a run is reproducible whatever
 the order in which concurrent workers pick requests up.
@@ -16,26 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from model_store.scoring import TextPair
-
-HH_ASSISTANT_MARKER = "\n\nAssistant:"
+from training.data.loaders import split_hh_dialogue  # torch-free: the one HH split
 
 
 class DataError(ValueError):
     """A data file the load generator cannot use; the message names file and line."""
-
-
-def split_hh_dialogue(dialogue: str) -> tuple[str, str]:
-    """Split an HH dialogue into (prompt, response) at its last assistant turn.
-
-    The prompt is everything before the last "\\n\\nAssistant:" (the conversation so far);
-    the response is the text after it, without surrounding whitespace.
-    """
-    cut = dialogue.rfind(HH_ASSISTANT_MARKER)
-    if cut < 0:
-        raise ValueError(f"no {HH_ASSISTANT_MARKER!r} turn in the dialogue")
-    prompt = dialogue[:cut].strip()
-    response = dialogue[cut + len(HH_ASSISTANT_MARKER) :].strip()
-    return prompt, response
 
 
 def _text_field(row: dict[str, Any], key: str, where: str) -> str:

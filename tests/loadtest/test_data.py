@@ -9,7 +9,6 @@ from loadtest.data import (
     DataError,
     ItemCycle,
     load_items,
-    split_hh_dialogue,
     synthetic_items,
 )
 from model_store.scoring import TextPair
@@ -38,11 +37,25 @@ def test_likes_and_ratings_give_one_item(tmp_path: Path) -> None:
     ]
 
 
-def test_hh_dialogue_splits_at_last_assistant_turn() -> None:
-    dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: fine, thanks"
-    prompt, response = split_hh_dialogue(dialogue)
-    assert prompt == "Human: hi\n\nAssistant: hello\n\nHuman: how are you?"
-    assert response == "fine, thanks"
+def test_hh_rows_are_split_as_training_splits_them(tmp_path: Path) -> None:
+    # The load generator sends what training and evaluation saw: the same cut, and the
+    # same refusal of a dialogue that does not end on the judged assistant turn.
+    from training.data.loaders import load_examples
+
+    good = {
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: fine, thanks",
+        "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:  go away ",
+    }
+    path = write_jsonl(tmp_path / "hh.jsonl", [good])
+    (example,) = load_examples(path)
+    assert load_items(path) == [
+        TextPair(example.prompt, example.chosen),
+        TextPair(example.prompt, example.rejected),
+    ]
+    assert load_items(path)[1] == TextPair("Human: hi\n\nAssistant: hello\n\nHuman: how are you?", "go away")
+    trailing = dict(good, rejected=good["rejected"] + "\n\nHuman: and?")
+    with pytest.raises(DataError, match=r"hh\.jsonl:2: field 'rejected': .*'\\n\\nHuman:' turn follows it"):
+        load_items(write_jsonl(tmp_path / "hh.jsonl", [good, trailing]))
 
 
 def test_hh_rows_give_chosen_and_rejected_items(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from model_store.scoring import invalid_unicode_reason
 from training.data.errors import MAX_ERRORS, DataError, DataValidationError
 from training.data.examples import Example, LikeExample, PairExample, RatingExample
 
-__all__ = ["HH_MARKER", "SUPPORTED_SUFFIXES", "Dataset", "load_dataset", "load_examples"]
+__all__ = ["HH_MARKER", "SUPPORTED_SUFFIXES", "Dataset", "load_dataset", "load_examples", "split_hh_dialogue"]
 
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".csv")
 HH_MARKER = "\n\nAssistant:"
@@ -281,21 +281,33 @@ class _Loader:
         return prompt, chosen, rejected
 
 
-def _split_dialogue(dialogue: str, field_name: str) -> tuple[str, str]:
+def split_hh_dialogue(dialogue: str) -> tuple[str, str]:
+    """(prompt, response) of an HH dialogue, cut at its last "\\n\\nAssistant:" turn.
+
+    The prompt is the conversation before that turn; both parts are stripped. Raises
+    ValueError saying what is wrong. `plaudit loadtest` splits with this too, so it sends
+    the items that training and evaluation saw.
+    """
     cut = dialogue.rfind(HH_MARKER)
     if cut < 0:
-        raise _RowError(field_name, "expected a dialogue with an '\\n\\nAssistant:' turn, found none")
+        raise ValueError("expected a dialogue with an '\\n\\nAssistant:' turn, found none")
     prompt = dialogue[:cut].strip()
     if not prompt:
-        raise _RowError(field_name, "expected dialogue text before the last '\\n\\nAssistant:' turn, found none")
+        raise ValueError("expected dialogue text before the last '\\n\\nAssistant:' turn, found none")
     response = dialogue[cut + len(HH_MARKER) :]
     if "\n\nHuman:" in response:
-        raise _RowError(
-            field_name,
+        raise ValueError(
             "expected the dialogue to end with its '\\n\\nAssistant:' turn (the response judged), "
-            "but a '\\n\\nHuman:' turn follows it",
+            "but a '\\n\\nHuman:' turn follows it"
         )
     return prompt, response.strip()
+
+
+def _split_dialogue(dialogue: str, field_name: str) -> tuple[str, str]:
+    try:
+        return split_hh_dialogue(dialogue)
+    except ValueError as exc:
+        raise _RowError(field_name, str(exc)) from None
 
 
 def _detect_shape(fields: _Fields) -> str:
