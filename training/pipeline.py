@@ -84,7 +84,7 @@ def _fit_transformer(job: TrainJob, train: list[Example], val: list[Example], ou
 
     cfg = job.transformer
     cfg.seed = job.seed
-    result = TransformerTrainer(cfg, progress=job.progress).fit(train, val, progress=job.progress)
+    result = TransformerTrainer(cfg, progress=job.progress).fit(train, val)
     texts, n_pairs = parity_texts(val or train[:64])
     fragment = export_transformer(
         result.model,

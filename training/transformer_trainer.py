@@ -281,8 +281,10 @@ def progress_bars_off() -> Iterator[None]:
 
 class TransformerTrainer:
     def __init__(self, cfg: TransformerConfig, progress: bool = True) -> None:
-        """Load the backbone; `progress=False` (--no-progress) keeps its loading bar quiet too."""
+        """Load the backbone. `progress=False` (--no-progress) silences both the backbone's
+        loading bar and fit()'s step bar."""
         self.cfg = cfg
+        self.progress = progress
         self.average: WeightAverage | None = None
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
         seed_everything(cfg.seed)
@@ -351,7 +353,7 @@ class TransformerTrainer:
             out["val_accuracy"] = acc_sum / n_pairs
         return out
 
-    def fit(self, train: Sequence[Example], val: Sequence[Example], progress: bool = True) -> TrainResult:
+    def fit(self, train: Sequence[Example], val: Sequence[Example]) -> TrainResult:
         cfg = self.cfg
         train_tok = tokenize_examples(train, self.tokenizer)
         val_tok = tokenize_examples(val, self.tokenizer)
@@ -387,7 +389,7 @@ class TransformerTrainer:
             log.info("resumed from %s at step %d", ckpt, state["step"])
 
         self.model.train()
-        bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="train", unit="step")
+        bar = tqdm(total=total_steps, initial=state["step"], disable=not self.progress, desc="train", unit="step")
         # A run that had already stopped early stays stopped when resumed.
         stop = bool(val_tok) and state["bad_evals"] >= cfg.patience
         for epoch in range(cfg.epochs):

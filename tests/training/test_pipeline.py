@@ -132,13 +132,13 @@ def test_resumed_training_matches_an_uninterrupted_run(tiny_backbone: Path, tmp_
         backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2,
         patience=99, ema_decay=ema_decay,
     )
-    full = TransformerTrainer(TransformerConfig(**cfg)).fit(train, val, progress=False)
+    full = TransformerTrainer(TransformerConfig(**cfg), progress=False).fit(train, val)
 
     ckpt = str(tmp_path / "ckpt")
-    interrupted = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, max_steps=5, **cfg)).fit(train, val, progress=False)
+    interrupted = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, max_steps=5, **cfg), progress=False).fit(train, val)
     assert [h["step"] for h in interrupted.history] == [2, 4]
     assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
-    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(train, val, progress=False)
+    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg), progress=False).fit(train, val)
 
     assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history] == [2, 4, 6, 8]
     for got, want in zip(resumed.history, full.history, strict=True):
@@ -153,21 +153,21 @@ def test_resuming_with_other_options_or_data_is_refused(tiny_backbone: Path, tmp
     train, val = list(examples[:64]), list(examples[64:80])
     cfg = dict(backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2)
     ckpt = str(tmp_path / "ckpt")
-    TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, max_steps=3, **cfg)).fit(train, val, progress=False)
+    TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, max_steps=3, **cfg), progress=False).fit(train, val)
     with pytest.raises(ValueError, match=r"written by a run with batch_size=16 \(this run: 8\)"):
-        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **(cfg | {"batch_size": 8}))).fit(
-            train, val, progress=False
+        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **(cfg | {"batch_size": 8})), progress=False).fit(
+            train, val
         )
     with pytest.raises(ValueError, match=r"4 steps per epoch \(this run's data: 2\)"):
-        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(train[:32], val, progress=False)
+        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg), progress=False).fit(train[:32], val)
     # Other rows of the same number: the step counts agree, the data does not.
     other = list(examples[80:144])
     assert len(other) == len(train) and other != train
     with pytest.raises(ValueError, match=r"other training or validation data"):
-        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg)).fit(other, val, progress=False)
+        TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, **cfg), progress=False).fit(other, val)
     # What may change on resume (max_steps, threads) is accepted.
-    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, threads=1, **cfg)).fit(
-        train, val, progress=False
+    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=ckpt, resume=True, threads=1, **cfg), progress=False).fit(
+        train, val
     )
     assert [h["step"] for h in resumed.history] == [2, 4, 6, 8]
 
@@ -182,12 +182,12 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed(tiny_backbone: Path
     train, val = list(examples[:64]), list(examples[64:80])
     cfg = dict(backbone=str(tiny_backbone), max_length=48, epochs=2, batch_size=16, lr=1e-3, evals_per_epoch=2, patience=2)
     ckpt = tmp_path / "ckpt" / "checkpoint.pt"
-    TransformerTrainer(TransformerConfig(checkpoint_dir=str(ckpt.parent), max_steps=4, **cfg)).fit(train, val, progress=False)
+    TransformerTrainer(TransformerConfig(checkpoint_dir=str(ckpt.parent), max_steps=4, **cfg), progress=False).fit(train, val)
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     saved["state"]["bad_evals"] = 2  # as the early stop at step 4 would have left it
     torch.save(saved, ckpt)
-    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=str(ckpt.parent), resume=True, **cfg)).fit(
-        train, val, progress=False
+    resumed = TransformerTrainer(TransformerConfig(checkpoint_dir=str(ckpt.parent), resume=True, **cfg), progress=False).fit(
+        train, val
     )
     assert [h["step"] for h in resumed.history] == [2, 4]  # no step after the stop
 
@@ -227,7 +227,7 @@ def test_with_ema_the_returned_model_is_the_averaged_one_that_scored_best(tiny_b
             evals_per_epoch=2, patience=99, ema_decay=0.9,
         )
     )
-    result = trainer.fit(train, val, progress=False)
+    result = trainer.fit(train, val)
     best = max(result.history, key=lambda h: h["val_accuracy"])  # the first of equal scores wins
     best = next(h for h in result.history if h["val_accuracy"] == best["val_accuracy"])
     again = trainer.evaluate(tokenize_examples(val, trainer.tokenizer))
@@ -241,9 +241,9 @@ def test_training_changes_every_trainable_parameter(tiny_backbone: Path) -> None
     from training.transformer_trainer import TransformerConfig, TransformerTrainer
 
     examples = list(load_dataset([SAMPLE_FILES[0]]).examples[:32])
-    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), max_length=48, epochs=1, batch_size=16, lr=1e-3))
+    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), max_length=48, epochs=1, batch_size=16, lr=1e-3), progress=False)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.fit(examples, [], progress=False)
+    trainer.fit(examples, [])
     for name, param in trainer.model.named_parameters():
         if param.requires_grad:
             assert not torch.equal(before[name], param), f"{name} did not change"
@@ -262,7 +262,7 @@ def test_frozen_lower_layers_stay_put_and_the_rest_trains(tiny_backbone: Path) -
         TransformerConfig(backbone=str(tiny_backbone), max_length=48, epochs=1, batch_size=16, lr=1e-3, freeze_layers=1)
     )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.fit(examples, [], progress=False)
+    trainer.fit(examples, [])
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p)}
     frozen = {n for n in before if n.startswith(("backbone.embeddings.", "backbone.encoder.layer.0."))}
     assert frozen and not frozen & changed
@@ -273,13 +273,13 @@ def test_freezing_more_layers_than_the_backbone_has_is_refused(tiny_backbone: Pa
     from training.transformer_trainer import TransformerConfig, TransformerTrainer
 
     with pytest.raises(ValueError, match="freeze_layers must be between 1 and 2"):
-        TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), freeze_layers=3))
+        TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), freeze_layers=3), progress=False)
 
 
 def test_layer_lr_decay_gives_each_block_its_own_rate(tiny_backbone: Path) -> None:
     from training.transformer_trainer import TransformerConfig, TransformerTrainer
 
-    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), lr=1e-3, head_lr=1e-2, layer_lr_decay=0.5))
+    trainer = TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), lr=1e-3, head_lr=1e-2, layer_lr_decay=0.5), progress=False)
     optimizer, _ = trainer._optimizer(total_steps=10)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     named = dict(trainer.model.named_parameters())
@@ -299,7 +299,7 @@ def test_layer_lr_decay_outside_zero_to_one_is_refused(tiny_backbone: Path) -> N
     from training.transformer_trainer import TransformerConfig, TransformerTrainer
 
     with pytest.raises(ValueError, match=r"--layer-lr-decay must be in \(0, 1\] \(1 = off\), got 1.5"):
-        TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), layer_lr_decay=1.5))
+        TransformerTrainer(TransformerConfig(backbone=str(tiny_backbone), layer_lr_decay=1.5), progress=False)
 
 
 @pytest.mark.parametrize(
