@@ -247,11 +247,17 @@ def test_two_workers_answer_as_one_server() -> None:
             with httpx.Client(base_url=str(client.base_url)) as fresh:
                 scores.add(fresh.post("/v1/score", json=body).json()["scores"][0])
         assert len(scores) == 1  # the same engine everywhere
-        for _ in range(5):  # whichever worker answers, the count is the server's
+
+        def score_counts() -> list[float]:
             with httpx.Client(base_url=str(client.base_url)) as fresh:
-                counts = [v for labels, v in samples(fresh, "plaudit_requests_total")
-                          if labels == {"endpoint": "/v1/score", "status": "200"}]
-                assert counts == [20.0]
+                return [v for labels, v in samples(fresh, "plaudit_requests_total")
+                        if labels == {"endpoint": "/v1/score", "status": "200"}]
+
+        # A worker counts a request once its response has gone out, so the last count can
+        # land a moment after the client has its answer: let it, then read it from both.
+        wait_for(lambda: score_counts() == [20.0], "the 20 /v1/score requests to be counted", limit_s=10)
+        for _ in range(5):  # whichever worker answers, the count is the server's
+            assert score_counts() == [20.0]
         assert [v for _, v in samples(client, "plaudit_queue_depth")] == [0.0]
 
 
