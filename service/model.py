@@ -32,7 +32,10 @@ class ModelInfo:
     device: str
     precision: str
     max_length: int | None
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # those pointing at this version when it was loaded
+    # The store it came from (None for the test engines): /v1/models reads the aliases
+    # there on each call, since a CLI promote or rollback moves them without a reload.
+    store_root: str | None = None
     engine_workers: int = 1  # batches run at once (Settings.engine_layout)
     threads_per_call: int = 1
     max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS  # items per engine call at most (Settings.engine_layout)

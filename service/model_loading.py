@@ -78,6 +78,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         precision=_effective_precision(settings, scorer, mv.metadata),
         max_length=getattr(scorer, "max_length", None),
         aliases=aliases,
+        store_root=str(store.root),
         engine_workers=layout.workers,
         threads_per_call=layout.threads_per_call,
         max_batch_items=layout.max_batch_items,

@@ -229,7 +229,12 @@ class ModelsResponse(BaseModel):
     precision: str = Field(examples=["fp32"])
     max_length: int | None = Field(examples=[512])
     aliases: list[str] = Field(
-        description="Store aliases pointing at this version.", examples=[["production"]]
+        description=(
+            "Store aliases pointing at the served version now, read from the store on each call: "
+            "after a `plaudit models promote` or `rollback` this shows whether the server still "
+            "serves what the alias names."
+        ),
+        examples=[["production"]],
     )
     engine_workers: int = Field(description="Batches the engine runs at once.", examples=[1])
     threads_per_call: int = Field(description="Intra-op threads of each engine call.", examples=[2])

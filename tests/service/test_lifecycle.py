@@ -301,6 +301,8 @@ def test_cli_promote_then_reload_serves_the_new_version(
         assert plaudit_main(["models", "promote", "tiny:2", "--store", str(store_dir)]) == 0
         assert "tiny@production -> tiny:2 (was tiny:1)" in capsys.readouterr().out
         assert served_version(srv) == "1"  # the store moved; the service has not reloaded yet
+        models = srv.client.get("/v1/models", headers=ADMIN).json()
+        assert (models["model"]["version"], models["aliases"]) == ("1", [])  # production left it
 
         r = reload(srv)
         assert r.status_code == 200, r.text
@@ -321,6 +323,10 @@ def test_cli_promote_then_reload_serves_the_new_version(
             {"name": "tiny", "version": "2"},
             False,
         )
+
+        assert plaudit_main(["models", "rollback", "tiny", "--store", str(store_dir)]) == 0
+        models = srv.client.get("/v1/models", headers=ADMIN).json()
+        assert (models["model"]["version"], models["aliases"]) == ("2", [])  # still served, no longer production
 
 
 def test_a_second_swap_while_one_runs_is_refused(
