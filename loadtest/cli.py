@@ -44,14 +44,14 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         ),
     )
     parser.add_argument("--url", default=DEFAULT_URL, help=f"service base URL (default {DEFAULT_URL})")
-    parser.add_argument("--endpoint", choices=ENDPOINTS, default="score")
-    parser.add_argument("--concurrency", type=_positive_int, default=8, help="workers / max in flight")
-    parser.add_argument("--requests", type=_positive_int, default=100, help="total requests to send")
+    parser.add_argument("--endpoint", choices=ENDPOINTS, default="score", help="what to call (default %(default)s)")
+    parser.add_argument("--concurrency", type=_positive_int, default=8, help="workers / max in flight (default %(default)s)")
+    parser.add_argument("--requests", type=_positive_int, default=100, help="total requests to send (default %(default)s)")
     parser.add_argument(
         "--items-per-request",
         type=_positive_int,
         default=1,
-        help="items per request (responses for rank; comparisons, 2 items each, for compare)",
+        help="items per request (responses for rank; comparisons, 2 items each, for compare; default %(default)s)",
     )
     parser.add_argument(
         "--data",
@@ -59,9 +59,9 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:  # type: 
         help="JSONL of {prompt,chosen,rejected}, HH {chosen,rejected} or {prompt,response} rows; "
         "built-in synthetic items if omitted",
     )
-    parser.add_argument("--rate", type=_positive_float, default=None, help="requests/s (open loop)")
-    parser.add_argument("--duration-s", type=_positive_float, default=60.0, help="hard time cap")
-    parser.add_argument("--timeout-s", type=_positive_float, default=30.0, help="per-request timeout")
+    parser.add_argument("--rate", type=_positive_float, default=None, help="requests/s (open loop; default: closed loop)")
+    parser.add_argument("--duration-s", type=_positive_float, default=60.0, help="hard time cap in seconds (default %(default)g)")
+    parser.add_argument("--timeout-s", type=_positive_float, default=30.0, help="per-request timeout in seconds (default %(default)g)")
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow a URL whose host is not loopback"
     )

@@ -134,12 +134,20 @@ def figure(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def per_request(report: LoadReport) -> str:
+    """What one request carries, in the unit items/s counts: a comparison scores two items."""
+    k = report.items_per_request
+    if report.endpoint == "compare":
+        return f"{k} comparison{'s' if k != 1 else ''}/request ({2 * k} items scored)"
+    return f"{k} items/request"
+
+
 def format_table(report: LoadReport) -> str:
     mode = f"open loop {report.rate:g} req/s" if report.rate else "closed loop"
     lat = report.latency
     rows = [
         ("endpoint", f"/v1/{report.endpoint}"),
-        ("load", f"{mode}, concurrency {report.concurrency}, {report.items_per_request} items/request"),
+        ("load", f"{mode}, concurrency {report.concurrency}, {per_request(report)}"),
         (
             "requests",
             f"{report.requests} ({report.ok} ok, {report.failed} failed"

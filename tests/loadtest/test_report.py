@@ -78,3 +78,14 @@ def test_unfinished_requests_are_not_failures() -> None:
     report = summarize(_result(records))
     assert (report.ok, report.failed, report.unfinished, report.errors) == (1, 0, 1, {})
     assert "1 unfinished at the time cap" in format_table(report)
+
+
+def test_a_compare_load_says_each_comparison_scores_two_items() -> None:
+    # items/s counts scored items, so the header must say a comparison is two of them.
+    config = LoadConfig(endpoint="compare", concurrency=2, requests=2, items_per_request=3)
+    records = [RequestRecord(0, 6, "ok", 0.010), RequestRecord(1, 6, "ok", 0.010)]
+    report = summarize(LoadResult(config=config, records=records, elapsed_s=1.0, stopped_by="requests"))
+    table = format_table(report)
+    assert "3 comparisons/request (6 items scored)" in table
+    assert "12.0 items/s" in table
+    assert "4 items/request" in format_table(summarize(_result([RequestRecord(0, 4, "ok", 0.010)])))
