@@ -1,6 +1,6 @@
-"""What every scoring route does between parsing its body and shaping its answer:
-check the request's size limits, then score its pairs through the batcher under the
-request's deadline, giving up (and dropping its items) if the client disconnects.
+"""What every scoring route does between checking its limits (service.limits) and shaping
+its answer: score its pairs through the batcher under the request's deadline, giving up
+(and dropping its items) if the client disconnects.
 """
 
 from __future__ import annotations
@@ -8,36 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from fastapi import Request
 
 from model_store.scoring import TextPair
-from service.errors import ClientDisconnected, PayloadTooLarge
+from service.errors import ClientDisconnected
 from service.model import LoadedModel, ModelHolder
 from service.settings import Settings
-
-
-def enforce_limits(
-    n_items: int, texts: Iterable[tuple[str, str]], settings: Settings, unit: str = "items"
-) -> None:
-    """413 if the request scores too many items or holds an over-long text.
-
-    `texts` yields (path in the body, text), so the message can point at the culprit.
-    """
-    if n_items > settings.max_items_per_request:
-        raise PayloadTooLarge(
-            f"this request needs {n_items} scored {unit}; the limit is "
-            f"max_items_per_request={settings.max_items_per_request} (PLAUDIT_MAX_ITEMS_PER_REQUEST); "
-            "split it into several requests"
-        )
-    for path, text in texts:
-        if len(text) > settings.max_chars_per_text:
-            raise PayloadTooLarge(
-                f"{path} has {len(text)} characters; the limit is "
-                f"max_chars_per_text={settings.max_chars_per_text} (PLAUDIT_MAX_CHARS_PER_TEXT)"
-            )
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
 from service.feedback_state import FeedbackUnavailable, comparison_key
+from service.limits import check_text_lengths
 from service.schemas_feedback import FeedbackRequest
 from service.settings import Settings, env_name
 
@@ -40,6 +41,8 @@ class ComparisonNotFound(ServiceError):
     status_code = 404
     code = "unknown_comparison"
 
+
+FEEDBACK_TEXT_FIELDS = ("prompt", "response", "chosen", "rejected")
 
 RETRY_SOON = {"Retry-After": "1"}  # a passing database problem; disabled feedback gets none
 
@@ -72,6 +75,9 @@ async def record_feedback(
     from service.feedback import AmbiguousComparison, FeedbackConflict, InvalidFeedback, UnknownComparison
 
     check_metadata_size(body, settings)
+    check_text_lengths(
+        ((name, text) for name in FEEDBACK_TEXT_FIELDS if (text := getattr(body, name)) is not None), settings
+    )
     try:
         return await asyncio.to_thread(_store, body, store, serving, settings)
     except InvalidFeedback as exc:

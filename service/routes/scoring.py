@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 
 from model_store.scoring import TextPair
 from service.deps import ScoringContext, ScoringDep
-from service.dispatch import enforce_limits, score_pairs
+from service.dispatch import score_pairs
+from service.limits import enforce_limits
 from service.feedback_state import comparison_key, remember_comparisons
 from service.model import LoadedModel
 from service.schemas import (

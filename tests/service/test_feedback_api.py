@@ -45,6 +45,7 @@ def server(db_url: str) -> Iterator[LiveServer]:
         rating_min=SCALE[0],
         rating_max=SCALE[1],
         max_feedback_metadata_bytes=256,
+        max_chars_per_text=2000,
     )
     with _live_server(settings) as srv:
         srv.wait_ready()
@@ -355,6 +356,26 @@ def test_metadata_past_its_limit_is_413(server):
     r = post(server, {"prompt": PROMPT, "response": GOOD, "liked": True, "metadata": {"note": "x" * 300}})
     assert r.status_code == 413
     assert "max_feedback_metadata_bytes=256" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("field", ["prompt", "response", "chosen", "rejected"])
+def test_a_text_past_max_chars_per_text_is_413_and_nothing_is_stored(server, reader, field):
+    # The limit /v1/score applies: a text too long to score is too long to train on.
+    body: dict[str, object] = (
+        {"prompt": PROMPT, "chosen": GOOD, "rejected": BAD}
+        if field in ("chosen", "rejected")
+        else {"prompt": PROMPT, "response": GOOD, "liked": True}
+    )
+    body[field] = "y" * 2001
+    stored_before = reader.count()
+    r = post(server, body)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["message"] == (
+        f"{field} has 2001 characters; the limit is max_chars_per_text=2000 (PLAUDIT_MAX_CHARS_PER_TEXT)"
+    )
+    assert reader.count() == stored_before
+    body[field] = "y" * 2000  # at the limit is fine
+    assert post(server, body).status_code == 201
 
 
 def test_feedback_disabled_is_503_and_compare_still_works(live_server: ServerFactory):
