@@ -70,6 +70,11 @@ def up_train_argv(args: argparse.Namespace) -> list[str]:
 def cmd_up(args: argparse.Namespace) -> int:
     from model_store.store import ModelStore
 
+    if not args.train_only:
+        problem = serving_problem(args)
+        if problem:  # found now, not after minutes of training
+            print(f"plaudit up: {problem}", file=sys.stderr)
+            return 2
     store = ModelStore(args.store)
     if args.name not in store.names() or not store.list(args.name):
         print(f"no model '{args.name}' in {args.store}: training the default model on the sample data")
@@ -83,6 +88,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     serve_args = build_parser().parse_args(up_serve_argv(args))
     return int(serve_args.func(serve_args))
+
+
+def serving_problem(args: argparse.Namespace) -> str | None:
+    """What would stop `plaudit up`'s serve step before any model is involved: a bad
+    PLAUDIT_* setting, or an address it cannot listen on."""
+    from pydantic import ValidationError
+
+    from service.cli import listen_problem
+    from service.settings import Settings, describe_settings_error
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        return describe_settings_error(exc)
+    return listen_problem(settings.host, settings.port)
 
 
 def up_serve_argv(args: argparse.Namespace) -> list[str]:

@@ -143,6 +143,22 @@ def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in _SETTING_ARGS if getattr(args, name, None) is not None}
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, checked before minutes of loading (or
+    training, for `plaudit up`) rather than after; None if it can. Another server could
+    still take the port in between: then uvicorn's own error says so."""
+    from service.supervisor import probe_port
+
+    try:
+        probe_port(host, port)
+    except OSError as exc:
+        return (
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what is using it, "
+            "or choose another port with --port or PLAUDIT_PORT"
+        )
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     overrides = settings_overrides(args)
     made = share_with_workers(overrides) if _wants_workers(overrides) else None
@@ -179,6 +195,11 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         except (StoreError, ModelLoadError, ValueError) as exc:
             print(f"plaudit serve: {exc}", file=sys.stderr)
             return 2
+
+    problem = listen_problem(settings.host, settings.port)
+    if problem:
+        print(f"plaudit serve: {problem}", file=sys.stderr)
+        return 2
 
     import uvicorn
 

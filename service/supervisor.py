@@ -56,6 +56,16 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def probe_port(host: str, port: int) -> int:
+    """The port a server could listen on at `host:port` (port 0: one picked now); OSError
+    (address in use, or not this machine's) if none could. Binds with SO_REUSEADDR, as
+    uvicorn does, so connections left in TIME_WAIT do not count as a server."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))  # OSError (address in use) if another server has it
+        return int(probe.getsockname()[1])
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """Check that `host:port` is free (port 0: pick one) and hold it for the workers: a bound,
     not listening, SO_REUSEPORT socket, which takes no connections itself.
@@ -68,10 +78,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
     workers listen. Over TIME_WAIT left by a server without SO_REUSEPORT (one uvicorn) it
     needs SO_REUSEADDR as well.
     """
-    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))  # OSError (address in use) if another server has it
-        port = probe.getsockname()[1]
+    port = probe_port(host, port)
     try:
         return _reuse_port_socket(host, port, reuse_address=False)
     except OSError:  # only TIME_WAIT is left here: the probe found no server

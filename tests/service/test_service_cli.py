@@ -104,6 +104,37 @@ def test_workers_from_the_environment_get_a_shared_directory_too(monkeypatch):
 def test_what_the_version_cannot_run_is_reported_before_serving(store, argv, says, request, capsys):
     # Such a server used to start and answer 503 ("the model failed to load") until killed.
     store_dir = request.getfixturevalue(store)
+    capsys.readouterr()  # a store built just now for this test may have drawn progress bars
     assert serve(parser().parse_args(["serve", "--store", str(store_dir), *argv])) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("plaudit serve: ") and says in err, err
+
+
+@pytest.fixture
+def busy_port():
+    """A port another server is listening on."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def test_a_port_in_use_is_reported_before_the_model_loads(trained_store, busy_port, capsys):
+    argv = ["serve", "--store", str(trained_store), "--model", "tiny:1", "--port", str(busy_port)]
+    assert serve(parser().parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"plaudit serve: cannot listen on 127.0.0.1:{busy_port}: Address already in use;")
+    assert "--port or PLAUDIT_PORT" in err
+
+
+def test_plaudit_up_checks_its_port_before_training(tmp_path, busy_port, capsys):
+    from plaudit.cli import main
+
+    store = tmp_path / "store"
+    assert main(["up", "--store", str(store), "--port", str(busy_port)]) == 2
+    captured = capsys.readouterr()
+    assert f"plaudit up: cannot listen on 127.0.0.1:{busy_port}" in captured.err
+    assert "training" not in captured.out and not store.exists()  # no minutes spent first
