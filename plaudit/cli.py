@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from model_store.cli import default_store_dir
+from model_store.cli import DEFAULT_STORE, STORE_ENV, default_store_dir
 from plaudit import __version__
 
 SAMPLE_FILES = ("pairs.jsonl", "ratings.csv", "likes.jsonl")
@@ -34,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="train the default model if the store has none, then serve it")
-    up.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
-    up.add_argument("--name", default="default")
-    up.add_argument("--epochs", type=int, default=3, help="epochs for the first training run")
+    up.add_argument("--store", default=str(default_store_dir()), metavar="DIR", help=f"model store (default: ${STORE_ENV}, else ./{DEFAULT_STORE})")
+    up.add_argument("--name", default="default", help="model to serve, trained first if the store has none (default %(default)s)")
+    up.add_argument("--epochs", type=int, default=3, help="epochs for the first training run (default %(default)s)")
     # Unset, these fall back to PLAUDIT_HOST / PLAUDIT_PORT, then 127.0.0.1:8000, as for `serve`.
     up.add_argument("--host", default=None, help="address to listen on (default: PLAUDIT_HOST, else 127.0.0.1)")
     up.add_argument("--port", type=int, default=None, help="TCP port (default: PLAUDIT_PORT, else 8000)")
