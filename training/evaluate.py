@@ -1,4 +1,9 @@
-"""Evaluate any Scorer (the same code the service runs) on pairs, ratings and likes."""
+"""Evaluate any Scorer (the same code the service runs) on pairs, ratings and likes.
+
+A metric the data cannot define (AUC of likes that are all one value, R² of equal ratings) is
+None, never NaN: reports end up in JSON (`--json`, metadata.json), where NaN is not valid.
+The report's `warnings` say which metric is undefined and why.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
 
 
-def pairwise_accuracy(diff: np.ndarray) -> float:
-    """Share of pairs where chosen scored higher; a tie counts as half right."""
+def pairwise_accuracy(diff: np.ndarray) -> float | None:
+    """Share of pairs where chosen scored higher; a tie counts as half right; None without pairs."""
     if diff.size == 0:
-        return float("nan")
+        return None
     return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
 
 
@@ -45,11 +50,11 @@ def expected_calibration_error(p_chosen: np.ndarray, n_bins: int = 10) -> tuple[
     return float(ece), table
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney AUC with ties counted half; NaN when only one class is present."""
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Mann-Whitney AUC with ties counted half; None (undefined) when only one class is present."""
     pos, neg = scores[labels == 1], scores[labels == 0]
     if pos.size == 0 or neg.size == 0:
-        return float("nan")
+        return None
     order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
     values = np.concatenate([pos, neg])[order]
     ranks = np.empty(values.size)
@@ -106,6 +111,7 @@ def evaluate(scorer: Scorer, examples: Sequence[Example], plots_dir: Path | None
     scores = scorer.score(texts) if texts else np.zeros(0, dtype=np.float32)
     n_p, n_r = len(pairs), len(ratings)
     report: dict[str, Any] = {"model": {"name": scorer.name, "version": scorer.version}, "n_examples": len(examples)}
+    warnings: list[str] = []
     if pairs:
         chosen, rejected = scores[:n_p].astype(np.float64), scores[n_p : 2 * n_p].astype(np.float64)
         report["pairs"] = _pair_report(chosen - rejected, pairs)
@@ -127,8 +133,13 @@ def evaluate(scorer: Scorer, examples: Sequence[Example], plots_dir: Path | None
             "n": n_r,
             "mse": float((err**2).mean()),
             "mae": float(np.abs(err).mean()),
-            "r2": float("nan") if constant else float(1.0 - (err**2).sum() / var),
+            "r2": None if constant else float(1.0 - (err**2).sum() / var),
         }
+        if constant:
+            warnings.append(
+                f"ratings R² is undefined: {_all_of(n_r, 'rating', 'ratings')} {true[0]:g}, "
+                "so there is no variance to explain (it needs ratings that differ)"
+            )
     if likes:
         s = scores[2 * n_p + n_r :].astype(np.float64)
         y = np.array([1 if e.liked else 0 for e in likes])
@@ -138,12 +149,24 @@ def evaluate(scorer: Scorer, examples: Sequence[Example], plots_dir: Path | None
             "accuracy": float(np.mean((s > 0) == (y == 1))),
             "like_rate": float(y.mean()),
         }
+        if report["likes"]["auc"] is None:
+            warnings.append(
+                f"likes AUC is undefined: {_all_of(len(likes), 'like', 'likes')} liked={str(bool(y[0])).lower()} "
+                "(it needs likes of both values)"
+            )
+    if warnings:
+        report["warnings"] = warnings
     return report
 
 
-def headline(report: dict[str, Any]) -> dict[str, float]:
-    """The few numbers worth a column in `plaudit models list`."""
-    out: dict[str, float] = {}
+def _all_of(n: int, one: str, many: str) -> str:
+    """'the 1 like is' / 'all 3 likes are'."""
+    return f"the 1 {one} is" if n == 1 else f"all {n} {many} are"
+
+
+def headline(report: dict[str, Any]) -> dict[str, float | None]:
+    """The few numbers worth a column in `plaudit models list` (None where undefined)."""
+    out: dict[str, float | None] = {}
     if "pairs" in report:
         out["pairwise_accuracy"] = report["pairs"]["accuracy"]
         out["ece"] = report["pairs"]["ece"]

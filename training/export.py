@@ -50,14 +50,15 @@ class ParityReport:
     n_items: int
     n_pairs: int
     max_abs_diff: float
-    decision_agreement: float
+    decision_agreement: float | None  # None: no pairs, so no decisions to agree on
     atol: float
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.atol and self.decision_agreement == 1.0
+        # Without pairs only the scores can be compared: they must still be within atol.
+        return self.max_abs_diff <= self.atol and self.decision_agreement in (None, 1.0)
 
-    def as_dict(self) -> dict[str, float | int | bool]:
+    def as_dict(self) -> dict[str, float | int | bool | None]:
         return {**asdict(self), "passed": self.passed}
 
 
@@ -117,20 +118,45 @@ def _eager_attention(backbone: torch.nn.Module) -> Iterator[None]:
 # validation decisions kept, and the service's promise that batching never moves a score.
 INT8_DEFAULT_MIN_AGREEMENT = 0.99
 BATCH_INVARIANCE_ATOL = 1e-5
-# Agreement on a handful of pairs says little (and on none it is vacuously 1.0: data of ratings
-# or likes only), so below this many validation pairs int8 stays opt-in.
+# Agreement on a handful of pairs says little (and on none it is undefined, not 1.0: data of
+# ratings or likes only), so below this many validation pairs int8 stays opt-in.
 INT8_DEFAULT_MIN_PAIRS = 20
 
 
-def int8_qualifies_as_default(decision_agreement: float, batch_invariance_max_diff: float, n_pairs: int) -> bool:
-    """int8 may be a version's default only if it picks fp32's winner on at least 99% of the
-    validation pairs, of which there are enough to tell, and scores an item the same alone
-    or in a batch (the service batches)."""
-    return (
-        n_pairs >= INT8_DEFAULT_MIN_PAIRS
-        and decision_agreement >= INT8_DEFAULT_MIN_AGREEMENT
-        and batch_invariance_max_diff <= BATCH_INVARIANCE_ATOL
-    )
+def int8_default_refusal(
+    decision_agreement: float | None, batch_invariance_max_diff: float, n_pairs: int
+) -> str | None:
+    """Why int8 may not be the version's default precision; None when it may.
+
+    int8 may be the default only if it picks fp32's winner on at least 99% of the validation
+    pairs, of which there are enough to tell, and scores an item the same alone or in a batch
+    (the service batches). Zero pairs never pass: agreement over no decisions is undefined.
+    """
+    if n_pairs == 0 or decision_agreement is None:
+        return (
+            f"no validation pairs to compare its decisions with fp32's on "
+            f"(the gate needs at least {INT8_DEFAULT_MIN_PAIRS})"
+        )
+    if n_pairs < INT8_DEFAULT_MIN_PAIRS:
+        return f"only {n_pairs} validation pairs (the gate needs at least {INT8_DEFAULT_MIN_PAIRS})"
+    if decision_agreement < INT8_DEFAULT_MIN_AGREEMENT:
+        return (
+            f"decision agreement with fp32 {decision_agreement:.4f} is below "
+            f"{INT8_DEFAULT_MIN_AGREEMENT:.2f}"
+        )
+    if batch_invariance_max_diff > BATCH_INVARIANCE_ATOL:
+        return (
+            f"an item scores up to {batch_invariance_max_diff:.1e} apart alone and in a batch "
+            f"(at most {BATCH_INVARIANCE_ATOL:.0e} allowed)"
+        )
+    return None
+
+
+def int8_qualifies_as_default(
+    decision_agreement: float | None, batch_invariance_max_diff: float, n_pairs: int
+) -> bool:
+    """Whether int8 passes the gate of `int8_default_refusal`."""
+    return int8_default_refusal(decision_agreement, batch_invariance_max_diff, n_pairs) is None
 
 
 def export_int8(
@@ -163,20 +189,24 @@ def export_int8(
             batch_diff = float(np.max(np.abs(alone - scorer.run(sample))))
     finally:
         scorer.close()
-    qualifies = int8_qualifies_as_default(report.decision_agreement, batch_diff, n_pairs)
-    return {
+    refusal = int8_default_refusal(report.decision_agreement, batch_diff, n_pairs)
+    out: dict[str, object] = {
         "recipe": INT8_RECIPE,
         "decision_agreement_vs_fp32": report.decision_agreement,
         "max_abs_diff_vs_fp32": report.max_abs_diff,
         "n_pairs": n_pairs,
         "batch_invariance_max_diff": batch_diff,
-        # What the agreement costs: pairwise accuracy on the same pairs at each precision.
+        # What the agreement costs: pairwise accuracy on the same pairs at each precision
+        # (None, as is the agreement, when there are no pairs).
         "pairwise_accuracy_fp32": pairwise_accuracy(reference[:n_pairs] - reference[n_pairs : 2 * n_pairs]),
         "pairwise_accuracy_int8": pairwise_accuracy(scores[:n_pairs] - scores[n_pairs : 2 * n_pairs]),
         "default_min_agreement": INT8_DEFAULT_MIN_AGREEMENT,
         "default_min_pairs": INT8_DEFAULT_MIN_PAIRS,
-        "qualifies_as_default": qualifies,
+        "qualifies_as_default": refusal is None,
     }
+    if refusal is not None:
+        out["not_default_because"] = refusal
+    return out
 
 
 def copy_tokenizer(backbone_dir: Path, out_dir: Path) -> None:
@@ -186,10 +216,12 @@ def copy_tokenizer(backbone_dir: Path, out_dir: Path) -> None:
             shutil.copy2(backbone_dir / name, out_dir / name)
 
 
-def decision_agreement(a_first: np.ndarray, a_second: np.ndarray, b_first: np.ndarray, b_second: np.ndarray) -> float:
-    """Share of pairs on which two engines pick the same winner."""
+def decision_agreement(
+    a_first: np.ndarray, a_second: np.ndarray, b_first: np.ndarray, b_second: np.ndarray
+) -> float | None:
+    """Share of pairs on which two engines pick the same winner; None (undefined) without pairs."""
     if a_first.size == 0:
-        return 1.0
+        return None
     return float(np.mean(np.sign(a_first - a_second) == np.sign(b_first - b_second)))
 
 
@@ -240,9 +272,10 @@ def export_transformer(
     onnx = TransformerOnnxScorer(out_dir / "model.onnx", served, name="export", version="0")
     parity = check_parity(reference, onnx.score(parity_texts), n_parity_pairs, atol)
     if not parity.passed:
+        agreement = "n/a" if parity.decision_agreement is None else f"{parity.decision_agreement:.4f}"
         raise ParityError(
             f"ONNX export disagrees with torch: max |diff| {parity.max_abs_diff:.2e} "
-            f"(tolerance {atol:.0e}), decision agreement {parity.decision_agreement:.4f} on "
+            f"(tolerance {atol:.0e}), decision agreement {agreement} on "
             f"{parity.n_pairs} pairs"
         )
     fragment: dict[str, object] = {

@@ -17,10 +17,10 @@ from typing import Any
 from model_store.loading import load_scorer, load_scorer_from_dir
 from model_store.scoring import TextPair
 from model_store.store import ModelStore, ModelVersion
-from training.data.examples import Example, PairExample, scored_texts
+from training.data.examples import Example, LikeExample, PairExample, RatingExample, scored_texts
 from training.data.loaders import Dataset, load_dataset
 from training.data.report import describe
-from training.data.split import GROUP_BY_CONVERSATION, GROUP_BY_PROMPT, split_by_prompt
+from training.data.split import GROUP_BY_CONVERSATION, GROUP_BY_PROMPT, count_groups, split_by_prompt
 from training.evaluate import evaluate, headline
 from training.transformer_trainer import TransformerConfig
 
@@ -51,11 +51,17 @@ class TrainJob:
             raise ValueError("give at least one --data PATH")
 
 
+class UnusableDataError(ValueError):
+    """The data loaded but cannot train and evaluate a useful model (too little, or one-sided)."""
+
+
 @dataclass
 class TrainOutcome:
     version: ModelVersion
     metrics: dict[str, Any]
     wall_seconds: float
+    # What the run could not measure (a metric undefined on the validation split), one line each.
+    warnings: list[str] = field(default_factory=list)
 
 
 def parity_texts(val: list[Example]) -> tuple[list[TextPair], int]:
@@ -132,6 +138,59 @@ def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Pa
 SHOWN_DATA_WARNINGS = 5  # at training time; `plaudit data check` prints every one
 
 
+def _describe_counts(examples: list[Example]) -> str:
+    """'12 examples (10 pairs, 2 likes)'."""
+    shapes = (("pair", PairExample), ("rating", RatingExample), ("like", LikeExample))
+    parts = []
+    for noun, kind in shapes:
+        n = sum(isinstance(e, kind) for e in examples)
+        if n:
+            parts.append(f"{n} {noun}{'' if n == 1 else 's'}")
+    return f"{len(examples)} example{'' if len(examples) == 1 else 's'} ({', '.join(parts)})"
+
+
+def check_validation_split(examples: list[Example], val: list[Example]) -> None:
+    """Refuse a run whose validation split is empty: it would register a model nobody measured."""
+    if val:
+        return
+    groups = count_groups(examples, GROUP_BY_CONVERSATION)
+    raise UnusableDataError(
+        f"the validation split is empty: the data holds {_describe_counts(examples)} from {groups} "
+        f"conversation{'' if groups == 1 else 's'}, and a conversation's rows never straddle the split; "
+        "give more data, about at least 2 different conversations (prompts), so that one can be "
+        "held out for validation (with a single conversation no --val-fraction can help)"
+    )
+
+
+def preference_signal_problem(train: list[Example]) -> str | None:
+    """Why `train` holds nothing to learn a preference from, or None when it holds something.
+
+    A pair always says which response is better; likes only with both values, ratings only
+    when they differ. Likes all of one value or ratings all equal teach no ranking at all.
+    """
+    pairs = [e for e in train if isinstance(e, PairExample)]
+    ratings = [e for e in train if isinstance(e, RatingExample)]
+    likes = [e for e in train if isinstance(e, LikeExample)]
+    if pairs or len({e.liked for e in likes}) > 1 or len({e.normalized for e in ratings}) > 1:
+        return None
+    found = []
+    if likes:
+        value = str(likes[0].liked).lower()
+        found.append(f"the 1 like is liked={value}" if len(likes) == 1 else f"all {len(likes)} likes are liked={value}")
+    if ratings:
+        same = len({e.rating for e in ratings}) == 1
+        value = f"{ratings[0].rating:g}" if same else "at the same point of their scales"
+        found.append(f"the 1 rating is {value}" if len(ratings) == 1 else f"all {len(ratings)} ratings are {value}")
+    missing = [name for name, items in (("pairs", pairs), ("ratings", ratings), ("likes", likes)) if not items]
+    if missing:
+        found.append(f"there are no {' or '.join(missing)}")
+    details = found[0] if len(found) == 1 else f"{', '.join(found[:-1])} and {found[-1]}"
+    return (
+        f"in the training split, {details}: nothing to learn a preference from; "
+        "give pairs, likes of both values, or ratings that differ"
+    )
+
+
 def run_training(job: TrainJob) -> TrainOutcome:
     started = time.perf_counter()
     dataset: Dataset = load_dataset(job.data, rating_scale=job.rating_scale)  # refuses bad data first
@@ -139,6 +198,12 @@ def run_training(job: TrainJob) -> TrainOutcome:
     train, val = split_by_prompt(dataset.examples, val_fraction=job.val_fraction, seed=job.seed)
     if not train:
         raise ValueError("the training split is empty: give more data or a smaller --val-fraction")
+    # Refused before training, not after: an empty validation split measures nothing and a
+    # one-sided training split teaches nothing, yet both would register a version.
+    check_validation_split(dataset.examples, val)
+    problem = preference_signal_problem(train)
+    if problem is not None:
+        raise UnusableDataError(problem)
     log.info("data: %d train, %d validation examples (sha256 %s)", len(train), len(val), dataset.sha256[:12])
     for warning in dataset.warnings[:SHOWN_DATA_WARNINGS]:
         log.warning("data: %s", warning)
@@ -186,7 +251,12 @@ def run_training(job: TrainJob) -> TrainOutcome:
         version = store.register(job.name, staging, metadata)
     if job.promote_to:
         store.promote(job.name, version.version, alias=job.promote_to)
-    return TrainOutcome(version=version, metrics=metadata["metrics"], wall_seconds=time.perf_counter() - started)
+    return TrainOutcome(
+        version=version,
+        metrics=metadata["metrics"],
+        wall_seconds=time.perf_counter() - started,
+        warnings=[f"on the validation split, {w}" for w in report.get("warnings", [])],
+    )
 
 
 def _evaluate_previous(

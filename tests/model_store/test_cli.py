@@ -303,3 +303,42 @@ def test_a_reader_that_leaves_early_gets_no_error_line(store_dir: Path) -> None:
     err = child.stderr.read().decode()
     assert child.wait(timeout=60) == 1
     assert err == "", err
+
+
+def strict_json(text: str) -> object:
+    """json.loads that refuses NaN and Infinity, as strict JSON parsers do."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_list_and_show_print_an_undefined_metric_as_null_and_n_a(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.model_store.test_store import write_as_older_versions_did
+
+    store = ModelStore(tmp_path / "models")
+    staging = tmp_path / "stage"
+    staging.mkdir()
+    (staging / "model.onnx").write_bytes(b"m")
+    store.register("new", staging, {"metrics": {"pairwise_accuracy": 0.75, "like_auc": None}})
+    old = store.register("old", staging, {"metrics": {"pairwise_accuracy": 0.75, "like_auc": 0.5}})
+    write_as_older_versions_did(old.path, {"metrics": {"pairwise_accuracy": 0.75, "like_auc": float("nan")}})
+    root = str(tmp_path / "models")
+
+    code, out, err = run(["models", "list", "--store", root, "--json"], capsys)
+    assert (code, err) == (0, "")
+    rows = strict_json(out)
+    assert [r["metrics"] for r in rows] == [{"like_auc": None, "pairwise_accuracy": 0.75}] * 2
+
+    code, out, _ = run(["models", "list", "--store", root], capsys)
+    assert code == 0
+    for line in out.splitlines()[1:]:
+        assert line.split()[-2:] == ["like_auc=n/a", "pairwise_accuracy=0.75"], line
+
+    for ref in ("new", "old"):
+        code, out, _ = run(["models", "show", ref, "--store", root, "--json"], capsys)
+        assert code == 0
+        assert strict_json(out)["metadata"]["metrics"]["like_auc"] is None

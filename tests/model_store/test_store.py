@@ -503,3 +503,35 @@ def test_model_version_is_immutable_and_hashable(store: ModelStore, staging: Pat
         mv.version = 5  # type: ignore[misc]
     assert mv == store.get("rm", 1)
     assert len({mv, store.get("rm", 1)}) == 1
+
+
+# -- standard JSON: an undefined metric is null, never NaN -------------------------------
+
+
+def test_register_refuses_nan_or_infinity_in_metadata_and_writes_nothing(store: ModelStore, staging: Path) -> None:
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(StoreError, match="metadata is not JSON: Out of range float values"):
+            store.register("rm", staging, {"metrics": {"like_auc": bad}})
+    assert store.names() == []
+    mv = store.register("rm", staging, {"metrics": {"like_auc": None}})  # undefined: null
+    assert json.loads((mv.path / "metadata.json").read_text())["metrics"] == {"like_auc": None}
+
+
+def test_nan_in_the_metadata_of_an_older_version_reads_as_none(store: ModelStore, staging: Path) -> None:
+    mv = store.register("rm", staging, {"metrics": {"like_auc": 0.25, "pairwise_accuracy": 0.75}})
+    write_as_older_versions_did(mv.path, {"metrics": {"like_auc": float("nan"), "pairwise_accuracy": 0.75}})
+    again = store.get("rm", 1)
+    store.verify(again)  # still the bytes its digest names
+    assert again.metadata["metrics"] == {"like_auc": None, "pairwise_accuracy": 0.75}
+
+
+def write_as_older_versions_did(version_dir: Path, fields: dict[str, object]) -> None:
+    """Rewrite a version's metadata.json with `fields` as Python's default json.dumps wrote
+    them before metadata was held to standard JSON (NaN as a bare `NaN`), and its digest."""
+    path = version_dir / "metadata.json"
+    metadata = json.loads(path.read_text()) | fields
+    data = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+    assert b"NaN" in data or b"Infinity" in data
+    for name, content in (("metadata.json", data), ("metadata.json.sha256", f"{hashlib.sha256(data).hexdigest()}\n".encode())):
+        (version_dir / name).chmod(0o644)
+        (version_dir / name).write_bytes(content)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model_store.store import ModelStore
-from training.export import check_parity, decision_agreement, int8_qualifies_as_default
+from training.export import check_parity, decision_agreement, int8_default_refusal, int8_qualifies_as_default
 
 
 def test_parity_report_on_literal_scores() -> None:
@@ -105,3 +105,32 @@ def test_export_traces_eager_attention_and_leaves_the_trained_model_as_it_was(
 )
 def test_int8_default_gate(agreement: float, batch_diff: float, n_pairs: int, qualifies: bool) -> None:
     assert int8_qualifies_as_default(agreement, batch_diff, n_pairs) is qualifies
+
+
+def test_agreement_over_no_pairs_is_undefined_not_perfect() -> None:
+    empty = np.zeros(0)
+    assert decision_agreement(empty, empty, empty, empty) is None
+    ref = np.array([0.3, -0.2, 1.0])  # three rated items, no pairs
+    close = check_parity(ref, ref + 5e-5, n_pairs=0, atol=1e-4)
+    assert close.decision_agreement is None and close.passed  # the scores still matched
+    assert close.as_dict()["decision_agreement"] is None
+    assert not check_parity(ref, ref + 1e-3, n_pairs=0, atol=1e-4).passed
+
+
+@pytest.mark.parametrize(
+    ("agreement", "batch_diff", "n_pairs", "reason"),
+    [
+        (None, 0.0, 0, "no validation pairs to compare its decisions with fp32's on (the gate needs at least 20)"),
+        (1.0, 0.0, 0, "no validation pairs"),  # a vacuous 1.0 from an older caller passes no more
+        (1.0, 0.0, 19, "only 19 validation pairs (the gate needs at least 20)"),
+        (0.98, 0.0, 100, "decision agreement with fp32 0.9800 is below 0.99"),
+        (1.0, 2e-5, 100, "an item scores up to 2.0e-05 apart alone and in a batch (at most 1e-05 allowed)"),
+        (0.99, 1e-5, 20, None),
+    ],
+)
+def test_int8_default_gate_says_why_it_refuses(
+    agreement: float | None, batch_diff: float, n_pairs: int, reason: str | None
+) -> None:
+    got = int8_default_refusal(agreement, batch_diff, n_pairs)
+    assert got == reason if reason is None else got.startswith(reason)
+    assert int8_qualifies_as_default(agreement, batch_diff, n_pairs) is (reason is None)

@@ -62,6 +62,14 @@ def split_by_prompt(
     return train, val
 
 
+def count_groups(examples: Sequence[Example], group_by: str = GROUP_BY_CONVERSATION) -> int:
+    """How many groups (conversations, or whole prompts) `split_by_prompt` would place."""
+    if group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}, got {group_by!r}")
+    key = _conversation_key if group_by == GROUP_BY_CONVERSATION else _prompt_key
+    return len({key(e) for e in examples})
+
+
 def _prompt_key(example: Example) -> str:
     return normalize_text(example.prompt)
 
