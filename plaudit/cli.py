@@ -134,7 +134,7 @@ def export_database_sources(sources: list[str], workdir: Path) -> list[str]:
         from service.feedback import FeedbackStore, export_jsonl
 
         target = workdir / f"feedback-{i}.jsonl"
-        with FeedbackStore.open(source, create=False) as store:
+        with FeedbackStore.open(source, create=False, url_from="the --data URL") as store:
             rows = export_jsonl(store, target)
         print(f"exported {rows} feedback rows from the database for training")
         out.append(str(target))

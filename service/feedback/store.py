@@ -69,11 +69,13 @@ class FeedbackStore:
         comparison_retention: timedelta = DEFAULT_COMPARISON_RETENTION,
         create: bool = True,
         pool_size: int = 8,
+        url_from: str = "--db or PLAUDIT_FEEDBACK_DB",
     ) -> FeedbackStore:
         """Connect to `url` and migrate its schema to the latest revision.
 
         `create=False` refuses a SQLite file that does not exist yet (for readers such as
         `plaudit feedback export`, where a typo should not yield an empty database).
+        `url_from` names where the caller took the URL from, for that refusal's message.
         """
         if comparison_retention <= timedelta(0):
             raise FeedbackStoreError(f"comparison_retention must be positive, got {comparison_retention}")
@@ -81,7 +83,7 @@ class FeedbackStore:
         shown = database.describe(parsed)
         if not create and parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
             raise FeedbackStoreError(
-                f"no feedback database at {parsed.database} ({shown}): check --db or PLAUDIT_FEEDBACK_DB"
+                f"no feedback database at {parsed.database} ({shown}): check {url_from}"
             )
         engine = database.create_engine(parsed, pool_size=pool_size)
         try:

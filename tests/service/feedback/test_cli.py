@@ -101,3 +101,15 @@ def test_plaudit_feedback_does_not_log_alembics_chatter(tmp_path: Path, caplog: 
     caplog.set_level(logging.INFO)
     assert main(["feedback", "stats", "--db", url]) == 0
     assert [r.getMessage() for r in caplog.records if r.name.startswith("alembic")] == []
+
+
+def test_train_names_its_own_flag_for_a_missing_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It used to say "check --db or PLAUDIT_FEEDBACK_DB", flags `plaudit train` does not take.
+    from plaudit.cli import main
+
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    assert main(["train", "--data", url, "--model", "linear", "--store", str(tmp_path / "store")]) != 0
+    err = capsys.readouterr().err
+    assert f"no feedback database at {tmp_path / 'missing.db'}" in err
+    assert "check the --data URL" in err and "--db" not in err
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "store").exists()
