@@ -243,13 +243,19 @@ def test_list_shows_the_healthy_versions_and_names_a_damaged_one(
     assert (code, out) == (0, "deleted rm:1\n")
 
 
+def one_file_staging(tmp_path: Path) -> Path:
+    """A staging folder with one stand-in model file: enough to register metadata."""
+    staging = tmp_path / "stage"
+    staging.mkdir()
+    (staging / "model.onnx").write_bytes(b"m")
+    return staging
+
+
 def test_a_metric_past_floats_range_does_not_break_the_listing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = ModelStore(tmp_path / "models")
-    staging = tmp_path / "stage"
-    staging.mkdir()
-    (staging / "model.onnx").write_bytes(b"m")
+    staging = one_file_staging(tmp_path)
     store.register("big", staging, {"metrics": {"n": 10**400, "acc": 0.7}})
     code, out, err = run(["models", "list", "--store", str(tmp_path / "models")], capsys)
     assert (code, err) == (0, "")
@@ -320,9 +326,7 @@ def test_list_and_show_print_an_undefined_metric_as_null_and_n_a(
     from tests.model_store.test_store import write_as_older_versions_did
 
     store = ModelStore(tmp_path / "models")
-    staging = tmp_path / "stage"
-    staging.mkdir()
-    (staging / "model.onnx").write_bytes(b"m")
+    staging = one_file_staging(tmp_path)
     store.register("new", staging, {"metrics": {"pairwise_accuracy": 0.75, "like_auc": None}})
     old = store.register("old", staging, {"metrics": {"pairwise_accuracy": 0.75, "like_auc": 0.5}})
     write_as_older_versions_did(old.path, {"metrics": {"pairwise_accuracy": 0.75, "like_auc": float("nan")}})

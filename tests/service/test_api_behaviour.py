@@ -56,6 +56,13 @@ def hold_the_engine(monkeypatch) -> threading.Event:
     return release
 
 
+def start_first_batch(srv, response: str) -> tuple[threading.Thread, dict]:
+    """Post one item from a thread and wait until its batch has reached the (held) engine."""
+    thread, first = post_in_thread(srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": response}]})
+    srv.wait_until(lambda: srv.metric("plaudit_queue_wait_seconds_count") == 1, "the first batch to start")
+    return thread, first
+
+
 def test_concurrent_requests_share_batches_and_score_as_if_alone(live_server):
     items = varied_items(16)
     want = DeterministicScorer().score([TextPair(it["prompt"], it["response"]) for it in items])
@@ -193,12 +200,7 @@ def test_deadline_exceeded_is_504_and_expired_items_never_run(live_server, monke
         srv.wait_ready()
         release = hold_the_engine(monkeypatch)
         try:
-            thread, first = post_in_thread(
-                srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "slow"}]}
-            )
-            srv.wait_until(
-                lambda: srv.metric("plaudit_queue_wait_seconds_count") == 1, "the first batch to start"
-            )
+            thread, first = start_first_batch(srv, "slow")
             late = srv.client.post(
                 "/v1/score", json={"items": [{"prompt": "p", "response": "a"}, {"prompt": "p", "response": "b"}]}
             )
@@ -223,12 +225,7 @@ def test_disconnected_clients_items_are_dropped_before_inference(live_server, mo
         srv.wait_ready()
         release = hold_the_engine(monkeypatch)
         try:
-            thread, first = post_in_thread(
-                srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "first"}]}
-            )
-            srv.wait_until(
-                lambda: srv.metric("plaudit_queue_wait_seconds_count") == 1, "the first batch to start"
-            )
+            thread, first = start_first_batch(srv, "first")
 
             body = json.dumps(
                 {"items": [{"prompt": "p", "response": "gone"}, {"prompt": "p", "response": "away"}]}
