@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging.config
 import os
 import shutil
@@ -24,6 +25,7 @@ from service.settings import (
 )
 from service.workers import provide_shared_directory
 
+SHUTDOWN_MARGIN_S = 5.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
 
 
@@ -152,10 +154,11 @@ def listen_problem(host: str, port: int) -> str | None:
     try:
         probe_port(host, port)
     except OSError as exc:
-        return (
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what is using it, "
-            "or choose another port with --port or PLAUDIT_PORT"
-        )
+        if exc.errno == errno.EADDRINUSE:
+            fix = "stop what is using it, or choose another port with --port or PLAUDIT_PORT"
+        else:  # not this machine's address, or not an address at all
+            fix = "give an address of this machine with --host or PLAUDIT_HOST (0.0.0.0: all of them)"
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}"
     return None
 
 
@@ -205,7 +208,15 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
 
     from service.app import create_app
 
-    options: dict[str, Any] = dict(log_config=log_config(), log_level="info", access_log=bool(args.access_log))
+    options: dict[str, Any] = dict(
+        log_config=log_config(),
+        log_level="info",
+        access_log=bool(args.access_log),
+        # On SIGTERM uvicorn waits for open connections, with no limit by default: one client
+        # stalled mid-body held a stop until it gave up. Every accepted request ends by its
+        # deadline, so past that (and a margin to write the answers) the rest are cut.
+        timeout_graceful_shutdown=settings.request_timeout_s + SHUTDOWN_MARGIN_S,
+    )
     if settings.workers > 1:
         return _serve_workers(settings, options)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **options)

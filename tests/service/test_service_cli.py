@@ -138,3 +138,37 @@ def test_plaudit_up_checks_its_port_before_training(tmp_path, busy_port, capsys)
     captured = capsys.readouterr()
     assert f"plaudit up: cannot listen on 127.0.0.1:{busy_port}" in captured.err
     assert "training" not in captured.out and not store.exists()  # no minutes spent first
+
+
+def test_an_unknown_host_is_reported_as_the_host_not_the_port():
+    from service.cli import listen_problem
+
+    problem = listen_problem("not.a.host.invalid", 8000)
+    assert problem is not None and problem.startswith("cannot listen on not.a.host.invalid:8000: ")
+    assert "--host or PLAUDIT_HOST" in problem and "port" not in problem.split(": ", 1)[1]
+
+
+def test_a_client_stalled_mid_body_cannot_hold_a_stop_past_the_request_deadline(monkeypatch):
+    # uvicorn waits for open connections on SIGTERM with no limit of its own: a client that
+    # sent half a body held one `plaudit serve` until the client gave up.
+    import signal
+    import socket
+    import subprocess
+
+    from tests.service.test_workers import serve_process
+
+    monkeypatch.setenv("PLAUDIT_REQUEST_TIMEOUT_S", "1")
+    with serve_process("--engine", "deterministic", workers=1) as (client, proc):
+        port = client.base_url.port
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+            stalled.sendall(
+                b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            assert client.get("/healthz").status_code == 200  # the half body has been taken in
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)  # the cap is 1 s + 5 s; the client would wait forever
+            except subprocess.TimeoutExpired:
+                pytest.fail("the server was still waiting for the stalled client 30 s after SIGTERM")
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
