@@ -21,5 +21,7 @@ RUN pip install --no-cache-dir '.[postgres]' \
 USER plaudit
 VOLUME ["/data"]
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"
+# Ready = model loaded and batcher alive; a large model may take a while to load and warm up.
+# (With PLAUDIT_OPEN_PROBES=false the probes need a key, and this check fails: keep them open.)
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s CMD python -c "import os, sys, urllib.request; port = os.environ.get('PLAUDIT_PORT', '8000'); sys.exit(urllib.request.urlopen('http://127.0.0.1:' + port + '/readyz').status != 200)"
 CMD ["plaudit", "serve"]

@@ -153,8 +153,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+# Top-level modules of the `train` extra: a command that needs one in an install without
+# it (the serving image) gets one line saying what to install, not an import traceback.
+TRAIN_EXTRA_MODULES = frozenset({"torch", "transformers", "onnx", "onnxscript", "matplotlib"})
+
+
 def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"error: plaudit {args.command} needs the train extra ({exc.name} is not installed): "
+            "pip install torch==2.13.0 (a CPU build; or the build for your GPU), then pip install 'plaudit[train]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

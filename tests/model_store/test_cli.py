@@ -346,3 +346,22 @@ def test_list_and_show_print_an_undefined_metric_as_null_and_n_a(
         code, out, _ = run(["models", "show", ref, "--store", root, "--json"], capsys)
         assert code == 0
         assert strict_json(out)["metadata"]["metrics"]["like_auc"] is None
+
+
+def test_train_without_the_train_extra_says_what_to_install(tmp_path: Path) -> None:
+    # In the serving image (no torch) `plaudit train` ended in an import traceback.
+    import subprocess
+    import sys
+
+    no_torch = (
+        "import sys; sys.modules['torch'] = None; from plaudit.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    pairs = Path(__file__).resolve().parents[2] / "training" / "sample_data" / "pairs.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", no_torch, "train", "--data", str(pairs), "--model", "linear", "--store", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: plaudit train needs the train extra (torch is not installed): ")
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
