@@ -11,14 +11,17 @@ connections over the sockets by a hash of their addresses, so each worker gets i
 any burst. The supervisor reserves the port first (refusing one that is taken, rather than
 joining another server's group), starts the workers as fresh processes, starts a new one in
 place of any that dies (after a growing pause if they keep dying at start), and on SIGINT or
-SIGTERM stops them all (each drains as uvicorn does).
+SIGTERM stops them all (each drains as uvicorn does). A worker whose supervisor has died (killed
+with SIGKILL, say) stops itself the same way, so no orphan keeps the port.
 Elsewhere than Linux SO_REUSEPORT does not balance, and `plaudit serve` uses uvicorn's workers.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -31,6 +34,8 @@ log = logging.getLogger("plaudit.supervisor")
 
 APP_FACTORY = "service.app:create_app"
 CHECK_INTERVAL_S = 0.5
+PARENT_POLL_S = 1.0  # how often a worker without prctl looks for its supervisor
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 STOP_MARGIN_S = 30.0  # past the request deadline, for a worker to drain and close its model
 # A worker that dies within EARLY_DEATH_S of its start is failing to start (a bad install, a
 # device out of memory): each such death in a row doubles the wait before the next try, from
@@ -99,8 +104,48 @@ def _reuse_port_socket(host: str, port: int, reuse_address: bool = True) -> sock
     return sock
 
 
-def run_worker(host: str, port: int, uvicorn_options: dict[str, Any]) -> None:
-    """One worker: its own socket on the shared port, then uvicorn serving the app factory."""
+def _set_parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send `signum` to this process when its parent dies; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(supervisor_pid: int) -> None:
+    """Send SIGTERM to this process once its parent is no longer `supervisor_pid`."""
+    while os.getppid() == supervisor_pid:
+        time.sleep(PARENT_POLL_S)
+    log.warning("the supervisor (pid %d) has gone; this worker stops", supervisor_pid)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_with_supervisor(supervisor_pid: int) -> bool:
+    """Make this worker stop, as on SIGTERM (draining what it accepted), when its supervisor
+    dies, even by SIGKILL, which gives the supervisor no chance to stop it: an orphan would
+    keep serving and keep the port from a new server. False if the supervisor is gone already.
+
+    On Linux the kernel sends the signal (PR_SET_PDEATHSIG), at once and with no thread. It
+    fires when the parent *thread* that started this process exits, not the parent process;
+    that is the same here, as the supervisor starts every worker from its main thread (run,
+    which installs signal handlers, can run only there). Elsewhere a daemon thread compares
+    getppid() with the supervisor's pid once a second; the comparison, not "is it 1?", also
+    notices a re-parenting to a subreaper. Either way, a supervisor that died before this
+    ran is caught by the getppid() check below."""
+    if not _set_parent_death_signal(signal.SIGTERM):
+        threading.Thread(target=_watch_parent, args=(supervisor_pid,), name="plaudit-parent-watch", daemon=True).start()
+    return os.getppid() == supervisor_pid
+
+
+def run_worker(host: str, port: int, uvicorn_options: dict[str, Any], supervisor_pid: int | None = None) -> None:
+    """One worker: its own socket on the shared port, then uvicorn serving the app factory.
+    With `supervisor_pid`, the worker stops itself when that process (its parent) dies."""
+    if supervisor_pid is not None and not stop_with_supervisor(supervisor_pid):
+        log.warning("the supervisor (pid %d) has gone; this worker does not start", supervisor_pid)
+        return
     import uvicorn
 
     sock = _reuse_port_socket(host, port)  # uvicorn's server starts listening on it
@@ -140,7 +185,9 @@ class Supervisor:
 
     def _start_one(self) -> BaseProcess:
         process = self._context.Process(
-            target=run_worker, args=(self.host, self.port, self.uvicorn_options), name="plaudit-worker"
+            target=run_worker,
+            args=(self.host, self.port, self.uvicorn_options, os.getpid()),
+            name="plaudit-worker",
         )
         process.start()
         return process

@@ -31,7 +31,7 @@ from model_store.store import ModelStore
 from service.cli import log_config, share_with_workers
 from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiprocess_enabled
 from service.settings import MULTIPROC_DIR_ENV
-from service.supervisor import Supervisor, reserve_port, restart_delay
+from service.supervisor import Supervisor, probe_port, reserve_port, restart_delay
 from service.workers import WORKER_FILE_PREFIX, WorkerGroup, prepare_shared_directory, provide_shared_directory
 from tests.service.test_lifecycle import register_copy_of_v1
 
@@ -454,3 +454,46 @@ def test_stopping_workers_get_the_request_deadline_and_a_margin_to_drain() -> No
         assert supervisor.stop_timeout_s == 120.0  # a request accepted just before the stop may finish
     finally:
         supervisor._reservation.close()
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited: gone, or a zombie its new parent has not reaped yet (an
+    orphan's parent is PID 1 or a subreaper, which need not reap promptly, or at all)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc here
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _port_free(port: int) -> bool:
+    try:
+        probe_port("127.0.0.1", port)  # SO_REUSEADDR, as a new server binds: TIME_WAIT is no server
+    except OSError:
+        return False
+    return True
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL gives the supervisor no chance to stop its workers: they must notice and stop
+    themselves, or they go on serving as orphans and a new server cannot have the port."""
+    with serve_process("--engine", "deterministic", temp_dir=tmp_path) as (client, server):
+        port = int(client.base_url.port or 0)
+        workers = [int(pid) for pid in served_by_worker(client)]
+        assert len(workers) == 2
+        try:
+            server.kill()
+            server.wait(timeout=30)
+            wait_for(lambda: all(_exited(pid) for pid in workers), "the orphaned workers to exit", limit_s=20)
+            wait_for(lambda: _port_free(port), "the port to be free again", limit_s=20)
+        finally:
+            # Whatever happened, leave no worker behind: the supervisor's process group holds
+            # them (serve_process started it in a new session), even with the supervisor gone.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
