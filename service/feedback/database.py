@@ -30,6 +30,11 @@ _POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg"}
 POSTGRES_CONNECT_TIMEOUT_S = 5  # libpq counts whole seconds
 POSTGRES_WRITE_LOCK = 0x706C61756469  # the advisory lock writers take ("plaudi"), one per database
 POOL_TIMEOUT_S = 5.0
+# An idle pooled connection is probed after this many seconds, then every interval, and
+# declared dead after count unanswered probes: about 11 s in all.
+POSTGRES_KEEPALIVE_IDLE_S = 5
+POSTGRES_KEEPALIVE_INTERVAL_S = 2
+POSTGRES_KEEPALIVE_COUNT = 3
 
 
 def parse_url(url: str) -> URL:
@@ -71,12 +76,25 @@ def create_engine(
 
     A PostgreSQL server that stops answering (a failover, a dropped route) fails a call in
     seconds rather than minutes: a connection attempt gives up after `connect_timeout_s`
-    (libpq's connect_timeout; a URL's own `?connect_timeout=` wins), and a caller waits at
-    most POOL_TIMEOUT_S for a pooled connection. Those calls hold service threads meanwhile.
+    (libpq's connect_timeout; a URL's own `?connect_timeout=` wins, as for the keepalive and
+    tcp_user_timeout settings below), and a caller waits at most POOL_TIMEOUT_S for a pooled
+    connection. Those calls hold service threads meanwhile. A peer whose TCP stack still
+    answers but whose server process hangs is not caught here.
     """
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, pool_size)
-    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": connect_timeout_s}
+    # libpq settings a URL may override. A connection whose network goes (a failover, a
+    # dropped route) is noticed in seconds too: keepalive probes find an idle one dead, and
+    # tcp_user_timeout drops one whose sent query goes unacknowledged that long.
+    defaults = {
+        "connect_timeout": connect_timeout_s,
+        "keepalives": 1,
+        "keepalives_idle": POSTGRES_KEEPALIVE_IDLE_S,
+        "keepalives_interval": POSTGRES_KEEPALIVE_INTERVAL_S,
+        "keepalives_count": POSTGRES_KEEPALIVE_COUNT,
+        "tcp_user_timeout": connect_timeout_s * 1000,  # milliseconds
+    }
+    connect_args = {key: value for key, value in defaults.items() if key not in url.query}
     return sa.create_engine(
         url,
         pool_size=pool_size,

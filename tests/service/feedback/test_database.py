@@ -105,3 +105,20 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("these are my notes, not a database\n" * 200, encoding="utf-8")
     with pytest.raises(FeedbackStoreError, match=r"cannot open the feedback database .*notes\.db: file is not a database"):
         FeedbackStore.open(f"sqlite:///{path}")
+
+
+@pytest.mark.postgres
+def test_postgres_connections_notice_a_lost_network_in_seconds(postgres_server: str) -> None:
+    """Keepalives and tcp_user_timeout are what libpq uses on the live connection; a URL's own
+    value wins over ours."""
+    url = database.parse_url(postgres_server).update_query_dict({"keepalives_idle": "7"})
+    engine = database.create_engine(url, connect_timeout_s=4)
+    try:
+        with engine.connect() as connection:
+            params = connection.connection.dbapi_connection.info.get_parameters()
+    finally:
+        engine.dispose()
+    assert params["keepalives"] == "1"
+    assert params["keepalives_idle"] == "7"
+    assert (params["keepalives_interval"], params["keepalives_count"]) == ("2", "3")
+    assert (params["connect_timeout"], params["tcp_user_timeout"]) == ("4", "4000")
