@@ -178,7 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.score_lane:
         # Inside RequestContextMiddleware, which gives it the request id, body limit and metrics.
         app.add_middleware(ScoreLane, route=_route(scoring.router, SCORE_PATH, "POST"))
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, access_log=settings.access_log
+    )
     if settings.cors_origins:
         # Outermost, so that every answer a browser may read (413, 500 too) carries the headers.
         app.add_middleware(

@@ -77,7 +77,10 @@ def register_commands(subparsers: Any) -> None:
         help="feedback database: sqlite:///PATH or postgresql://USER@HOST/DB "
         "(default: sqlite:///plaudit-data/feedback.db)",
     )
-    parser.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+    parser.add_argument(
+        "--access-log", action="store_true", default=None,
+        help="log every request with its status, milliseconds and request id (default: PLAUDIT_ACCESS_LOG, else off)",
+    )
     parser.set_defaults(func=serve)
 
 
@@ -97,6 +100,7 @@ _SETTING_ARGS = (
     "intra_op_threads",
     "engine_workers",
     "feedback_db",
+    "access_log",
 )
 
 
@@ -107,6 +111,8 @@ def log_config() -> dict[str, Any]:
 
     config: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value for key, value in LOGGING_CONFIG.items()}
     config["formatters"] = {**config["formatters"], "plaudit": {"format": LOG_FORMAT}}
+    # uvicorn's own lines (start, stop) get a time too, as Plaudit's have.
+    config["formatters"]["default"] = {**config["formatters"]["default"], "fmt": "%(asctime)s %(levelprefix)s %(message)s"}
     config["handlers"] = {
         **config["handlers"],
         "plaudit": {"class": "logging.StreamHandler", "formatter": "plaudit", "stream": "ext://sys.stderr"},
@@ -211,7 +217,7 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     options: dict[str, Any] = dict(
         log_config=log_config(),
         log_level="info",
-        access_log=bool(args.access_log),
+        access_log=False,  # the app logs requests itself, with their request ids (PLAUDIT_ACCESS_LOG)
         # On SIGTERM uvicorn waits for open connections, with no limit by default: one client
         # stalled mid-body held a stop until it gave up. Every accepted request ends by its
         # deadline, so past that (and a margin to write the answers) the rest are cut.

@@ -19,6 +19,7 @@ from service.errors import PayloadTooLarge, error_json
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("plaudit.service")
+access_logger = logging.getLogger("plaudit.access")
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID_LENGTH = 128
@@ -99,10 +100,11 @@ def replaying(messages: list[Message], receive: Receive) -> Receive:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics, access_log: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,8 +162,15 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
+            elapsed = time.monotonic() - started
             self.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
-            self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - started)
+            self.metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
+            if self.access_log:
+                client = scope.get("client") or ("-", 0)
+                access_logger.info(
+                    '%s:%s "%s %s" %d %.1f ms request_id=%s',
+                    client[0], client[1], scope["method"], scope["path"], status["code"], elapsed * 1000, request_id,
+                )
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body (refusing it past the limit), then replay it to the app."""

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         "a worker that finishes starts the next at once instead of waiting for the event loop; "
         "0 = form a batch only when a worker is free.",
     )
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per request (logger plaudit.access): client, method, path, "
+        "status, milliseconds and request id.",
+    )
     score_lane: bool = Field(
         default=True,
         description="Well-formed POST /v1/score requests skip FastAPI's request handling "

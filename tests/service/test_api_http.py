@@ -165,3 +165,29 @@ def test_sigmoid_is_stable_at_the_extremes():
     assert sigmoid(1000.0) == 1.0 and sigmoid(-1000.0) == 0.0
     assert math.isclose(sigmoid(-30.0), math.exp(-30.0), rel_tol=1e-12)
     assert math.isclose(sigmoid(2.0) + sigmoid(-2.0), 1.0, rel_tol=1e-15)
+
+
+def test_the_access_log_has_a_line_per_request_with_its_request_id(live_server, caplog):
+    import logging
+
+    with live_server(engine="deterministic", access_log=True) as srv:
+        srv.wait_ready()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="plaudit.access"):
+            ok = srv.client.post(
+                "/v1/score", json={"items": [{"prompt": "p", "response": "r"}]}, headers={"X-Request-ID": "trace-123"}
+            )
+            bad = srv.client.post("/v1/rank", json={"prompt": "p"})
+            srv.wait_until(lambda: len([r for r in caplog.records if r.name == "plaudit.access"]) >= 2, "two lines")
+    lines = [r.getMessage() for r in caplog.records if r.name == "plaudit.access"]
+    assert ok.status_code == 200 and bad.status_code == 422
+    assert '"POST /v1/score" 200 ' in lines[0] and lines[0].endswith(" ms request_id=trace-123")
+    assert '"POST /v1/rank" 422 ' in lines[1] and lines[1].endswith(f"request_id={bad.headers['x-request-id']}")
+
+
+def test_no_access_log_unless_asked(deterministic_server, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="plaudit.access"):
+        assert deterministic_server.client.get("/healthz").status_code == 200
+    assert not [r for r in caplog.records if r.name == "plaudit.access"]

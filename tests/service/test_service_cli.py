@@ -58,7 +58,11 @@ def test_serve_options_parse_into_settings_fields(tmp_path):
         2,
     )
     assert args.engine_workers == 2
-    assert args.access_log is False
+    assert args.access_log is None  # unset: PLAUDIT_ACCESS_LOG decides
+    from service.cli import settings_overrides
+
+    assert "access_log" not in settings_overrides(args)
+    assert settings_overrides(parser().parse_args(["serve", "--access-log"]))["access_log"] is True
 
 
 def test_bad_setting_is_one_line_and_exit_code_2(capsys):
