@@ -5,7 +5,8 @@
 - a choice {request_id, choice, index?} becomes the pair /v1/compare scored (404 when unknown,
   422 naming index when it does not fit what the request_id scored);
 - the model is the one the caller names, else the comparison's, else the one serving now;
-- the store's refusals become HTTP errors: invalid 422, feedback_id reused 409.
+- the store's refusals become HTTP errors: invalid 422, feedback_id reused 409; a failing
+  database 503 with Retry-After (database_errors_as_503).
 
 The store is synchronous; everything here that touches it runs in a worker thread.
 """
@@ -15,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 from typing import TYPE_CHECKING
 
 from service.errors import InvalidInput, PayloadTooLarge, ServiceError
-from service.feedback_state import FeedbackUnavailable, comparison_key
+from service.feedback_state import comparison_key, database_errors_as_503
 from service.limits import check_text_lengths
 from service.schemas_feedback import FeedbackRequest
 from service.settings import Settings, env_name
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from service.feedback import AddResult, FeedbackStore, NewFeedback
     from service.feedback.records import FeedbackRow
     from service.model import LoadedModel
-
-log = logging.getLogger("plaudit.service")
 
 
 class FeedbackIdConflict(ServiceError):
@@ -43,8 +41,6 @@ class ComparisonNotFound(ServiceError):
 
 
 FEEDBACK_TEXT_FIELDS = ("prompt", "response", "chosen", "rejected")
-
-RETRY_SOON = {"Retry-After": "1"}  # a passing database problem; disabled feedback gets none
 
 
 class ComparisonAmbiguous(ServiceError):
@@ -69,9 +65,6 @@ async def record_feedback(
     body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
 ) -> AddResult:
     """Store `body` once per feedback_id; returns the row (the original one on a replay)."""
-    from sqlalchemy.exc import InternalError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
     from service.feedback import AmbiguousComparison, FeedbackConflict, InvalidFeedback, UnknownComparison
 
     check_metadata_size(body, settings)
@@ -79,7 +72,8 @@ async def record_feedback(
         ((name, text) for name in FEEDBACK_TEXT_FIELDS if (text := getattr(body, name)) is not None), settings
     )
     try:
-        return await asyncio.to_thread(_store, body, store, serving, settings)
+        with database_errors_as_503("feedback not stored"):
+            return await asyncio.to_thread(_store, body, store, serving, settings)
     except InvalidFeedback as exc:
         raise InvalidInput(str(exc)) from None
     except FeedbackConflict as exc:
@@ -88,13 +82,6 @@ async def record_feedback(
         raise ComparisonNotFound(str(exc)) from None
     except AmbiguousComparison as exc:
         raise ComparisonAmbiguous(str(exc)) from None
-    except (OperationalError, InternalError) as exc:
-        # Unreachable, locked past its timeout, disk full, a read-only replica after a failover...
-        log.warning("feedback not stored: the database failed: %s", str(exc.orig or exc).splitlines()[0])
-        raise FeedbackUnavailable("the feedback database is unavailable; retry later", headers=RETRY_SOON) from None
-    except PoolTimeout:
-        log.warning("feedback not stored: no database connection came free in time")
-        raise FeedbackUnavailable("the feedback database is busy; retry later", headers=RETRY_SOON) from None
 
 
 def _store(

@@ -1,8 +1,11 @@
 """The feedback store as the running service holds it: opened at startup, purged, closed.
 
 The store is optional-but-default: it is on unless PLAUDIT_FEEDBACK_ENABLED=false. When it
-cannot be opened (an unreachable PostgreSQL, a bad URL), the service still scores; the
-feedback routes answer 503 naming the problem and /v1/compare stops remembering.
+cannot be opened (a PostgreSQL not up yet, a SQLite path that cannot be written), the service
+still scores; the feedback routes answer 503 with Retry-After and /v1/compare does not remember,
+while feedback requests and /v1/compare try to open it again (at most every FEEDBACK_RETRY_S),
+so feedback comes back by itself once the database answers. Database errors of a running
+store become the same 503 (database_errors_as_503).
 Every store call is blocking database I/O, so it runs in a worker thread.
 """
 
@@ -11,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -38,35 +43,134 @@ class FeedbackUnavailable(ServiceError):
     code = "feedback_unavailable"
 
 
-class FeedbackStoreHolder:
-    """The open store, or why there is none."""
+# While the store could not be opened, a feedback request (or /v1/compare) tries again at most
+# this often; 503s meanwhile carry it as Retry-After. Read when the store is opened at start.
+FEEDBACK_RETRY_S = 5.0
+RETRY_SOON = {"Retry-After": "1"}  # a passing database problem; disabled feedback gets none
+_NOT_OPENED = "the feedback store could not be opened (see the server log); it will be retried"
 
-    def __init__(self, store: FeedbackStore | None, problem: str | None = None) -> None:
-        self.store = store
+
+@contextlib.contextmanager
+def database_errors_as_503(failed: str) -> Iterator[None]:
+    """Turn a failing database (unreachable, locked past its timeout, disk full, a read-only
+    replica after a failover...) or a pool with no free connection into FeedbackUnavailable
+    (503 + Retry-After). `failed` starts the log line, e.g. "feedback not stored"."""
+    from sqlalchemy.exc import InternalError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    try:
+        yield
+    except (OperationalError, InternalError) as exc:
+        reason = (str(exc.orig or exc).splitlines() or [""])[0]
+        log.warning("%s: the database failed: %s", failed, reason)
+        raise FeedbackUnavailable("the feedback database is unavailable; retry later", headers=RETRY_SOON) from None
+    except PoolTimeout:
+        log.warning("%s: no database connection came free in time", failed)
+        raise FeedbackUnavailable("the feedback database is busy; retry later", headers=RETRY_SOON) from None
+
+
+class FeedbackStoreHolder:
+    """The open store, or why there is none.
+
+    With `reopen` (the store could not be opened at start), a request that finds no store tries
+    `reopen` again in a thread, one try at a time and at most once per `retry_s`, so the service
+    recovers by itself once its database answers."""
+
+    def __init__(
+        self,
+        store: FeedbackStore | None,
+        problem: str | None = None,
+        *,
+        reopen: Callable[[], FeedbackStore] | None = None,
+        retry_s: float = FEEDBACK_RETRY_S,
+    ) -> None:
+        self._store = store
         self.problem = problem
+        self._reopen = reopen if store is None else None
+        self.retry_s = retry_s
+        self._next_try = time.monotonic() + retry_s  # the start has just tried
+        self._opening: asyncio.Task[None] | None = None
         self._purging: asyncio.Task[None] | None = None
         self.remembering: set[asyncio.Future[None]] = set()  # outlived their request's wait
 
+    @property
+    def store(self) -> FeedbackStore | None:
+        """The open store, or None."""
+        return self._store
+
+    def store_or_reopen(self) -> FeedbackStore | None:
+        """The open store, or None after starting a reopen in the background when one is due:
+        /v1/compare, which remembers only while there is a store, brings it back this way too
+        without waiting for it."""
+        if self._store is None:
+            self._reopen_if_due()
+        return self._store
+
     def start_purging(self) -> None:
         """Purge expired comparisons in the background until `close()`."""
-        if self.store is not None and self._purging is None:
+        if self._store is not None and self._purging is None:
             self._purging = asyncio.create_task(
                 purge_comparisons_periodically(self), name="plaudit-comparison-purge"
             )
 
     def get(self) -> FeedbackStore:
         """The store, or FeedbackUnavailable (503) saying why there is none."""
-        if self.store is None:
-            raise FeedbackUnavailable(self.problem or "the feedback store is not open")
-        return self.store
+        if self._store is None:
+            raise self._unavailable()
+        return self._store
+
+    async def acquire(self) -> FeedbackStore:
+        """The store; if there is none, first a reopen when one is due (waiting for one already
+        under way). FeedbackUnavailable (503, with Retry-After while retrying) if still none."""
+        if self._store is None:
+            self._reopen_if_due()
+            if self._opening is not None:
+                await asyncio.shield(self._opening)  # a request that goes away leaves it to finish
+        return self.get()
+
+    def _unavailable(self) -> FeedbackUnavailable:
+        if self._reopen is None:
+            return FeedbackUnavailable(self.problem or "the feedback store is not open")
+        retry_after = max(1, math.ceil(self.retry_s))
+        return FeedbackUnavailable(f"{_NOT_OPENED}: try again in {retry_after} s", {"Retry-After": str(retry_after)})
+
+    def _reopen_if_due(self) -> None:
+        if self._reopen is None or self._opening is not None or time.monotonic() < self._next_try:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # read outside the event loop: nothing to schedule on
+            return
+        self._opening = asyncio.create_task(self._try_reopen(self._reopen), name="plaudit-feedback-reopen")
+
+    async def _try_reopen(self, reopen: Callable[[], FeedbackStore]) -> None:
+        try:
+            store = await asyncio.to_thread(reopen)
+        except Exception as exc:
+            log.warning(
+                "feedback store still unavailable (next try in %g s): %s: %s", self.retry_s, type(exc).__name__, exc
+            )
+            return
+        finally:
+            self._next_try = time.monotonic() + self.retry_s
+            self._opening = None
+        if self._reopen is None:  # closed meanwhile
+            await asyncio.to_thread(store.close)
+            return
+        self._store, self._reopen, self.problem = store, None, None
+        log.warning("feedback store opened on a retry: %s; feedback is accepted again", store.url)
+        self.start_purging()
 
     async def close(self) -> None:
+        self._reopen = None
+        if self._opening is not None:  # a reopen under way closes what it opens (see _try_reopen)
+            await asyncio.wait({self._opening}, timeout=REMEMBER_WAIT_S)
         if self._purging is not None:
             self._purging.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purging
             self._purging = None
-        store, self.store = self.store, None
+        store, self._store = self._store, None
         self.problem = "the service is shutting down"
         if self.remembering:  # comparisons answered before they were stored: let them land
             await asyncio.wait(set(self.remembering), timeout=REMEMBER_WAIT_S)
@@ -76,7 +180,8 @@ class FeedbackStoreHolder:
 
 async def open_feedback_store(settings: Settings) -> FeedbackStoreHolder:
     """Open (and migrate) the configured store in a thread and start purging it; never raises.
-    Close the holder to stop."""
+    A store that cannot be opened is retried on demand (see FeedbackStoreHolder). Close the
+    holder to stop."""
     url = settings.feedback_url()
     if url is None:
         return FeedbackStoreHolder(
@@ -85,15 +190,19 @@ async def open_feedback_store(settings: Settings) -> FeedbackStoreHolder:
     from service.feedback import FeedbackStore, FeedbackStoreError
 
     retention = timedelta(hours=settings.comparison_retention_hours)
+
+    def open_store() -> FeedbackStore:
+        return FeedbackStore.open(url, comparison_retention=retention)
+
     try:
-        store = await asyncio.to_thread(FeedbackStore.open, url, comparison_retention=retention)
+        store = await asyncio.to_thread(open_store)
     except FeedbackStoreError as exc:  # its message hides any password, but not hosts or paths
-        log.error("feedback store unavailable: %s", exc)
+        log.error("feedback store unavailable (retried on demand, every %g s at most): %s", FEEDBACK_RETRY_S, exc)
         # Feedback clients are product UIs: the reason (the driver's words) stays in the log.
-        return FeedbackStoreHolder(None, "the feedback store could not be opened; see the server log")
+        return FeedbackStoreHolder(None, reopen=open_store, retry_s=FEEDBACK_RETRY_S)
     except Exception as exc:
         log.error("feedback store unavailable: unexpected %s", type(exc).__name__, exc_info=exc)
-        return FeedbackStoreHolder(None, "the feedback store could not be opened; see the server log")
+        return FeedbackStoreHolder(None, reopen=open_store, retry_s=FEEDBACK_RETRY_S)
     log.info("feedback store: %s (comparisons kept %g hours)", store.url, settings.comparison_retention_hours)
     holder = FeedbackStoreHolder(store)
     holder.start_purging()

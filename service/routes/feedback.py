@@ -16,6 +16,7 @@ from service.auth import require_scope
 from service.deps import FeedbackDep, HolderDep, RequestIdDep, SettingsDep
 from service.errors import InvalidInput
 from service.feedback_intake import record_feedback
+from service.feedback_state import database_errors_as_503
 from service.schemas import error_doc, error_responses
 from service.schemas_feedback import FeedbackCreated, FeedbackRequest, FeedbackStatsResponse
 
@@ -56,7 +57,7 @@ async def add_feedback(
     settings: SettingsDep,
     request_id: RequestIdDep,
 ) -> FeedbackCreated:
-    result = await record_feedback(body, feedback.get(), holder.current, settings)
+    result = await record_feedback(body, await feedback.acquire(), holder.current, settings)
     if not result.created:
         response.status_code = 200
         response.headers[REPLAY_HEADER] = "true"
@@ -84,12 +85,13 @@ async def export_feedback(
     ] = None,
     kind: Annotated[Literal["like", "rating", "pair"] | None, Query(description="Only this kind.")] = None,
 ) -> StreamingResponse:
-    store = feedback.get()
+    store = await feedback.acquire()
     rows = store.export(since=_parse_since(since), kind=kind)
-    # The first chunk is read before answering, so a failing database is an error status,
-    # not a 200 whose body stops short.
+    # The first chunk is read before answering, so a failing database is an error status
+    # (503), not a 200 whose body stops short; later, the status has been sent.
     try:
-        first = await asyncio.to_thread(_next_chunk, rows)
+        with database_errors_as_503("feedback export failed"):
+            first = await asyncio.to_thread(_next_chunk, rows)
     except BaseException:
         await _close_in_thread(rows)
         raise
@@ -110,7 +112,9 @@ async def export_feedback(
 async def feedback_stats(
     feedback: FeedbackDep, settings: SettingsDep, request_id: RequestIdDep
 ) -> FeedbackStatsResponse:
-    stats = await asyncio.to_thread(feedback.get().stats)
+    store = await feedback.acquire()
+    with database_errors_as_503("feedback stats failed"):
+        stats = await asyncio.to_thread(store.stats)
     return FeedbackStatsResponse(
         **stats, rating_scale=(settings.rating_min, settings.rating_max), request_id=request_id
     )

@@ -92,7 +92,7 @@ async def compare(body: CompareRequest, request: Request, ctx: ScoringDep) -> Co
         CompareResult(p_a_preferred=sigmoid(a - b), score_a=a, score_b=b)
         for a, b in zip(scores[0::2], scores[1::2], strict=True)
     ]
-    if feedback.store is not None:
+    if feedback.store_or_reopen() is not None:
         await remember_comparisons(feedback, scored_comparisons(body, comparisons, results, model, request_id))
     if body.comparisons is None:
         return CompareResponse(**results[0].model_dump(), model=model_ref(model), request_id=request_id)

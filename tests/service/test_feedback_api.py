@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from service import feedback_state
 from service.cli import register_commands, serve
 from service.feedback.schema import scored_comparisons
 from service.routes import feedback as feedback_routes
@@ -403,12 +405,84 @@ def test_unopenable_database_leaves_scoring_up_and_feedback_503(live_server: Ser
         assert r.status_code == 503
         message = r.json()["error"]["message"]
         # The driver's words and the file's path go to the log, not to a feedback client.
-        assert message == "the feedback store could not be opened; see the server log"
+        assert message.startswith("the feedback store could not be opened (see the server log); it will be retried")
         assert str(not_a_db) not in message
+        assert r.headers["retry-after"] == str(int(feedback_state.FEEDBACK_RETRY_S))
         assert (
             srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]}).status_code
             == 200
         )
+
+
+def test_a_database_that_could_not_be_opened_at_start_is_opened_later_and_stores_feedback(
+    live_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(feedback_state, "FEEDBACK_RETRY_S", 0.2)  # read when the server starts
+    # A plain file where the database's folder goes: the folder cannot be made, so the start
+    # cannot open the store (as root, a folder without permissions would not stop it).
+    folder = tmp_path / "not-yet"
+    folder.write_text("the folder of the feedback database will be here\n")
+    url = f"sqlite:///{folder / 'feedback.db'}"
+    like = {"prompt": PROMPT, "response": GOOD, "liked": True, "feedback_id": "late-like"}
+    with live_server(engine="deterministic", feedback_db=url) as srv:
+        srv.wait_ready()
+        r = post(srv, like)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "feedback_unavailable"
+        assert r.headers["retry-after"] == "1"  # the interval, rounded up to whole seconds
+        message = r.json()["error"]["message"]
+        assert "could not be opened" in message and "will be retried" in message
+        assert str(folder) not in message
+        stats = srv.client.get("/v1/feedback/stats")
+        assert stats.status_code == 503 and stats.headers["retry-after"] == "1"
+        assert srv.client.post("/v1/compare", json={"prompt": "p", "response_a": "a", "response_b": "b"}).status_code == 200
+
+        folder.unlink()
+        folder.mkdir()  # the database can be opened now
+        srv.wait_until(
+            lambda: post(srv, like).status_code == 201, "feedback to be accepted once its database opens", limit_s=30.0
+        )
+        with FeedbackStore.open(url, create=False) as store:
+            row = store.get("late-like")
+            assert row is not None and (row.kind, row.prompt, row.response, row.liked) == ("like", PROMPT, GOOD, True)
+        # /v1/compare remembers again: a choice on it resolves.
+        compared = srv.client.post("/v1/compare", json={"prompt": PROMPT, "response_a": GOOD, "response_b": BAD})
+        choice = post(srv, {"request_id": compared.json()["request_id"], "choice": "b"})
+        assert choice.status_code == 201, choice.text
+
+
+def test_export_and_stats_are_503_with_retry_after_while_the_database_fails(
+    live_server: ServerFactory, tmp_path: Path
+):
+    path = tmp_path / "feedback.db"
+    with live_server(engine="deterministic", feedback_db=f"sqlite:///{path}") as srv:
+        srv.wait_ready()
+        assert post(srv, {"prompt": PROMPT, "response": GOOD, "liked": True}).status_code == 201
+        assert srv.client.get("/v1/feedback/stats").status_code == 200
+
+        def run_sql(statement: str) -> None:
+            with sqlite3.connect(path) as outside:
+                outside.execute(statement)
+
+        # The table gone from under the server: every query of it is an OperationalError.
+        run_sql("ALTER TABLE feedback RENAME TO feedback_away")
+        try:
+            answers = {
+                "POST": post(srv, {"prompt": PROMPT, "response": BAD, "liked": False}),
+                "stats": srv.client.get("/v1/feedback/stats"),
+                "export": srv.client.get("/v1/feedback/export"),
+            }
+        finally:
+            run_sql("ALTER TABLE feedback_away RENAME TO feedback")
+        for name, r in answers.items():
+            assert r.status_code == 503, (name, r.text)
+            error = r.json()["error"]
+            assert (error["code"], error["message"]) == (
+                "feedback_unavailable", "the feedback database is unavailable; retry later"
+            ), name
+            assert r.headers["retry-after"] == "1", name
+        assert srv.client.get("/v1/feedback/stats").json()["total"] == 1
+        assert len(srv.client.get("/v1/feedback/export").text.splitlines()) == 1
 
 
 # -- export and stats (each on a fresh database, so "exactly the stored rows" is checkable) ----------

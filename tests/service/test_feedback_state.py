@@ -1,6 +1,6 @@
 """How the running service uses its feedback store: /v1/compare's remembering is bounded, so
 a slow database delays no comparison. A real SQLite file, its write lock held by another
-connection, plays the slow database."""
+connection, plays the slow database. A store that could not be opened is tried again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import threading
 from pathlib import Path
 
 from service.feedback import FeedbackStore, ScoredComparison
-from service.feedback_state import FeedbackStoreHolder, remember_comparisons
+import pytest
+
+from service.feedback_state import FeedbackStoreHolder, FeedbackUnavailable, remember_comparisons
 
 
 def test_a_slow_database_delays_the_answer_by_the_wait_at_most_and_the_comparison_still_lands(
@@ -57,3 +59,47 @@ def test_a_prompt_database_is_waited_for(tmp_path: Path) -> None:
             await holder.close()
 
     assert asyncio.run(main()) is True
+
+
+def test_a_store_that_could_not_be_opened_is_retried_once_at_a_time_at_most_once_per_interval(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "not-yet"
+    folder.write_text("a file where the database's folder goes\n")  # so opening fails
+    tries: list[int] = []
+
+    def reopen() -> FeedbackStore:
+        tries.append(threading.get_ident())
+        return FeedbackStore.open(f"sqlite:///{folder / 'feedback.db'}")
+
+    async def twenty_requests(holder: FeedbackStoreHolder) -> list[object]:
+        return await asyncio.gather(*(holder.acquire() for _ in range(20)), return_exceptions=True)
+
+    async def main() -> None:
+        holder = FeedbackStoreHolder(None, reopen=reopen, retry_s=30.0)  # the start has just tried
+        try:
+            assert holder.store_or_reopen() is None and tries == []  # not due yet
+            holder._next_try = 0.0  # as if 30 s had passed (sleeping through them would be slow)
+            refused = await twenty_requests(holder)
+            assert len(tries) == 1  # one try for all twenty
+            assert all(isinstance(r, FeedbackUnavailable) and r.headers == {"Retry-After": "30"} for r in refused)
+            await twenty_requests(holder)
+            assert len(tries) == 1  # the interval has not passed since
+
+            folder.unlink()
+            folder.mkdir()
+            holder._next_try = 0.0
+            assert holder.store_or_reopen() is None  # as /v1/compare asks: starts a reopen, no wait
+            for _ in range(3000):
+                if holder.store is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert holder.store is not None, "the store was not reopened"
+            assert len(tries) == 2
+            assert await holder.acquire() is holder.store
+        finally:
+            await holder.close()
+        with pytest.raises(FeedbackUnavailable, match="shutting down"):
+            holder.get()
+
+    asyncio.run(main())
