@@ -179,7 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Inside RequestContextMiddleware, which gives it the request id, body limit and metrics.
         app.add_middleware(ScoreLane, route=_route(scoring.router, SCORE_PATH, "POST"))
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics, access_log=settings.access_log
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics,
+        access_log=settings.access_log,
+        max_concurrent_requests=settings.max_concurrent_requests,
     )
     if settings.cors_origins:
         # Outermost, so that every answer a browser may read (413, 500 too) carries the headers.

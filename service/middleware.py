@@ -100,11 +100,20 @@ def replaying(messages: list[Message], receive: Receive) -> Receive:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics, access_log: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        metrics: ServiceMetrics,
+        access_log: bool = False,
+        max_concurrent_requests: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.access_log = access_log
+        self.max_concurrent_requests = max_concurrent_requests
+        self.in_flight = 0  # requests past the concurrency check and not yet answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,16 +148,36 @@ class RequestContextMiddleware:
                     request_id,
                 )
                 return
-            try:
-                replay = await self._read_body(scope, receive)
-            except BodyTooLarge:
-                limit = PayloadTooLarge(
-                    f"request body exceeds max_body_bytes={self.max_body_bytes} bytes "
-                    "(PLAUDIT_MAX_BODY_BYTES); send fewer or shorter items per request"
+            if self._over_concurrency(scope):
+                # Refused before the body is read: each body read and parsed at once takes
+                # memory (a few MB for a large one), and the queue only bounds what is parsed.
+                await self._send_error(
+                    send_with_id,
+                    429,
+                    "overloaded",
+                    f"{self.in_flight} requests are being handled, the limit is max_concurrent_requests="
+                    f"{self.max_concurrent_requests} (PLAUDIT_MAX_CONCURRENT_REQUESTS); retry after a short pause",
+                    request_id,
+                    headers=[(b"retry-after", b"1")],
                 )
-                await self._send_error(send_with_id, limit.status_code, limit.code, limit.message, request_id)
                 return
-            await self.app(scope, replay, send_with_id)
+            counted = not _is_probe(scope)
+            if counted:
+                self.in_flight += 1
+            try:
+                try:
+                    replay = await self._read_body(scope, receive)
+                except BodyTooLarge:
+                    limit = PayloadTooLarge(
+                        f"request body exceeds max_body_bytes={self.max_body_bytes} bytes "
+                        "(PLAUDIT_MAX_BODY_BYTES); send fewer or shorter items per request"
+                    )
+                    await self._send_error(send_with_id, limit.status_code, limit.code, limit.message, request_id)
+                    return
+                await self.app(scope, replay, send_with_id)
+            finally:
+                if counted:
+                    self.in_flight -= 1
         except Exception as exc:
             log.error(
                 "internal error on %s %s (request_id=%s)",
@@ -172,6 +201,13 @@ class RequestContextMiddleware:
                     client[0], client[1], scope["method"], scope["path"], status["code"], elapsed * 1000, request_id,
                 )
 
+    def _over_concurrency(self, scope: Scope) -> bool:
+        return (
+            self.max_concurrent_requests is not None
+            and self.in_flight >= self.max_concurrent_requests
+            and not _is_probe(scope)
+        )
+
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body (refusing it past the limit), then replay it to the app."""
         declared = _content_length(scope)
@@ -181,7 +217,14 @@ class RequestContextMiddleware:
         return replaying(messages, receive)
 
     @staticmethod
-    async def _send_error(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+    async def _send_error(
+        send: Send,
+        status: int,
+        code: str,
+        message: str,
+        request_id: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         body = error_json(code, message, request_id)
         await send(
             {
@@ -190,7 +233,17 @@ class RequestContextMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+# Probes and metrics answer under any load: an orchestrator or a scraper must not read an
+# overloaded server as a dead one.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_probe(scope: Scope) -> bool:
+    return scope["path"] in PROBE_PATHS

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     )
     max_wait_ms: float = 5.0
     max_queue_items: int = 2048
+    max_concurrent_requests: int = Field(
+        default=512,
+        description="Requests being handled at once (probes and /metrics aside); past it a request "
+        "gets 429 before its body is read, so a burst of large bodies cannot take the memory.",
+    )
     tokenize_workers: int = 1
     engine_workers: int | None = Field(
         default=None,
@@ -270,6 +275,7 @@ class Settings(BaseSettings):
         "max_batch_items",
         "max_batch_tokens",
         "max_queue_items",
+        "max_concurrent_requests",
         "tokenize_workers",
         "engine_workers",
         "max_items_per_request",

@@ -276,3 +276,34 @@ def test_metrics_move_after_requests(live_server):
         assert srv.metric("plaudit_request_duration_seconds_count", endpoint="/v1/score") == 2
         assert srv.metric("plaudit_queue_depth") == 0
         assert srv.metric("plaudit_model_info", name="deterministic", version="0") == 1
+
+
+def test_past_max_concurrent_requests_a_request_is_429_before_its_body_is_read(live_server, monkeypatch):
+    # A burst of large bodies, each read and parsed before the queue could refuse it, took the
+    # server's memory to 2 GB; past the limit a request is now refused unread.
+    with live_server(engine="deterministic", max_concurrent_requests=2) as srv:
+        srv.wait_ready()
+        release = hold_the_engine(monkeypatch)
+        try:
+            first, first_result = start_first_batch(srv, "one")
+            second, second_result = post_in_thread(
+                srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "two"}]}
+            )
+            srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the second request to be queued")
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as unread:
+                # Headers only: the answer must come without the 10 MB the client announced.
+                unread.sendall(
+                    b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 10000000\r\n\r\n"
+                )
+                answer = unread.recv(65536).decode()
+            assert answer.startswith("HTTP/1.1 429 ")
+            assert "retry-after: 1" in answer.lower()
+            assert '"code":"overloaded"' in answer and "max_concurrent_requests=2" in answer
+            assert srv.client.get("/readyz").status_code == 200  # probes answer under any load
+            assert srv.client.get("/metrics").status_code == 200
+        finally:
+            release.set()
+        first.join()
+        second.join()
+    assert first_result["response"].status_code == 200 and second_result["response"].status_code == 200
