@@ -13,7 +13,7 @@ from typing import Any
 
 from model_store.errors import ChecksumError, DamagedVersionError, StoreError
 from model_store.references import DEFAULT_ALIAS, parse_ref
-from model_store.store import ModelStore, ModelVersion
+from model_store.store import ModelStore, ModelVersion, aliases_pointing_at
 
 # The same variable `plaudit serve` reads (service setting store_dir), so one export
 # points every command at the same store.
@@ -103,7 +103,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             except DamagedVersionError as exc:
                 damaged.append(str(exc))
                 continue
-            entries.append((mv, sorted(a for a, v in aliases.items() if v == mv.version)))
+            entries.append((mv, aliases_pointing_at(aliases, mv.version)))
     for problem in damaged:
         print(f"error: {problem}; delete it with plaudit models delete or restore the file", file=sys.stderr)
     code = EXIT_DAMAGED if damaged else EXIT_OK
@@ -145,7 +145,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     mv = store.resolve(args.ref)
-    aliases = sorted(a for a, v in store.aliases(mv.name).items() if v == mv.version)
+    aliases = store.aliases_of(mv.name, mv.version)
     if args.json:
         payload = {"ref": mv.ref, "path": str(mv.path), "aliases": aliases, "metadata": mv.metadata}
         print(json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False))
@@ -199,7 +199,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
             f"see `plaudit models list {ref.name}`"
         )
     store = store_from_args(args)
-    dropped = sorted(a for a, v in store.aliases(ref.name).items() if v == ref.version)
+    dropped = store.aliases_of(ref.name, ref.version)
     store.delete(ref.name, ref.version, force=args.force)
     note = f" and dropped alias {', '.join(dropped)}" if dropped else ""
     print(f"deleted {ref}{note}")

@@ -142,6 +142,10 @@ class ModelStore:
         self._existing_versions(name)
         return dict(self._read_alias_state(name).aliases)
 
+    def aliases_of(self, name: str, version: int) -> builtins.list[str]:
+        """The aliases of `name` that point at `version`, sorted."""
+        return aliases_pointing_at(self.aliases(name), version)
+
     def resolve(self, ref: str | ModelRef) -> ModelVersion:
         """"NAME" -> its production alias if set, else its newest version;
         "NAME@alias" and "NAME:version" -> exactly that."""
@@ -454,6 +458,11 @@ class ModelStore:
                 f"\"history\": {{alias: [versions]}}}}"
             )
         return _AliasState(aliases=dict(aliases), history={a: list(h) for a, h in history.items()})
+
+
+def aliases_pointing_at(aliases: dict[str, int], version: int) -> list[str]:
+    """Those of `aliases` (alias -> version, as ModelStore.aliases gives) that name `version`, sorted."""
+    return sorted(alias for alias, v in aliases.items() if v == version)
 
 
 def _undefined(constant: str) -> None:

@@ -69,7 +69,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         intra_op_spinning=settings.intra_op_spinning,
         lone_call_threads=layout.lone_call_threads,
     )
-    aliases = tuple(sorted(alias for alias, v in store.aliases(mv.name).items() if v == mv.version))
+    aliases = tuple(store.aliases_of(mv.name, mv.version))
     info = ModelInfo(
         name=mv.name,
         version=str(mv.version),

@@ -47,8 +47,7 @@ def current_aliases(info: ModelInfo) -> list[str]:
     if info.store_root is None:
         return list(info.aliases)
     try:
-        aliases = ModelStore(info.store_root).aliases(info.name)
+        return ModelStore(info.store_root).aliases_of(info.name, int(info.version))
     except (StoreError, OSError) as exc:
         log.warning("could not read the aliases of %s from %s (%s); reporting those known at load", info.name, info.store_root, exc)
         return list(info.aliases)
-    return sorted(alias for alias, version in aliases.items() if str(version) == info.version)
