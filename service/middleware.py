@@ -34,13 +34,14 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 def _client_request_id(scope: Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER.encode():
-            text: str = value.decode("latin-1").strip()
-            # "#" is refused: it joins a request id and an index in the keys under which
-            # /v1/compare remembers a list of comparisons ("rid#1"), which must not collide.
-            if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii() and "#" not in text:
-                return text
+    value = header(scope, REQUEST_ID_HEADER.encode())
+    if value is None:
+        return None
+    text = value.strip()
+    # "#" is refused: it joins a request id and an index in the keys under which
+    # /v1/compare remembers a list of comparisons ("rid#1"), which must not collide.
+    if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii() and "#" not in text:
+        return text
     return None
 
 
@@ -148,7 +149,8 @@ class RequestContextMiddleware:
                     request_id,
                 )
                 return
-            if self._over_concurrency(scope):
+            counted = not _is_probe(scope)  # probes and /metrics answer under any load
+            if counted and self._at_capacity():
                 # Refused before the body is read: each body read and parsed at once takes
                 # memory (a few MB for a large one), and the queue only bounds what is parsed.
                 await self._send_error(
@@ -161,7 +163,6 @@ class RequestContextMiddleware:
                     headers=[(b"retry-after", b"1")],
                 )
                 return
-            counted = not _is_probe(scope)
             if counted:
                 self.in_flight += 1
             try:
@@ -201,12 +202,8 @@ class RequestContextMiddleware:
                     client[0], client[1], scope["method"], scope["path"], status["code"], elapsed * 1000, request_id,
                 )
 
-    def _over_concurrency(self, scope: Scope) -> bool:
-        return (
-            self.max_concurrent_requests is not None
-            and self.in_flight >= self.max_concurrent_requests
-            and not _is_probe(scope)
-        )
+    def _at_capacity(self) -> bool:
+        return self.max_concurrent_requests is not None and self.in_flight >= self.max_concurrent_requests
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body (refusing it past the limit), then replay it to the app."""
