@@ -160,12 +160,17 @@ def listen_problem(host: str, port: int) -> str | None:
     try:
         probe_port(host, port)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            fix = "stop what is using it, or choose another port with --port or PLAUDIT_PORT"
-        else:  # not this machine's address, or not an address at all
-            fix = "give an address of this machine with --host or PLAUDIT_HOST (0.0.0.0: all of them)"
-        return f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}"
+        return cannot_listen(host, port, exc)
     return None
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """What binding host:port failed with, and how to fix it."""
+    if exc.errno == errno.EADDRINUSE:
+        fix = "stop what is using it, or choose another port with --port or PLAUDIT_PORT"
+    else:  # not this machine's address, or not an address at all
+        fix = "give an address of this machine with --host or PLAUDIT_HOST (0.0.0.0: all of them)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}; {fix}"
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -244,7 +249,7 @@ def _serve_workers(settings: Settings, options: dict[str, Any]) -> int:
             settings.workers, settings.host, settings.port, options, request_timeout_s=settings.request_timeout_s
         )
     except OSError as exc:
-        print(f"plaudit serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"plaudit serve: {cannot_listen(settings.host, settings.port, exc)}", file=sys.stderr)
         return 2
     supervisor.run()
     return 0
