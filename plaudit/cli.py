@@ -70,8 +70,9 @@ def up_train_argv(args: argparse.Namespace) -> list[str]:
 def cmd_up(args: argparse.Namespace) -> int:
     from model_store.store import ModelStore
 
+    serve_args = build_parser().parse_args(up_serve_argv(args))
     if not args.train_only:
-        problem = serving_problem(args)
+        problem = serving_problem(serve_args)
         if problem:  # found now, not after minutes of training
             print(f"plaudit up: {problem}", file=sys.stderr)
             return 2
@@ -86,21 +87,19 @@ def cmd_up(args: argparse.Namespace) -> int:
             return code
     if args.train_only:
         return 0
-    serve_args = build_parser().parse_args(up_serve_argv(args))
     return int(serve_args.func(serve_args))
 
 
-def serving_problem(args: argparse.Namespace) -> str | None:
-    """What would stop `plaudit up`'s serve step before any model is involved: a bad
-    PLAUDIT_* setting, or an address it cannot listen on."""
+def serving_problem(serve_args: argparse.Namespace) -> str | None:
+    """What would stop `plaudit up`'s serve step (`serve_args`) before any model is involved:
+    a bad PLAUDIT_* setting, or an address it cannot listen on."""
     from pydantic import ValidationError
 
-    from service.cli import listen_problem
+    from service.cli import listen_problem, settings_overrides
     from service.settings import Settings, describe_settings_error
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**settings_overrides(serve_args))
     except ValidationError as exc:
         return describe_settings_error(exc)
     return listen_problem(settings.host, settings.port)
