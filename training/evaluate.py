@@ -15,6 +15,7 @@ import numpy as np
 
 from model_store.scoring import Scorer, TextPair
 from training.data.examples import Example, LikeExample, PairExample, RatingExample
+from training.data.report import all_of
 
 LENGTH_BUCKETS = ((0, 50), (50, 150), (150, 300), (300, None))  # response words
 
@@ -137,7 +138,7 @@ def evaluate(scorer: Scorer, examples: Sequence[Example], plots_dir: Path | None
         }
         if constant:
             warnings.append(
-                f"ratings R² is undefined: {_all_of(n_r, 'rating', 'ratings')} {true[0]:g}, "
+                f"ratings R² is undefined: {all_of(n_r, 'rating')} {true[0]:g}, "
                 "so there is no variance to explain (it needs ratings that differ)"
             )
     if likes:
@@ -151,17 +152,12 @@ def evaluate(scorer: Scorer, examples: Sequence[Example], plots_dir: Path | None
         }
         if report["likes"]["auc"] is None:
             warnings.append(
-                f"likes AUC is undefined: {_all_of(len(likes), 'like', 'likes')} liked={str(bool(y[0])).lower()} "
+                f"likes AUC is undefined: {all_of(len(likes), 'like')} liked={str(bool(y[0])).lower()} "
                 "(it needs likes of both values)"
             )
     if warnings:
         report["warnings"] = warnings
     return report
-
-
-def _all_of(n: int, one: str, many: str) -> str:
-    """'the 1 like is' / 'all 3 likes are'."""
-    return f"the 1 {one} is" if n == 1 else f"all {n} {many} are"
 
 
 def headline(report: dict[str, Any]) -> dict[str, float | None]:

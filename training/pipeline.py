@@ -19,7 +19,7 @@ from model_store.scoring import TextPair
 from model_store.store import ModelStore, ModelVersion
 from training.data.examples import Example, LikeExample, PairExample, RatingExample, scored_texts
 from training.data.loaders import Dataset, load_dataset
-from training.data.report import describe
+from training.data.report import all_of, count_of, describe
 from training.data.split import GROUP_BY_CONVERSATION, GROUP_BY_PROMPT, count_groups, split_by_prompt
 from training.evaluate import evaluate, headline
 from training.transformer_trainer import TransformerConfig
@@ -138,25 +138,20 @@ def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Pa
 SHOWN_DATA_WARNINGS = 5  # at training time; `plaudit data check` prints every one
 
 
-def _describe_counts(examples: list[Example]) -> str:
+def _describe_counts(dataset: Dataset) -> str:
     """'12 examples (10 pairs, 2 likes)'."""
-    shapes = (("pair", PairExample), ("rating", RatingExample), ("like", LikeExample))
-    parts = []
-    for noun, kind in shapes:
-        n = sum(isinstance(e, kind) for e in examples)
-        if n:
-            parts.append(f"{n} {noun}{'' if n == 1 else 's'}")
-    return f"{len(examples)} example{'' if len(examples) == 1 else 's'} ({', '.join(parts)})"
+    parts = [count_of(n, shape.removesuffix("s")) for shape, n in dataset.counts().items() if n]
+    return f"{count_of(len(dataset.examples), 'example')} ({', '.join(parts)})"
 
 
-def check_validation_split(examples: list[Example], val: list[Example]) -> None:
+def check_validation_split(dataset: Dataset, val: list[Example]) -> None:
     """Refuse a run whose validation split is empty: it would register a model nobody measured."""
     if val:
         return
-    groups = count_groups(examples, GROUP_BY_CONVERSATION)
+    groups = count_groups(dataset.examples, GROUP_BY_CONVERSATION)
     raise UnusableDataError(
-        f"the validation split is empty: the data holds {_describe_counts(examples)} from {groups} "
-        f"conversation{'' if groups == 1 else 's'}, and a conversation's rows never straddle the split; "
+        f"the validation split is empty: the data holds {_describe_counts(dataset)} from "
+        f"{count_of(groups, 'conversation')}, and a conversation's rows never straddle the split; "
         "give more data, about at least 2 different conversations (prompts), so that one can be "
         "held out for validation (with a single conversation no --val-fraction can help)"
     )
@@ -176,11 +171,11 @@ def preference_signal_problem(train: list[Example]) -> str | None:
     found = []
     if likes:
         value = str(likes[0].liked).lower()
-        found.append(f"the 1 like is liked={value}" if len(likes) == 1 else f"all {len(likes)} likes are liked={value}")
+        found.append(f"{all_of(len(likes), 'like')} liked={value}")
     if ratings:
         same = len({e.rating for e in ratings}) == 1
         value = f"{ratings[0].rating:g}" if same else "at the same point of their scales"
-        found.append(f"the 1 rating is {value}" if len(ratings) == 1 else f"all {len(ratings)} ratings are {value}")
+        found.append(f"{all_of(len(ratings), 'rating')} {value}")
     missing = [name for name, items in (("pairs", pairs), ("ratings", ratings), ("likes", likes)) if not items]
     if missing:
         found.append(f"there are no {' or '.join(missing)}")
@@ -200,7 +195,7 @@ def run_training(job: TrainJob) -> TrainOutcome:
         raise ValueError("the training split is empty: give more data or a smaller --val-fraction")
     # Refused before training, not after: an empty validation split measures nothing and a
     # one-sided training split teaches nothing, yet both would register a version.
-    check_validation_split(dataset.examples, val)
+    check_validation_split(dataset, val)
     problem = preference_signal_problem(train)
     if problem is not None:
         raise UnusableDataError(problem)

@@ -56,7 +56,7 @@ def format_report(d: dict[str, Any]) -> str:
         alpha = "undefined (no variation)" if agreement["alpha"] is None else f"{agreement['alpha']:.3f}"
         lines.append(
             f"  {shape}: alpha {alpha} ({agreement['metric']}) over {agreement['items']} items, "
-            f"{agreement['annotators']} annotators, {_count(len(agreement['low_agreement']), 'item')} in disagreement"
+            f"{agreement['annotators']} annotators, {count_of(len(agreement['low_agreement']), 'item')} in disagreement"
         )
         for item in agreement["low_agreement"][:_SHOWN]:
             labels = ", ".join(f"{name}={_label_text(shape, label)}" for name, label in item["labels"].items())
@@ -89,5 +89,11 @@ def _clip(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
-def _count(n: int, noun: str) -> str:
+def count_of(n: int, noun: str) -> str:
+    """'1 pair' / '3 pairs'."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def all_of(n: int, noun: str) -> str:
+    """'the 1 like is' / 'all 3 likes are': the start of a line about every one of them."""
+    return f"the 1 {noun} is" if n == 1 else f"all {n} {noun}s are"
