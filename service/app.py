@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from uvicorn.config import STARTUP_FAILURE
 
 from model_store.errors import StoreError
 from service.auth import RouteGuards, load_api_keys, require_probe_access, require_scope
@@ -147,11 +149,15 @@ def _route(router: APIRouter, path: str, method: str) -> APIRoute:
 
 def settings_from_environment() -> Settings:
     """Settings() for `uvicorn --factory service.app:create_app`: a bad PLAUDIT_* value ends the
-    process with the one-line message `plaudit serve` prints, not a traceback from the factory."""
+    process with the one-line message `plaudit serve` prints, not a traceback from the factory.
+
+    The exit status is uvicorn's STARTUP_FAILURE: under `uvicorn --workers N` the supervisor then
+    stops instead of starting a new worker that would fail the same way, forever."""
     try:
         return Settings()
     except ValidationError as exc:
-        raise SystemExit(f"plaudit: {describe_settings_error(exc)}") from None
+        print(f"plaudit: {describe_settings_error(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
