@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from service.settings import MULTIPROC_DIR_ENV
 log = logging.getLogger("plaudit.workers")
 
 WORKER_FILE_PREFIX = "plaudit_worker_"
+# A shared directory that `plaudit serve` makes: plaudit-workers-PID-RANDOM, in the temp dir.
+SHARED_DIRECTORY_PREFIX = "plaudit-workers-"
 # How often a worker compares what it serves with what it last published.
 PUBLISH_INTERVAL_S = 0.25
 
@@ -56,13 +59,39 @@ def prepare_shared_directory(directory: Path) -> None:
 def provide_shared_directory(env: MutableMapping[str, str]) -> Path | None:
     """Make sure `env` (the environment the workers will inherit) names a prepared shared
     directory: the one it names already, or a new temporary one, which is returned so that
-    whoever made it can remove it when the server has stopped."""
+    whoever made it can remove it when the server has stopped.
+
+    A new one's name carries this process's pid, so that the next server can remove it if this
+    one is killed before it could (SIGKILL, a crash): see remove_abandoned_directories."""
     made = None
     if not env.get(MULTIPROC_DIR_ENV):
-        made = Path(tempfile.mkdtemp(prefix="plaudit-workers-"))
+        remove_abandoned_directories(Path(tempfile.gettempdir()))
+        made = Path(tempfile.mkdtemp(prefix=f"{SHARED_DIRECTORY_PREFIX}{os.getpid()}-"))
         env[MULTIPROC_DIR_ENV] = str(made)
     prepare_shared_directory(Path(env[MULTIPROC_DIR_ENV]))
     return made
+
+
+def remove_abandoned_directories(parent: Path) -> list[Path]:
+    """Remove the temporary shared directories in `parent` whose server has gone without
+    removing its own: made by this user, named with a pid that no longer runs. Returns them.
+
+    A directory named without a pid, or another user's, is left alone: nothing says it is not
+    in use. A pid reused since by another process keeps its directory until that one exits."""
+    removed = []
+    for path in parent.glob(f"{SHARED_DIRECTORY_PREFIX}*"):
+        owner, _, _ = path.name.removeprefix(SHARED_DIRECTORY_PREFIX).partition("-")
+        try:
+            if not owner.isdigit() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+        except OSError:  # gone meanwhile
+            continue
+        if not _alive(int(owner)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d shared worker directories left by servers that were killed", len(removed))
+    return removed
 
 
 def _alive(pid: int) -> bool:

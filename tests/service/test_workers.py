@@ -32,7 +32,14 @@ from service.cli import log_config, share_with_workers
 from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiprocess_enabled
 from service.settings import MULTIPROC_DIR_ENV
 from service.supervisor import Supervisor, probe_port, reserve_port, restart_delay
-from service.workers import WORKER_FILE_PREFIX, WorkerGroup, prepare_shared_directory, provide_shared_directory
+from service.workers import (
+    SHARED_DIRECTORY_PREFIX,
+    WORKER_FILE_PREFIX,
+    WorkerGroup,
+    prepare_shared_directory,
+    provide_shared_directory,
+    remove_abandoned_directories,
+)
 from tests.service.test_lifecycle import register_copy_of_v1
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +127,29 @@ def test_a_new_server_starts_from_an_empty_directory(tmp_path: Path) -> None:
         made.rmdir()
     named = {MULTIPROC_DIR_ENV: str(tmp_path)}
     assert provide_shared_directory(named) is None and named[MULTIPROC_DIR_ENV] == str(tmp_path)
+
+
+def test_a_new_server_removes_the_directories_of_servers_that_were_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_process: subprocess.Popen[bytes]
+) -> None:
+    gone_pid = subprocess.Popen([sys.executable, "-c", "pass"])  # a server that has gone
+    gone_pid.wait()
+    abandoned = tmp_path / f"{SHARED_DIRECTORY_PREFIX}{gone_pid.pid}-abc123"
+    in_use = tmp_path / f"{SHARED_DIRECTORY_PREFIX}{other_process.pid}-def456"
+    unnamed = tmp_path / f"{SHARED_DIRECTORY_PREFIX}ghi789"  # made before names carried a pid
+    for directory in (abandoned, in_use, unnamed):
+        directory.mkdir()
+        (directory / "counter_1.db").write_bytes(b"metrics")
+    (tmp_path / f"{SHARED_DIRECTORY_PREFIX}{gone_pid.pid}-file").write_text("not a directory")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    env: dict[str, str] = {}
+    made = provide_shared_directory(env)  # what `plaudit serve --workers N` calls at start
+    assert made is not None and made.name.startswith(f"{SHARED_DIRECTORY_PREFIX}{os.getpid()}-")
+    assert not abandoned.exists()
+    assert in_use.is_dir() and (in_use / "counter_1.db").exists()
+    assert unnamed.is_dir() and (tmp_path / f"{SHARED_DIRECTORY_PREFIX}{gone_pid.pid}-file").exists()
+    assert remove_abandoned_directories(tmp_path) == []  # ours is alive
 
 
 def test_metrics_refuse_a_shared_directory_without_multiprocess_mode(tmp_path: Path) -> None:
@@ -440,6 +470,21 @@ def test_sigterm_to_the_server_alone_stops_every_worker(tmp_path: Path) -> None:
 
         wait_for(lambda: all(gone(pid) for pid in workers), "the workers to exit", limit_s=10)
         assert not shared.exists()  # serve removes the directory it made
+
+
+def test_uvicorns_workers_stop_on_a_bad_setting_instead_of_restarting_forever() -> None:
+    """Every worker would fail the same way: uvicorn's supervisor gives up on STARTUP_FAILURE."""
+    env = {**os.environ, "PLAUDIT_WORKERS": "2", "PLAUDIT_ENGINE": "deterministic", "PLAUDIT_FEEDBACK_ENABLED": "false"}
+    env.pop(MULTIPROC_DIR_ENV, None)  # what two workers need, missing
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--workers", "2",
+         "--port", str(free_port())],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=90,  # before: restarts until killed
+    )
+    # uvicorn's parent itself exits 0 here; what matters is that it stopped, having said why
+    message = "plaudit: workers=2 needs PROMETHEUS_MULTIPROC_DIR"
+    # once per worker started, not once per restart
+    assert 1 <= done.stderr.count(message) <= 2, done.stderr[-3000:]
 
 
 def test_a_worker_that_keeps_dying_at_start_is_retried_after_a_growing_pause() -> None:
