@@ -190,6 +190,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         access_log=settings.access_log,
         max_concurrent_requests=settings.max_concurrent_requests,
+        # FastAPI leaves no route in the scope for its own pages (/docs, /redoc, /openapi.json):
+        # they are labelled by path. Any other path without a route is "unmatched", so that
+        # scanners cannot add a series per path they try.
+        known_paths=frozenset(route.path for route in app.routes if "{" not in getattr(route, "path", "{")),
     )
     if settings.cors_origins:
         # Outermost, so that every answer a browser may read (413, 500 too) carries the headers.

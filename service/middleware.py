@@ -108,8 +108,10 @@ class RequestContextMiddleware:
         metrics: ServiceMetrics,
         access_log: bool = False,
         max_concurrent_requests: int | None = None,
+        known_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
+        self.known_paths = known_paths
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.access_log = access_log
@@ -190,8 +192,7 @@ class RequestContextMiddleware:
             if not status["sent"]:
                 await self._send_error(send_with_id, 500, "internal_error", "internal error", request_id)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = self._endpoint_label(scope)
             elapsed = time.monotonic() - started
             self.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(elapsed)
@@ -201,6 +202,14 @@ class RequestContextMiddleware:
                     '%s:%s "%s %s" %d %.1f ms request_id=%s',
                     client[0], client[1], scope["method"], scope["path"], status["code"], elapsed * 1000, request_id,
                 )
+
+    def _endpoint_label(self, scope: Scope) -> str:
+        """The route's path template; a known fixed path when the router named no route; else
+        "unmatched" (every 404 shares one series)."""
+        route_path = getattr(scope.get("route"), "path", None)
+        if route_path:
+            return route_path
+        return scope["path"] if scope["path"] in self.known_paths else "unmatched"
 
     def _at_capacity(self) -> bool:
         return self.max_concurrent_requests is not None and self.in_flight >= self.max_concurrent_requests

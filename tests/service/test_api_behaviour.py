@@ -278,6 +278,17 @@ def test_metrics_move_after_requests(live_server):
         assert srv.metric("plaudit_model_info", name="deterministic", version="0") == 1
 
 
+def test_request_series_are_labelled_by_route_and_every_unknown_path_shares_one(live_server):
+    with live_server(engine="deterministic") as srv:
+        srv.wait_ready()
+        for path in ("/docs", "/openapi.json", "/no-such-page", "/wp-login.php"):
+            srv.client.get(path)
+        assert srv.metric("plaudit_requests_total", endpoint="/docs", status="200") == 1
+        assert srv.metric("plaudit_requests_total", endpoint="/openapi.json", status="200") == 1
+        assert srv.metric("plaudit_requests_total", endpoint="unmatched", status="404") == 2
+        assert srv.metric("plaudit_requests_total", endpoint="unmatched", status="200") == 0
+
+
 def test_past_max_concurrent_requests_a_request_is_429_before_its_body_is_read(live_server, monkeypatch):
     # A burst of large bodies, each read and parsed before the queue could refuse it, took the
     # server's memory to 2 GB; past the limit a request is now refused unread.
