@@ -35,6 +35,12 @@ POOL_TIMEOUT_S = 5.0
 POSTGRES_KEEPALIVE_IDLE_S = 5
 POSTGRES_KEEPALIVE_INTERVAL_S = 2
 POSTGRES_KEEPALIVE_COUNT = 3
+# A writer waits for another's write lock as long on PostgreSQL as on SQLite, then fails (503).
+POSTGRES_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_S
+# The server ends a session of ours left idle inside a transaction this long (its process hung
+# or stopped mid-write), which frees the write lock for every other server. Plaudit's own
+# transactions never wait on a client: an export reads each batch in a transaction of its own.
+POSTGRES_IDLE_IN_TRANSACTION_S = 60
 
 
 def parse_url(url: str) -> URL:
@@ -78,8 +84,11 @@ def create_engine(
     seconds rather than minutes: a connection attempt gives up after `connect_timeout_s`
     (libpq's connect_timeout; a URL's own `?connect_timeout=` wins, as for the keepalive and
     tcp_user_timeout settings below), and a caller waits at most POOL_TIMEOUT_S for a pooled
-    connection. Those calls hold service threads meanwhile. A peer whose TCP stack still
-    answers but whose server process hangs is not caught here.
+    connection. Those calls hold service threads meanwhile. A writer waits at most
+    POSTGRES_LOCK_TIMEOUT_S for another's write lock, and a session stalled mid-transaction is
+    ended by the server (POSTGRES_IDLE_IN_TRANSACTION_S), so one hung writer cannot hold every
+    other one. A peer whose TCP stack still answers but whose server process hangs is not
+    caught here.
     """
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, pool_size)
@@ -94,7 +103,8 @@ def create_engine(
         "keepalives_count": POSTGRES_KEEPALIVE_COUNT,
         "tcp_user_timeout": connect_timeout_s * 1000,  # milliseconds
     }
-    connect_args = {key: value for key, value in defaults.items() if key not in url.query}
+    connect_args: dict[str, object] = {key: value for key, value in defaults.items() if key not in url.query}
+    connect_args["options"] = _session_options(url)
     return sa.create_engine(
         url,
         pool_size=pool_size,
@@ -123,6 +133,19 @@ def transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
             if write and connection.dialect.name == "postgresql":
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_WRITE_LOCK})
             yield connection
+
+
+def _session_options(url: URL) -> str:
+    """libpq's `options` for our sessions: the server settings below, then the URL's own
+    `?options=` (a search_path, say), whose `-c` settings come later and so win."""
+    ours = (
+        f"-c lock_timeout={int(POSTGRES_LOCK_TIMEOUT_S * 1000)} "
+        f"-c idle_in_transaction_session_timeout={POSTGRES_IDLE_IN_TRANSACTION_S * 1000}"
+    )
+    theirs = url.query.get("options")
+    if isinstance(theirs, tuple):  # given more than once in the URL
+        theirs = " ".join(theirs)
+    return f"{ours} {theirs}" if theirs else ours
 
 
 def _sqlite_engine(url: URL, pool_size: int) -> sa.Engine:

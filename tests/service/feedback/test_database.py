@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,3 +124,75 @@ def test_postgres_connections_notice_a_lost_network_in_seconds(postgres_server: 
     assert params["keepalives_idle"] == "7"
     assert (params["keepalives_interval"], params["keepalives_count"]) == ("2", "3")
     assert (params["connect_timeout"], params["tcp_user_timeout"]) == ("4", "4000")
+
+
+def _write_lock_holder(url: str) -> sa.Connection:
+    """Another writer (another server, say) in the middle of a write: it holds the write lock."""
+    other = sa.create_engine(database.parse_url(url)).connect()
+    other.begin()
+    other.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": database.POSTGRES_WRITE_LOCK})
+    return other
+
+
+@pytest.mark.postgres
+def test_postgres_sessions_bound_lock_waits_and_stalled_transactions(postgres_schema_url: str) -> None:
+    """The server settings reach the session beside the URL's own options (here a search_path)."""
+    engine = database.create_engine(database.parse_url(postgres_schema_url))
+    try:
+        with engine.connect() as connection:
+            lock_timeout = connection.execute(sa.text("SHOW lock_timeout")).scalar()
+            idle_timeout = connection.execute(sa.text("SHOW idle_in_transaction_session_timeout")).scalar()
+            search_path = connection.execute(sa.text("SHOW search_path")).scalar()
+    finally:
+        engine.dispose()
+    assert lock_timeout == f"{int(database.POSTGRES_LOCK_TIMEOUT_S)}s"
+    assert idle_timeout == f"{database.POSTGRES_IDLE_IN_TRANSACTION_S // 60}min"
+    assert search_path.startswith("plaudit_test_")
+
+
+@pytest.mark.postgres
+def test_a_postgres_writer_gives_up_on_a_held_write_lock(postgres_schema_url: str) -> None:
+    # The URL shortens the wait so that the test need not sit out the default 30 s.
+    url = database.parse_url(postgres_schema_url)
+    url = url.update_query_dict({"options": f"{url.query['options']} -c lock_timeout=300"})
+    holder = _write_lock_holder(postgres_schema_url)
+    engine = database.create_engine(url)
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            with database.transaction(engine, write=True):
+                pass
+        holder.rollback()
+        with database.transaction(engine, write=True):  # free again: the writer proceeds
+            pass
+    finally:
+        holder.close()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_writer_stalled_mid_transaction_loses_its_lock_to_the_server(postgres_schema_url: str) -> None:
+    url = database.parse_url(postgres_schema_url)
+    stalled_url = url.update_query_dict({"options": f"{url.query['options']} -c idle_in_transaction_session_timeout=200"})
+    stalled = database.create_engine(stalled_url)
+    engine = database.create_engine(url)
+    stall_over = threading.Event()
+    got_lock_during_stall: list[bool] = []
+
+    def another_writer() -> None:
+        with database.transaction(engine, write=True):
+            got_lock_during_stall.append(not stall_over.is_set())
+
+    try:
+        with pytest.raises(sa.exc.DBAPIError, match="idle-in-transaction timeout"):
+            with database.transaction(stalled, write=True) as connection:
+                other = threading.Thread(target=another_writer)
+                other.start()  # waits for the write lock
+                time.sleep(1.5)  # a hung process: holds the write lock and sends nothing
+                stall_over.set()
+                connection.execute(sa.text("SELECT 1"))  # the server has ended the session
+        other.join(timeout=30)
+        assert got_lock_during_stall == [True]  # freed by the server, not by the stalled client
+    finally:
+        stall_over.set()
+        stalled.dispose()
+        engine.dispose()
