@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from model_store.errors import ChecksumError, DamagedVersionError, StoreError
+from model_store.fileio import dumps_json
 from model_store.references import DEFAULT_ALIAS, parse_ref
 from model_store.store import ModelStore, ModelVersion, aliases_pointing_at
 
@@ -119,7 +120,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             }
             for mv, version_aliases in entries
         ]
-        print(json.dumps(rows, indent=2, allow_nan=False))
+        print(dumps_json(rows))
         return code
     if not entries:
         print(f"no models in {store.root}")
@@ -148,7 +149,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     aliases = store.aliases_of(mv.name, mv.version)
     if args.json:
         payload = {"ref": mv.ref, "path": str(mv.path), "aliases": aliases, "metadata": mv.metadata}
-        print(json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False))
+        print(dumps_json(payload))
         return EXIT_OK
     print(f"ref: {mv.ref}")
     print(f"path: {mv.path}")

@@ -47,6 +47,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def dumps_json(obj: Any) -> str:
+    """The CLIs' --json output: standard JSON, so an undefined metric must be None (null).
+
+    allow_nan=False makes a NaN that slipped through fail here rather than print `NaN`,
+    which strict JSON parsers refuse.
+    """
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Replace `path` with `obj` as indented, key-sorted standard JSON (NaN is refused)."""
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"

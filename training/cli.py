@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_store.cli import DEFAULT_STORE, STORE_ENV, default_store_dir
+from model_store.fileio import dumps_json
 
 if TYPE_CHECKING:
     from training.transformer_trainer import TransformerConfig
@@ -107,15 +107,6 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def dumps_json(obj: Any) -> str:
-    """--json output: standard JSON, so an undefined metric must be None (null), never NaN.
-
-    allow_nan=False makes a NaN that slipped through fail here rather than print `NaN`,
-    which strict JSON parsers refuse.
-    """
-    return json.dumps(obj, indent=2, allow_nan=False)
 
 
 def format_previous(previous: dict[str, Any]) -> str:
