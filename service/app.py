@@ -30,6 +30,7 @@ from service.deps import AppState
 from service.errors import install_error_handlers
 from service.feedback_state import open_feedback_store
 from service.lifecycle import ModelSwapper
+from service.memory_trim import RequestActivity, make_trimmer
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
@@ -96,7 +97,7 @@ def _served_status(holder: ModelHolder) -> Callable[[], tuple[bool, str | None]]
 
 
 def _lifespan(
-    settings: Settings, metrics: ServiceMetrics
+    settings: Settings, metrics: ServiceMetrics, activity: RequestActivity
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[AppState]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
@@ -114,6 +115,8 @@ def _lifespan(
             start(workers.keep_published(_served_status(holder)), "plaudit-worker-status")
         if follows_store(settings):
             start(StoreFollower(settings, holder, swapper).run(), "plaudit-store-follower")
+        if settings.memory_trim and (trimmer := make_trimmer(activity)) is not None:
+            start(trimmer.run(), "plaudit-memory-trim")
         api_keys = load_api_keys(settings)
         feedback_store = await open_feedback_store(settings)  # never raises; 503s say why
         try:
@@ -167,11 +170,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning(line)
     # Settings made sure the variable is set when there are several workers.
     metrics = ServiceMetrics(Path(os.environ[MULTIPROC_DIR_ENV]) if settings.workers > 1 else None)
+    activity = RequestActivity()  # kept by the middleware, read by the memory trimmer
     app = FastAPI(
         title="Plaudit scoring service",
         summary="Reward-model scores for (prompt, response) pairs, batched across requests.",
         version="0.1.0",
-        lifespan=_lifespan(settings, metrics),
+        lifespan=_lifespan(settings, metrics, activity),
     )
     install_error_handlers(app)
     guards = RouteGuards()  # recorded too, so that a bad body is answered 401/403 first
@@ -194,6 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # they are labelled by path. Any other path without a route is "unmatched", so that
         # scanners cannot add a series per path they try.
         known_paths=frozenset(route.path for route in app.routes if "{" not in getattr(route, "path", "{")),
+        activity=activity,
     )
     if settings.cors_origins:
         # Outermost, so that every answer a browser may read (413, 500 too) carries the headers.

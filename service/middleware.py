@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, error_json
+from service.memory_trim import RequestActivity
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("plaudit.service")
@@ -109,14 +110,16 @@ class RequestContextMiddleware:
         access_log: bool = False,
         max_concurrent_requests: int | None = None,
         known_paths: frozenset[str] = frozenset(),
+        activity: RequestActivity | None = None,
     ) -> None:
         self.app = app
         self.known_paths = known_paths
+        # Requests past the concurrency check and not yet answered (shared with the memory trimmer).
+        self.activity = activity if activity is not None else RequestActivity()
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.access_log = access_log
         self.max_concurrent_requests = max_concurrent_requests
-        self.in_flight = 0  # requests past the concurrency check and not yet answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -159,14 +162,14 @@ class RequestContextMiddleware:
                     send_with_id,
                     429,
                     "overloaded",
-                    f"{self.in_flight} requests are being handled, the limit is max_concurrent_requests="
+                    f"{self.activity.in_flight} requests are being handled, the limit is max_concurrent_requests="
                     f"{self.max_concurrent_requests} (PLAUDIT_MAX_CONCURRENT_REQUESTS); retry after a short pause",
                     request_id,
                     headers=[(b"retry-after", b"1")],
                 )
                 return
             if counted:
-                self.in_flight += 1
+                self.activity.started()
             try:
                 try:
                     replay = await self._read_body(scope, receive)
@@ -180,7 +183,7 @@ class RequestContextMiddleware:
                 await self.app(scope, replay, send_with_id)
             finally:
                 if counted:
-                    self.in_flight -= 1
+                    self.activity.ended()
         except Exception as exc:
             log.error(
                 "internal error on %s %s (request_id=%s)",
@@ -212,7 +215,7 @@ class RequestContextMiddleware:
         return scope["path"] if scope["path"] in self.known_paths else "unmatched"
 
     def _at_capacity(self) -> bool:
-        return self.max_concurrent_requests is not None and self.in_flight >= self.max_concurrent_requests
+        return self.max_concurrent_requests is not None and self.activity.in_flight >= self.max_concurrent_requests
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body (refusing it past the limit), then replay it to the app."""

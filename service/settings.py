@@ -168,6 +168,12 @@ class Settings(BaseSettings):
         "(service.score_lane): the route's answers, byte for byte, for less event-loop CPU per "
         "request; false = every request through FastAPI.",
     )
+    memory_trim: bool = Field(
+        default=True,
+        description="Once requests pause for 2 s after memory grew by 64 MiB or more (a burst of "
+        "large bodies), hand freed memory back to the system (glibc's malloc_trim; "
+        "service.memory_trim); false = the process keeps its peak.",
+    )
 
     # -- per-request limits --------------------------------------------------------------
     request_timeout_s: float = 30.0

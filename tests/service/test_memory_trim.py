@@ -1,0 +1,89 @@
+"""The memory trim: real freed memory handed back by the real malloc_trim, only when idle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.memory_trim import MemoryTrimmer, RequestActivity, find_malloc_trim, resident_mib
+from service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(find_malloc_trim() is None or resident_mib() is None, reason="needs glibc and /proc")
+
+# In a process of its own: fragment the C heap (objects over pymalloc's 512 bytes come from
+# malloc; every 64th is kept, so freed runs sit between live ones and the heap cannot shrink
+# from its top), then let the trimmer see an idle server.
+FRAGMENTED_HEAP = textwrap.dedent(
+    """
+    import asyncio, json
+    from service.memory_trim import MemoryTrimmer, RequestActivity, find_malloc_trim, resident_mib
+
+    activity = RequestActivity()
+    trimmer = MemoryTrimmer(activity, find_malloc_trim(), idle_s=0.0)
+    start = resident_mib()
+    blocks = [bytes(2000) + i.to_bytes(4, "little") for i in range(150_000)]
+    kept = blocks[::64]
+    del blocks
+    freed = resident_mib()
+    busy = RequestActivity()
+    busy.started()
+    while_busy = MemoryTrimmer(busy, find_malloc_trim(), idle_s=0.0)
+    while_busy.baseline_mib = 0.0  # grown: only the request in flight holds it back
+    trimmed_while_busy = asyncio.run(while_busy.trim_if_due())
+    trimmed = asyncio.run(trimmer.trim_if_due())
+    print(json.dumps({"start": start, "freed": freed, "after": resident_mib(), "trimmed": trimmed,
+                      "trimmed_while_busy": trimmed_while_busy, "kept": len(kept)}))
+    """
+)
+
+
+def test_freed_memory_goes_back_to_the_system_once_requests_pause() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED_HEAP], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    figures = json.loads(done.stdout)
+    assert figures["freed"] - figures["start"] > 200  # about 290 MiB allocated; freeing kept it resident
+    assert figures["trimmed_while_busy"] is False  # a request in flight: never trims
+    assert figures["trimmed"] is True
+    assert figures["freed"] - figures["after"] > 150  # handed back
+
+
+def test_no_trim_until_memory_has_grown_since_the_last_one() -> None:
+    trimmer = MemoryTrimmer(RequestActivity(), find_malloc_trim(), idle_s=0.0, min_growth_mib=64.0)
+    assert asyncio.run(trimmer.trim_if_due()) is False  # nothing has grown since start
+    trimmer.baseline_mib = resident_mib() - 100  # as if a burst had added 100 MiB
+    assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
+    assert asyncio.run(trimmer.trim_if_due()) is False  # the baseline is now what remained
+    assert trimmer.trims == 1
+
+
+def test_idle_means_no_request_in_flight_for_a_while() -> None:
+    activity = RequestActivity()
+    activity.started()
+    assert activity.idle_for() == 0.0
+    activity.started()
+    activity.ended()
+    assert activity.idle_for() == 0.0  # one is still in flight
+    activity.ended()
+    assert 0.0 <= activity.idle_for() < 5.0
+
+
+async def _task_names() -> set[str]:
+    return {task.get_name() for task in asyncio.all_tasks()}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_server_runs_the_trimmer_unless_told_not_to(enabled: bool) -> None:
+    app = create_app(Settings(engine="deterministic", feedback_enabled=False, memory_trim=enabled))
+    with TestClient(app) as client:
+        assert ("plaudit-memory-trim" in client.portal.call(_task_names)) is enabled
