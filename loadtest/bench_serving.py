@@ -387,6 +387,12 @@ class ServerProcess:
         self.stop()
 
     @property
+    def pid(self) -> int:
+        """The server's process: uvicorn itself, or with several workers their supervisor."""
+        assert self._proc is not None, "start() the server first"
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
