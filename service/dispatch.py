@@ -60,3 +60,7 @@ async def _score_until_disconnected(
                     await task
             elif not task.cancelled():
                 task.exception()  # mark as retrieved; a real error was already raised above
+        # An error raised by `scoring` holds this frame in its traceback, and this frame holds
+        # `scoring`, which holds the error: a cycle that kept every refused request's items (a
+        # 429 under a burst) alive until a full garbage collection. Drop the frame's side.
+        del scoring, watcher, task

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
+import uuid
 
 import httpx
 import numpy as np
@@ -112,6 +114,33 @@ def test_full_queue_answers_429_with_retry_after(live_server):
     assert error["code"] == "queue_full" and "max_queue_items=2" in error["message"]
     assert first["response"].status_code == 200
     assert depth_after == 0
+
+
+def test_a_refused_request_leaves_no_garbage_holding_its_items(live_server, monkeypatch):
+    """A 429 must free the request's items at once, not when a full garbage collection comes:
+    under a burst, hundreds of refused requests' items were held in reference cycles."""
+    marker = f"refused-{uuid.uuid4().hex}"
+    with live_server(engine="deterministic", max_queue_items=2, max_items_per_request=2) as srv:
+        srv.wait_ready()
+        release = hold_the_engine(monkeypatch)
+        try:
+            first, _ = start_first_batch(srv, "running")  # 1 of the queue's 2 places, held
+            gc.disable()  # only cycles can outlive the request now, and only until we look
+            try:
+                two = [{"prompt": "p", "response": marker}, {"prompt": "q", "response": marker}]
+                refused = srv.client.post("/v1/score", json={"items": two})
+                gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept for us to read
+                gc.collect()
+                held = [o for o in gc.garbage if getattr(o, "response", None) == marker]
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+        finally:
+            release.set()
+        first.join()
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
+    assert held == []
 
 
 def test_readiness_is_503_while_loading_then_200(live_server):
