@@ -3,8 +3,8 @@
 A burst of large bodies (hundreds of requests read and parsed at once, most then refused with
 429) leaves the heap hundreds of MiB larger. Python frees the objects, but glibc's malloc keeps
 the freed pages for reuse, so the server's resident memory stays at the burst's peak for good
-(measured: 690 MiB after such a burst, against 240 MiB before it; Benchmarks, Memory).
-A full garbage collection, then `malloc_trim(0)`, hands the free pages back (690 -> 314 MiB
+(measured: 687 MiB after such a burst, against 240 MiB before it; Benchmarks, Memory).
+A full garbage collection, then `malloc_trim(0)`, hands the free pages back (687 -> 294 MiB
 there). Both take a while on a large heap, holding the GIL or malloc's locks, which would stall
 requests meanwhile, so they run only when no request has been in flight for IDLE_S seconds, and
 only when resident memory has grown by at least MIN_GROWTH_MIB since the last trim.
@@ -73,9 +73,10 @@ def find_malloc_trim() -> Callable[[], None] | None:
     trim.restype = ctypes.c_int
 
     def collect_and_trim() -> None:
-        # Some of a burst's garbage sits in reference cycles until a full collection, which
-        # may be long in coming on a quiet server: collect first, or the trim finds little
-        # free (after the benchmark's burst, a trim alone returned 20 MiB; collected, 380).
+        # Garbage in reference cycles waits for a full collection, which may be long in coming
+        # on a quiet server: collect first, or the trim finds little free (before the fix in
+        # service.dispatch, refused requests' items sat in cycles, and a trim alone returned
+        # 20 MiB after the benchmark's burst; collected first, 380).
         gc.collect()
         trim(0)
 
