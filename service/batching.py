@@ -249,7 +249,7 @@ class Batcher:
                 return await request.future
         except TimeoutError:
             self._abandon(request, "deadline")
-            raise DeadlineExceeded(self._deadline_message(request)) from None
+            late = self._deadline_message(request)
         except asyncio.CancelledError:
             self._abandon(request, "cancelled")
             raise
@@ -262,6 +262,11 @@ class Batcher:
             # its future holds an exception nobody awaits: mark it seen to keep logs clean.
             if request.future.done() and not request.future.cancelled():
                 request.future.exception()
+        # Only a passed deadline gets here. Raised outside the except clause, which would make
+        # the TimeoutError its __context__: that one's traceback leads to the asyncio.timeout,
+        # to the task running this coroutine and so back to this error, a cycle that kept the
+        # request's items alive until a full garbage collection.
+        raise DeadlineExceeded(late)
 
     def _can_run_alone(self, n_items: int) -> bool:
         """One item, nothing else accepted and no batch in the engine: there is nothing to

@@ -8,8 +8,10 @@ import json
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 
 import httpx
+import pytest
 import numpy as np
 
 from model_store.engines.deterministic import DeterministicScorer
@@ -116,30 +118,50 @@ def test_full_queue_answers_429_with_retry_after(live_server):
     assert depth_after == 0
 
 
-def test_a_refused_request_leaves_no_garbage_holding_its_items(live_server, monkeypatch):
-    """A 429 must free the request's items at once, not when a full garbage collection comes:
-    under a burst, hundreds of refused requests' items were held in reference cycles."""
-    marker = f"refused-{uuid.uuid4().hex}"
-    with live_server(engine="deterministic", max_queue_items=2, max_items_per_request=2) as srv:
+def _garbage_holding(marker: str, send: Callable[[], httpx.Response]) -> tuple[httpx.Response, list[object]]:
+    """Send a request with automatic garbage collection off, then collect: the objects only a
+    reference cycle kept alive that still carry `marker` as their response text."""
+    gc.disable()  # only cycles can outlive the request now, and only until we look
+    try:
+        answer = send()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept for us to read
+        gc.collect()
+        return answer, [o for o in gc.garbage if getattr(o, "response", None) == marker]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("case", "settings", "n_items", "status", "code"),
+    [
+        ("queue full", dict(engine="deterministic", max_queue_items=2, max_items_per_request=2), 2, 429, "queue_full"),
+        ("deadline", dict(engine="deterministic", request_timeout_s=0.3), 2, 504, "deadline_exceeded"),
+        ("engine failed, batched", dict(engine="failing"), 2, 500, "scoring_failed"),
+        ("engine failed, alone", dict(engine="failing"), 1, 500, "scoring_failed"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_a_request_that_fails_leaves_no_garbage_holding_its_items(live_server, monkeypatch, case, settings, n_items, status, code):
+    """An error answer must free the request's items at once, not when a full garbage collection
+    comes: under a burst, hundreds of refused requests' items were held in reference cycles."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    items = [{"prompt": f"p{i}", "response": marker} for i in range(n_items)]
+    with live_server(**settings) as srv:
         srv.wait_ready()
-        release = hold_the_engine(monkeypatch)
+        first = None
+        release = hold_the_engine(monkeypatch) if settings["engine"] == "deterministic" else None
         try:
-            first, _ = start_first_batch(srv, "running")  # 1 of the queue's 2 places, held
-            gc.disable()  # only cycles can outlive the request now, and only until we look
-            try:
-                two = [{"prompt": "p", "response": marker}, {"prompt": "q", "response": marker}]
-                refused = srv.client.post("/v1/score", json={"items": two})
-                gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept for us to read
-                gc.collect()
-                held = [o for o in gc.garbage if getattr(o, "response", None) == marker]
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
+            if release is not None:  # a running batch: one of the queue's places, or a wait
+                first, _ = start_first_batch(srv, "running")
+            answer, held = _garbage_holding(marker, lambda: srv.client.post("/v1/score", json={"items": items}))
         finally:
-            release.set()
-        first.join()
-    assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
+            if release is not None:
+                release.set()
+        if first is not None:
+            first.join()
+    assert answer.status_code == status and answer.json()["error"]["code"] == code, case
     assert held == []
 
 
