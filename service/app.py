@@ -24,13 +24,14 @@ from pydantic import ValidationError
 from uvicorn.config import STARTUP_FAILURE
 
 from model_store.errors import StoreError
+from service.activity import RequestActivity
 from service.auth import RouteGuards, load_api_keys, require_probe_access, require_scope
 from service.batching import Batcher
 from service.deps import AppState
 from service.errors import install_error_handlers
 from service.feedback_state import open_feedback_store
 from service.lifecycle import ModelSwapper
-from service.memory_trim import RequestActivity, make_trimmer
+from service.memory_trim import make_trimmer
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
@@ -115,7 +116,7 @@ def _lifespan(
             start(workers.keep_published(_served_status(holder)), "plaudit-worker-status")
         if follows_store(settings):
             start(StoreFollower(settings, holder, swapper).run(), "plaudit-store-follower")
-        if settings.memory_trim and (trimmer := make_trimmer(activity)) is not None:
+        if settings.memory_trim and (trimmer := make_trimmer(activity, lambda: holder.ready)) is not None:
             start(trimmer.run(), "plaudit-memory-trim")
         api_keys = load_api_keys(settings)
         feedback_store = await open_feedback_store(settings)  # never raises; 503s say why

@@ -17,35 +17,16 @@ import ctypes
 import ctypes.util
 import gc
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+from service.activity import RequestActivity
 
 log = logging.getLogger("plaudit.memory")
 
 CHECK_INTERVAL_S = 5.0
 IDLE_S = 2.0  # no request in flight for this long
 MIN_GROWTH_MIB = 64.0
-
-
-class RequestActivity:
-    """Requests in flight and when the last one ended: kept by the request middleware (which
-    counts the requests that MAX_CONCURRENT_REQUESTS limits), read by the trimmer."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.last_ended = time.monotonic()
-
-    def started(self) -> None:
-        self.in_flight += 1
-
-    def ended(self) -> None:
-        self.in_flight -= 1
-        self.last_ended = time.monotonic()
-
-    def idle_for(self) -> float:
-        """Seconds since the last request ended, 0 while one is in flight."""
-        return 0.0 if self.in_flight else time.monotonic() - self.last_ended
 
 
 def resident_mib() -> float | None:
@@ -59,9 +40,9 @@ def resident_mib() -> float | None:
     return None
 
 
-def find_malloc_trim() -> Callable[[], None] | None:
-    """A full garbage collection then glibc's malloc_trim(0), or None on a C library without
-    malloc_trim (musl, macOS)."""
+def find_memory_release() -> Callable[[], None] | None:
+    """A function that runs a full garbage collection, then glibc's malloc_trim(0); None on a
+    C library without malloc_trim (musl, macOS)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
@@ -90,6 +71,7 @@ class MemoryTrimmer:
         self,
         activity: RequestActivity,
         trim: Callable[[], None],
+        ready: Callable[[], bool] = lambda: True,
         resident: Callable[[], float | None] = resident_mib,
         check_interval_s: float = CHECK_INTERVAL_S,
         idle_s: float = IDLE_S,
@@ -97,6 +79,7 @@ class MemoryTrimmer:
     ) -> None:
         self.activity = activity
         self.trim = trim
+        self.ready = ready
         self.resident = resident
         self.check_interval_s = check_interval_s
         self.idle_s = idle_s
@@ -112,6 +95,10 @@ class MemoryTrimmer:
     async def trim_if_due(self) -> bool:
         """Trim if requests have paused and memory has grown since the last trim; whether it did."""
         now_mib = self.resident()
+        if not self.ready():
+            # A model loading is growth that stays: count growth from where serving starts.
+            self.baseline_mib = now_mib
+            return False
         if now_mib is None or self.activity.in_flight or self.activity.idle_for() < self.idle_s:
             return False
         if self.baseline_mib is not None and now_mib - self.baseline_mib < self.min_growth_mib:
@@ -125,11 +112,14 @@ class MemoryTrimmer:
         return True
 
 
-def make_trimmer(activity: RequestActivity) -> MemoryTrimmer | None:
-    """A trimmer for this process, or None where malloc_trim or /proc/self/status is missing."""
-    trim = find_malloc_trim()
-    if trim is None or resident_mib() is None:
-        log.debug("no malloc_trim here: freed memory stays with the process")
+def make_trimmer(activity: RequestActivity, ready: Callable[[], bool]) -> MemoryTrimmer | None:
+    """A trimmer for this process, which counts growth only while `ready()` (a model is
+    served); None where malloc_trim or /proc/self/status is missing."""
+    release = find_memory_release()
+    if release is None:
+        log.debug("no malloc_trim in this C library: freed memory stays with the process")
         return None
-    return MemoryTrimmer(activity, trim)
-
+    if resident_mib() is None:
+        log.debug("no /proc/self/status to read resident memory from: no memory trim")
+        return None
+    return MemoryTrimmer(activity, release, ready)

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge, error_json
-from service.memory_trim import RequestActivity
+from service.activity import RequestActivity
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("plaudit.service")

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model_store.loading import check_engine_precision
 from service.api_keys import ApiKeyError, ScopeName, merge_keys, parse_key_mapping, read_key_file
+from service.memory_trim import IDLE_S, MIN_GROWTH_MIB
 
 ENV_PREFIX = "PLAUDIT_"
 ENGINES = ("onnx", "torch", "deterministic", "failing")
@@ -170,9 +171,10 @@ class Settings(BaseSettings):
     )
     memory_trim: bool = Field(
         default=True,
-        description="Once requests pause for 2 s after memory grew by 64 MiB or more (a burst of "
-        "large bodies), hand freed memory back to the system (glibc's malloc_trim; "
-        "service.memory_trim); false = the process keeps its peak.",
+        description=f"Once requests pause for {IDLE_S:g} s after memory grew by {MIN_GROWTH_MIB:g} MiB "
+        "or more while serving (a burst of large bodies), collect garbage and hand freed memory "
+        "back to the system (glibc's malloc_trim; service.memory_trim); false = the process "
+        "keeps its peak.",
     )
 
     # -- per-request limits --------------------------------------------------------------

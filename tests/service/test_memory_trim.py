@@ -7,18 +7,20 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.memory_trim import MemoryTrimmer, RequestActivity, find_malloc_trim, resident_mib
+from service.activity import RequestActivity
+from service.memory_trim import MemoryTrimmer, find_memory_release, resident_mib
 from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(find_malloc_trim() is None or resident_mib() is None, reason="needs glibc and /proc")
+pytestmark = pytest.mark.skipif(find_memory_release() is None or resident_mib() is None, reason="needs glibc and /proc")
 
 # In a process of its own: fragment the C heap (objects over pymalloc's 512 bytes come from
 # malloc; every 64th is kept, so freed runs sit between live ones and the heap cannot shrink
@@ -26,10 +28,11 @@ pytestmark = pytest.mark.skipif(find_malloc_trim() is None or resident_mib() is 
 FRAGMENTED_HEAP = textwrap.dedent(
     """
     import asyncio, json
-    from service.memory_trim import MemoryTrimmer, RequestActivity, find_malloc_trim, resident_mib
+    from service.activity import RequestActivity
+    from service.memory_trim import MemoryTrimmer, find_memory_release, resident_mib
 
     activity = RequestActivity()
-    trimmer = MemoryTrimmer(activity, find_malloc_trim(), idle_s=0.0)
+    trimmer = MemoryTrimmer(activity, find_memory_release(), idle_s=0.0)
     start = resident_mib()
     blocks = [bytes(2000) + i.to_bytes(4, "little") for i in range(150_000)]
     kept = blocks[::64]
@@ -37,7 +40,7 @@ FRAGMENTED_HEAP = textwrap.dedent(
     freed = resident_mib()
     busy = RequestActivity()
     busy.started()
-    while_busy = MemoryTrimmer(busy, find_malloc_trim(), idle_s=0.0)
+    while_busy = MemoryTrimmer(busy, find_memory_release(), idle_s=0.0)
     while_busy.baseline_mib = 0.0  # grown: only the request in flight holds it back
     trimmed_while_busy = asyncio.run(while_busy.trim_if_due())
     trimmed = asyncio.run(trimmer.trim_if_due())
@@ -59,7 +62,7 @@ def test_freed_memory_goes_back_to_the_system_once_requests_pause() -> None:
 
 
 def test_no_trim_until_memory_has_grown_since_the_last_one() -> None:
-    trimmer = MemoryTrimmer(RequestActivity(), find_malloc_trim(), idle_s=0.0, min_growth_mib=64.0)
+    trimmer = MemoryTrimmer(RequestActivity(), find_memory_release(), idle_s=0.0, min_growth_mib=64.0)
     assert asyncio.run(trimmer.trim_if_due()) is False  # nothing has grown since start
     trimmer.baseline_mib = resident_mib() - 100  # as if a burst had added 100 MiB
     assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
@@ -70,12 +73,25 @@ def test_no_trim_until_memory_has_grown_since_the_last_one() -> None:
 def test_idle_means_no_request_in_flight_for_a_while() -> None:
     activity = RequestActivity()
     activity.started()
+    time.sleep(0.05)
     assert activity.idle_for() == 0.0
     activity.started()
     activity.ended()
+    time.sleep(0.05)
     assert activity.idle_for() == 0.0  # one is still in flight
     activity.ended()
-    assert 0.0 <= activity.idle_for() < 5.0
+    time.sleep(0.05)
+    assert activity.idle_for() >= 0.05  # counted from the last one's end
+
+
+def test_growth_counts_only_from_when_a_model_is_served() -> None:
+    serving = False
+    trimmer = MemoryTrimmer(RequestActivity(), find_memory_release(), ready=lambda: serving, idle_s=0.0)
+    trimmer.baseline_mib = resident_mib() - 500  # as if a model of 500 MiB had loaded since start
+    assert asyncio.run(trimmer.trim_if_due()) is False  # still loading: no trim, growth reset
+    serving = True
+    assert asyncio.run(trimmer.trim_if_due()) is False  # the model's memory is not a burst
+    assert trimmer.trims == 0
 
 
 async def _task_names() -> set[str]:
