@@ -12,12 +12,13 @@ import pytest
 from loadtest.bench_memory import PeakRss, main, rss_mib
 
 ALLOCATOR = """
-import sys
+import sys, time
 held = None
 for line in sys.stdin:
     if line.strip() == "alloc":
-        held = bytearray(200 * 1024 * 1024)  # zero-filled pages are touched: resident
-        held[::4096] = b"x" * len(held[::4096])
+        held = bytearray(200 * 1024 * 1024)
+        held[::4096] = b"x" * len(held[::4096])  # a write to every page makes it resident
+        time.sleep(0.2)  # long enough for the 10 ms sampling where VmHWM cannot be reset
     elif line.strip() == "free":
         held = None
     print("done", flush=True)
