@@ -10,6 +10,7 @@ PostgreSQL goes through psycopg 3.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -103,9 +104,8 @@ def create_engine(
         "keepalives_count": POSTGRES_KEEPALIVE_COUNT,
         "tcp_user_timeout": connect_timeout_s * 1000,  # milliseconds
     }
-    connect_args: dict[str, object] = {key: value for key, value in defaults.items() if key not in url.query}
-    connect_args["options"] = _session_options(url)
-    return sa.create_engine(
+    connect_args = {key: value for key, value in defaults.items() if key not in url.query}
+    engine = sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -113,6 +113,13 @@ def create_engine(
         pool_timeout=POOL_TIMEOUT_S,
         connect_args=connect_args,
     )
+    settings = _write_transaction_settings(url)
+    if settings:
+        # SET LOCAL in each write transaction rather than libpq's `options` at connect: a
+        # pooler such as PgBouncer refuses that startup parameter unless told to ignore it.
+        statement = "SELECT " + ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items())
+        sa.event.listen(engine, "begin", functools.partial(_begin_postgres_transaction, statement))
+    return engine
 
 
 @contextmanager
@@ -135,17 +142,21 @@ def transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
             yield connection
 
 
-def _session_options(url: URL) -> str:
-    """libpq's `options` for our sessions: the server settings below, then the URL's own
-    `?options=` (a search_path, say), whose `-c` settings come later and so win."""
-    ours = (
-        f"-c lock_timeout={int(POSTGRES_LOCK_TIMEOUT_S * 1000)} "
-        f"-c idle_in_transaction_session_timeout={POSTGRES_IDLE_IN_TRANSACTION_S * 1000}"
-    )
-    theirs = url.query.get("options")
-    if isinstance(theirs, tuple):  # given more than once in the URL
-        theirs = " ".join(theirs)
-    return f"{ours} {theirs}" if theirs else ours
+def _write_transaction_settings(url: URL) -> dict[str, str]:
+    """The server settings (milliseconds) each write transaction sets for itself, less any the
+    URL's own `?options=-c NAME=VALUE` sets for the whole session: the URL's value wins."""
+    options = url.query.get("options") or ""
+    given = " ".join(options) if isinstance(options, tuple) else options
+    ours = {
+        "lock_timeout": str(int(POSTGRES_LOCK_TIMEOUT_S * 1000)),
+        "idle_in_transaction_session_timeout": str(POSTGRES_IDLE_IN_TRANSACTION_S * 1000),
+    }
+    return {name: value for name, value in ours.items() if f"{name}=" not in given}
+
+
+def _begin_postgres_transaction(statement: str, connection: sa.Connection) -> None:
+    if connection.get_execution_options().get(_WRITE_OPTION):
+        connection.exec_driver_sql(statement)
 
 
 def _sqlite_engine(url: URL, pool_size: int) -> sa.Engine:

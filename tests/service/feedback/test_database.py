@@ -135,19 +135,25 @@ def _write_lock_holder(url: str) -> sa.Connection:
 
 
 @pytest.mark.postgres
-def test_postgres_sessions_bound_lock_waits_and_stalled_transactions(postgres_schema_url: str) -> None:
-    """The server settings reach the session beside the URL's own options (here a search_path)."""
+def test_postgres_write_transactions_bound_lock_waits_and_stalls(postgres_schema_url: str) -> None:
+    """Each write transaction sets its own limits (SET LOCAL), beside the URL's own options (here
+    a search_path); no `options` startup parameter is added, which poolers such as PgBouncer
+    refuse."""
     engine = database.create_engine(database.parse_url(postgres_schema_url))
+    show = "SELECT current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout'), current_setting('search_path')"
     try:
-        with engine.connect() as connection:
-            lock_timeout = connection.execute(sa.text("SHOW lock_timeout")).scalar()
-            idle_timeout = connection.execute(sa.text("SHOW idle_in_transaction_session_timeout")).scalar()
-            search_path = connection.execute(sa.text("SHOW search_path")).scalar()
+        with database.transaction(engine, write=True) as connection:
+            in_write = connection.execute(sa.text(show)).one()
+            sent = connection.connection.dbapi_connection.info.get_parameters()
+        with database.transaction(engine, write=False) as connection:
+            in_read = connection.execute(sa.text(show)).one()
     finally:
         engine.dispose()
-    assert lock_timeout == f"{int(database.POSTGRES_LOCK_TIMEOUT_S)}s"
-    assert idle_timeout == f"{database.POSTGRES_IDLE_IN_TRANSACTION_S // 60}min"
-    assert search_path.startswith("plaudit_test_")
+    assert in_write[0] == f"{int(database.POSTGRES_LOCK_TIMEOUT_S)}s"
+    assert in_write[1] == f"{database.POSTGRES_IDLE_IN_TRANSACTION_S // 60}min"
+    assert in_write[2].startswith("plaudit_test_") and in_read[2].startswith("plaudit_test_")
+    assert in_read[:2] == ("0", "0")  # readers take no write lock: the server's defaults
+    assert "lock_timeout" not in sent.get("options", "")
 
 
 @pytest.mark.postgres
