@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from prometheus_client import multiprocess
 
@@ -37,6 +40,8 @@ log = logging.getLogger("plaudit.workers")
 WORKER_FILE_PREFIX = "plaudit_worker_"
 # A shared directory that `plaudit serve` makes: plaudit-workers-PID-RANDOM, in the temp dir.
 SHARED_DIRECTORY_PREFIX = "plaudit-workers-"
+OWNER_LOCK_FILE = "owner.lock"  # locked by the server that made the directory, while it runs
+_HELD_OWNER_LOCKS: list[IO[bytes]] = []  # the locks this process holds, kept open
 # How often a worker compares what it serves with what it last published.
 PUBLISH_INTERVAL_S = 0.25
 
@@ -61,33 +66,54 @@ def provide_shared_directory(env: MutableMapping[str, str]) -> Path | None:
     directory: the one it names already, or a new temporary one, which is returned so that
     whoever made it can remove it when the server has stopped.
 
-    A new one's name carries this process's pid, so that the next server can remove it if this
-    one is killed before it could (SIGKILL, a crash): see remove_abandoned_directories."""
+    This process holds a lock on a new one for as long as it runs, so that the next server can
+    remove it if this one is killed before it could (SIGKILL, a crash): see
+    remove_abandoned_directories. Its name carries the pid, for people reading /tmp."""
     made = None
     if not env.get(MULTIPROC_DIR_ENV):
         remove_abandoned_directories(Path(tempfile.gettempdir()))
         made = Path(tempfile.mkdtemp(prefix=f"{SHARED_DIRECTORY_PREFIX}{os.getpid()}-"))
+        _HELD_OWNER_LOCKS.append(_lock_as_owner(made))
         env[MULTIPROC_DIR_ENV] = str(made)
     prepare_shared_directory(Path(env[MULTIPROC_DIR_ENV]))
     return made
 
 
+def _lock_as_owner(directory: Path) -> IO[bytes]:
+    """Lock `directory`'s owner file for this process's lifetime (the kernel lets go when it
+    exits, however it exits). The file is locked under another name and then renamed, so no
+    one can find it unlocked. The returned file must stay open; it is not inherited by the
+    worker processes (Python opens files non-inheritable)."""
+    staging = directory / f".{OWNER_LOCK_FILE}"
+    held = open(staging, "wb")  # noqa: SIM115 - open until the process ends
+    fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    staging.rename(directory / OWNER_LOCK_FILE)
+    return held
+
+
 def remove_abandoned_directories(parent: Path) -> list[Path]:
     """Remove the temporary shared directories in `parent` whose server has gone without
-    removing its own: made by this user, named with a pid that no longer runs. Returns them.
+    removing its own: made by this user, with an owner lock that nobody holds. Returns them.
 
-    A directory named without a pid, or another user's, is left alone: nothing says it is not
-    in use. A pid reused since by another process keeps its directory until that one exits."""
+    A lock works across containers sharing a /tmp, where pids do not. A directory without an
+    owner file (made before there was one, or being made), another user's, or a link, is left
+    alone: nothing says it is not in use."""
     removed = []
     for path in parent.glob(f"{SHARED_DIRECTORY_PREFIX}*"):
-        owner, _, _ = path.name.removeprefix(SHARED_DIRECTORY_PREFIX).partition("-")
         try:
-            if not owner.isdigit() or not path.is_dir() or path.stat().st_uid != os.getuid():
+            info = path.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
                 continue
-        except OSError:  # gone meanwhile
+            owner = open(path / OWNER_LOCK_FILE, "rb")  # noqa: SIM115 - closed below
+        except OSError:  # gone meanwhile, or no owner file
             continue
-        if not _alive(int(owner)):
+        with owner:
+            try:
+                fcntl.flock(owner.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: its server is running
+                continue
             shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
             removed.append(path)
     if removed:
         log.info("removed %d shared worker directories left by servers that were killed", len(removed))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +35,7 @@ from service.metrics import MultiprocessUnavailable, ServiceMetrics, multiproces
 from service.settings import MULTIPROC_DIR_ENV
 from service.supervisor import Supervisor, probe_port, reserve_port, restart_delay
 from service.workers import (
+    OWNER_LOCK_FILE,
     SHARED_DIRECTORY_PREFIX,
     WORKER_FILE_PREFIX,
     WorkerGroup,
@@ -124,32 +127,42 @@ def test_a_new_server_starts_from_an_empty_directory(tmp_path: Path) -> None:
     try:
         assert made is not None and env[MULTIPROC_DIR_ENV] == str(made) and made.is_dir()
     finally:
-        made.rmdir()
+        shutil.rmtree(made)
     named = {MULTIPROC_DIR_ENV: str(tmp_path)}
     assert provide_shared_directory(named) is None and named[MULTIPROC_DIR_ENV] == str(tmp_path)
 
 
 def test_a_new_server_removes_the_directories_of_servers_that_were_killed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_process: subprocess.Popen[bytes]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gone_pid = subprocess.Popen([sys.executable, "-c", "pass"])  # a server that has gone
-    gone_pid.wait()
-    abandoned = tmp_path / f"{SHARED_DIRECTORY_PREFIX}{gone_pid.pid}-abc123"
-    in_use = tmp_path / f"{SHARED_DIRECTORY_PREFIX}{other_process.pid}-def456"
-    unnamed = tmp_path / f"{SHARED_DIRECTORY_PREFIX}ghi789"  # made before names carried a pid
-    for directory in (abandoned, in_use, unnamed):
+    def shared_directory(name: str, owner_file: bool = True) -> Path:
+        directory = tmp_path / f"{SHARED_DIRECTORY_PREFIX}{name}"
         directory.mkdir()
         (directory / "counter_1.db").write_bytes(b"metrics")
-    (tmp_path / f"{SHARED_DIRECTORY_PREFIX}{gone_pid.pid}-file").write_text("not a directory")
+        if owner_file:
+            (directory / OWNER_LOCK_FILE).touch()
+        return directory
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    env: dict[str, str] = {}
-    made = provide_shared_directory(env)  # what `plaudit serve --workers N` calls at start
-    assert made is not None and made.name.startswith(f"{SHARED_DIRECTORY_PREFIX}{os.getpid()}-")
-    assert not abandoned.exists()
-    assert in_use.is_dir() and (in_use / "counter_1.db").exists()
-    assert unnamed.is_dir() and (tmp_path / f"{SHARED_DIRECTORY_PREFIX}{gone_pid.pid}-file").exists()
-    assert remove_abandoned_directories(tmp_path) == []  # ours is alive
+    abandoned = shared_directory("4242-abc123")  # its server was killed: nobody holds the lock
+    in_use = shared_directory("4243-def456")  # a live server, perhaps in another container
+    unowned = shared_directory("ghi789", owner_file=False)  # made before there were owner files
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / f"{SHARED_DIRECTORY_PREFIX}link").symlink_to(elsewhere)
+    (tmp_path / f"{SHARED_DIRECTORY_PREFIX}file").write_text("not a directory")
+    with open(in_use / OWNER_LOCK_FILE, "rb") as live:
+        fcntl.flock(live.fileno(), fcntl.LOCK_EX)  # another open file: as another process's lock
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        env: dict[str, str] = {}
+        made = provide_shared_directory(env)  # what `plaudit serve --workers N` calls at start
+        assert made is not None and made.name.startswith(f"{SHARED_DIRECTORY_PREFIX}{os.getpid()}-")
+        assert not abandoned.exists()
+        assert in_use.is_dir() and (in_use / "counter_1.db").exists()
+        assert unowned.is_dir() and elsewhere.is_dir()
+        assert (tmp_path / f"{SHARED_DIRECTORY_PREFIX}file").exists()
+        assert remove_abandoned_directories(tmp_path) == []  # ours is held by this process
+        assert made.is_dir()
+    assert remove_abandoned_directories(tmp_path) == [in_use]  # its lock let go: its server ended
 
 
 def test_metrics_refuse_a_shared_directory_without_multiprocess_mode(tmp_path: Path) -> None:
@@ -168,7 +181,7 @@ def test_serve_hands_its_options_and_a_directory_to_the_workers(monkeypatch: pyt
         assert made is not None and os.environ[MULTIPROC_DIR_ENV] == str(made)
     finally:
         if made is not None:
-            made.rmdir()
+            shutil.rmtree(made)
     config = log_config()
     # Plaudit's own loggers reach the workers' stderr, with the pid that tells workers apart.
     assert config["root"]["handlers"] == ["plaudit"]
