@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     guards.include(app, feedback.router)  # its routes need feedback or admin
     guards.include(app, lifecycle.router)
     guards.include(app, ops.router, require_probe_access)
+    routers = (scoring.router, models.router, feedback.router, lifecycle.router, ops.router)
     app.state.route_guards = guards
     if settings.score_lane:
         # Inside RequestContextMiddleware, which gives it the request id, body limit and metrics.
@@ -195,10 +196,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         access_log=settings.access_log,
         max_concurrent_requests=settings.max_concurrent_requests,
-        # FastAPI leaves no route in the scope for its own pages (/docs, /redoc, /openapi.json):
-        # they are labelled by path. Any other path without a route is "unmatched", so that
-        # scanners cannot add a series per path they try.
-        known_paths=frozenset(route.path for route in app.routes if "{" not in getattr(route, "path", "{")),
+        # What a request's endpoint label is matched against when the router named no route:
+        # FastAPI's own pages (/docs, /openapi.json...), and every route for a request refused
+        # before routing (413, 429).
+        label_routes=[
+            *(route for route in app.routes if isinstance(getattr(route, "path", None), str)),
+            *(route for router in routers for route in router.routes),
+        ],
         activity=activity,
     )
     if settings.cors_origins:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_json
 from service.activity import RequestActivity
+from service.errors import PayloadTooLarge, error_json
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("plaudit.service")
@@ -109,11 +111,11 @@ class RequestContextMiddleware:
         metrics: ServiceMetrics,
         access_log: bool = False,
         max_concurrent_requests: int | None = None,
-        known_paths: frozenset[str] = frozenset(),
+        label_routes: Sequence[BaseRoute] = (),
         activity: RequestActivity | None = None,
     ) -> None:
         self.app = app
-        self.known_paths = known_paths
+        self.label_routes = label_routes
         # Requests past the concurrency check and not yet answered (shared with the memory trimmer).
         self.activity = activity if activity is not None else RequestActivity()
         self.max_body_bytes = max_body_bytes
@@ -207,12 +209,17 @@ class RequestContextMiddleware:
                 )
 
     def _endpoint_label(self, scope: Scope) -> str:
-        """The route's path template; a known fixed path when the router named no route; else
-        "unmatched" (every 404 shares one series)."""
+        """The path template of the route that served the request or would have (for one
+        refused before routing); "unmatched" for a path of no route, so that every 404 shares
+        one series and scanners cannot add a series per path they try."""
         route_path = getattr(scope.get("route"), "path", None)
         if route_path:
-            return route_path
-        return scope["path"] if scope["path"] in self.known_paths else "unmatched"
+            return str(route_path)
+        for route in self.label_routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                return str(getattr(route, "path", "unmatched"))
+        return "unmatched"
 
     def _at_capacity(self) -> bool:
         return self.max_concurrent_requests is not None and self.activity.in_flight >= self.max_concurrent_requests

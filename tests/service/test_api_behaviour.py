@@ -330,14 +330,19 @@ def test_metrics_move_after_requests(live_server):
 
 
 def test_request_series_are_labelled_by_route_and_every_unknown_path_shares_one(live_server):
-    with live_server(engine="deterministic") as srv:
+    with live_server(engine="deterministic", max_body_bytes=1000) as srv:
         srv.wait_ready()
         for path in ("/docs", "/openapi.json", "/no-such-page", "/wp-login.php"):
             srv.client.get(path)
+        # Refused before routing: still labelled by the route it was sent to.
+        too_big = srv.client.post("/v1/models/demo/promote", json={"version": "1", "pad": "x" * 2000})
+        assert too_big.status_code == 413
         assert srv.metric("plaudit_requests_total", endpoint="/docs", status="200") == 1
         assert srv.metric("plaudit_requests_total", endpoint="/openapi.json", status="200") == 1
+        assert srv.metric("plaudit_requests_total", endpoint="/v1/models/{name}/promote", status="413") == 1
         assert srv.metric("plaudit_requests_total", endpoint="unmatched", status="404") == 2
         assert srv.metric("plaudit_requests_total", endpoint="unmatched", status="200") == 0
+        assert srv.metric("plaudit_requests_total", endpoint="unmatched", status="413") == 0
 
 
 def test_past_max_concurrent_requests_a_request_is_429_before_its_body_is_read(live_server, monkeypatch):
