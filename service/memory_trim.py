@@ -3,11 +3,12 @@
 A burst of large bodies (hundreds of requests read and parsed at once, most then refused with
 429) leaves the heap hundreds of MiB larger. Python frees the objects, but glibc's malloc keeps
 the freed pages for reuse, so the server's resident memory stays at the burst's peak for good
-(measured: 687 MiB after such a burst, against 240 MiB before it; Benchmarks, Memory).
-A full garbage collection, then `malloc_trim(0)`, hands the free pages back (687 -> 294 MiB
+(measured: about 680 MiB after such a burst, against 235 MiB before it; Benchmarks, Memory).
+A full garbage collection, then `malloc_trim(0)`, hands the free pages back (to about 290 MiB
 there). Both take a while on a large heap, holding the GIL or malloc's locks, which would stall
 requests meanwhile, so they run only when no request has been in flight for IDLE_S seconds, and
-only when resident memory has grown by at least MIN_GROWTH_MIB since the last trim.
+only when resident memory has grown by at least MIN_GROWTH_MIB since the last trim, or since a
+model began to be served (a model's own memory is not a burst's).
 """
 
 from __future__ import annotations
