@@ -40,6 +40,7 @@ from loadtest.bench_serving import (
     Budget,
     Scenario,
     engine_config,
+    lacks_model,
     measure_ceiling,
     run_server,
     server_env,
@@ -283,8 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--max-items must be at least 1, got {args.max_items}")
     if not args.max_total_s > 0:
         parser.error(f"--max-total-s must be positive, got {args.max_total_s:g}")
-    if args.engine != "deterministic" and not (args.store and args.model):
-        print("bench_gpu: --store and --model are required for the torch and onnx engines", file=sys.stderr)
+    if lacks_model(args, "bench_gpu"):
         return 2
     try:
         results = run_benchmark(args)

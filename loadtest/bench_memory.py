@@ -40,6 +40,7 @@ from loadtest.bench_serving import (
     ServerStartError,
     engine_config,
     free_port,
+    lacks_model,
     resolve_engine_layout,
     server_configs,
     server_env,
@@ -302,8 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not sys.platform.startswith("linux"):
         print("bench_memory: reads /proc, so it runs on Linux only", file=sys.stderr)
         return 2
-    if args.engine != "deterministic" and not (args.store and args.model):
-        print("bench_memory: --store and --model are required for the onnx and torch engines", file=sys.stderr)
+    if lacks_model(args, "bench_memory"):
         return 2
     try:
         results = run_benchmark(args)

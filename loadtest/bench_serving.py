@@ -1035,6 +1035,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def lacks_model(args: argparse.Namespace, prog: str) -> bool:
+    """Whether a model engine was asked for without --store and --model (then says so)."""
+    if args.engine != "deterministic" and not (args.store and args.model):
+        print(f"{prog}: --store and --model are required for the onnx and torch engines", file=sys.stderr)
+        return True
+    return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m loadtest.bench_serving", description=__doc__.split("\n\n")[0]
@@ -1080,11 +1088,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--engine-workers must be at least 1, got {args.engine_workers}")
     if args.max_total_s is None:
         args.max_total_s = 360.0 if args.quick else 900.0
-    if args.engine != "deterministic" and not (args.store and args.model):
-        print(
-            "bench_serving: --store and --model are required for the onnx and torch engines",
-            file=sys.stderr,
-        )
+    if lacks_model(args, "bench_serving"):
         return 2
     try:
         resolve_engine_layout(args)
