@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,7 @@ class MemoryTrimmer:
         self.idle_s = idle_s
         self.min_growth_mib = min_growth_mib
         self.baseline_mib = resident()  # what is resident after the last trim (or at start)
+        self._was_ready = ready()  # whether a model was served at the last check
         self.trims = 0
 
     async def run(self) -> None:
@@ -96,20 +98,28 @@ class MemoryTrimmer:
     async def trim_if_due(self) -> bool:
         """Trim if requests have paused and memory has grown since the last trim; whether it did."""
         now_mib = self.resident()
-        if not self.ready():
-            # A model loading is growth that stays: count growth from where serving starts.
+        ready, was_ready = self.ready(), self._was_ready
+        self._was_ready = ready
+        if not (ready and was_ready):
+            # A model loading is growth that stays: count growth from the first check that
+            # finds it served, not from the last one during its load.
             self.baseline_mib = now_mib
             return False
         if now_mib is None or self.activity.in_flight or self.activity.idle_for() < self.idle_s:
             return False
         if self.baseline_mib is not None and now_mib - self.baseline_mib < self.min_growth_mib:
             return False
+        started = time.perf_counter()
         await asyncio.to_thread(self.trim)
+        took_ms = (time.perf_counter() - started) * 1000  # a request arriving meanwhile waited up to this
         self.trims += 1
         after = self.resident()
         self.baseline_mib = after
         if after is not None:
-            log.info("requests paused: returned %.0f MiB of freed memory to the system (%.0f MiB resident now)", now_mib - after, after)
+            log.info(
+                "requests paused: returned %.0f MiB of freed memory to the system in %.0f ms (%.0f MiB resident now)",
+                now_mib - after, took_ms, after,
+            )
         return True
 
 

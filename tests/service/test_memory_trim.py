@@ -88,10 +88,13 @@ def test_growth_counts_only_from_when_a_model_is_served() -> None:
     serving = False
     trimmer = MemoryTrimmer(RequestActivity(), find_memory_release(), ready=lambda: serving, idle_s=0.0)
     trimmer.baseline_mib = resident_mib() - 500  # as if a model of 500 MiB had loaded since start
-    assert asyncio.run(trimmer.trim_if_due()) is False  # still loading: no trim, growth reset
+    assert asyncio.run(trimmer.trim_if_due()) is False  # still loading: no trim
     serving = True
+    trimmer.baseline_mib = resident_mib() - 500  # the load went on after that check, then finished
     assert asyncio.run(trimmer.trim_if_due()) is False  # the model's memory is not a burst
     assert trimmer.trims == 0
+    trimmer.baseline_mib = resident_mib() - 100  # a burst while serving
+    assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
 
 
 async def _task_names() -> set[str]:
