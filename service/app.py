@@ -196,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         access_log=settings.access_log,
         max_concurrent_requests=settings.max_concurrent_requests,
+        max_inflight_body_bytes=settings.max_inflight_body_bytes,
         # What a request's endpoint label is matched against when the router named no route:
         # FastAPI's own pages (/docs, /openapi.json...), and every route for a request refused
         # before routing (413, 429).

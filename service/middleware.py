@@ -111,6 +111,7 @@ class RequestContextMiddleware:
         metrics: ServiceMetrics,
         access_log: bool = False,
         max_concurrent_requests: int | None = None,
+        max_inflight_body_bytes: int | None = None,
         label_routes: Sequence[BaseRoute] = (),
         activity: RequestActivity | None = None,
     ) -> None:
@@ -122,6 +123,8 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self.access_log = access_log
         self.max_concurrent_requests = max_concurrent_requests
+        self.max_inflight_body_bytes = max_inflight_body_bytes
+        self.body_bytes_in_flight = 0  # the body shares of the requests counted in `activity`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,21 +160,19 @@ class RequestContextMiddleware:
                 )
                 return
             counted = not _is_probe(scope)  # probes and /metrics answer under any load
-            if counted and self._at_capacity():
+            body_share = self._body_share(scope) if counted else 0
+            refusal = self._over_capacity(body_share) if counted else None
+            if refusal is not None:
                 # Refused before the body is read: each body read and parsed at once takes
                 # memory (a few MB for a large one), and the queue only bounds what is parsed.
                 await self._send_error(
-                    send_with_id,
-                    429,
-                    "overloaded",
-                    f"{self.activity.in_flight} requests are being handled, the limit is max_concurrent_requests="
-                    f"{self.max_concurrent_requests} (PLAUDIT_MAX_CONCURRENT_REQUESTS); retry after a short pause",
-                    request_id,
+                    send_with_id, 429, "overloaded", f"{refusal}; retry after a short pause", request_id,
                     headers=[(b"retry-after", b"1")],
                 )
                 return
             if counted:
                 self.activity.started()
+                self.body_bytes_in_flight += body_share
             try:
                 try:
                     replay = await self._read_body(scope, receive)
@@ -186,6 +187,7 @@ class RequestContextMiddleware:
             finally:
                 if counted:
                     self.activity.ended()
+                    self.body_bytes_in_flight -= body_share
         except Exception as exc:
             log.error(
                 "internal error on %s %s (request_id=%s)",
@@ -221,8 +223,31 @@ class RequestContextMiddleware:
                 return str(getattr(route, "path", "unmatched"))
         return "unmatched"
 
-    def _at_capacity(self) -> bool:
-        return self.max_concurrent_requests is not None and self.activity.in_flight >= self.max_concurrent_requests
+    def _body_share(self, scope: Scope) -> int:
+        """What a request's body counts against max_inflight_body_bytes: its Content-Length
+        (at most max_body_bytes, past which it is refused anyway); a body sent in chunks, of
+        unknown size, counts as the largest allowed."""
+        declared = _content_length(scope)
+        if declared is not None:
+            return min(declared, self.max_body_bytes)
+        return self.max_body_bytes if header(scope, b"transfer-encoding") is not None else 0
+
+    def _over_capacity(self, body_share: int) -> str | None:
+        """Why a new request must wait, or None if it may be handled now."""
+        in_flight = self.activity.in_flight
+        if self.max_concurrent_requests is not None and in_flight >= self.max_concurrent_requests:
+            return (
+                f"{in_flight} requests are being handled, the limit is max_concurrent_requests="
+                f"{self.max_concurrent_requests} (PLAUDIT_MAX_CONCURRENT_REQUESTS)"
+            )
+        budget = self.max_inflight_body_bytes
+        # A request alone is always let in, however large (max_body_bytes bounds it).
+        if budget is not None and self.body_bytes_in_flight and self.body_bytes_in_flight + body_share > budget:
+            return (
+                f"{self.body_bytes_in_flight} bytes of request bodies are being handled and this one adds "
+                f"{body_share}, the limit is max_inflight_body_bytes={budget} (PLAUDIT_MAX_INFLIGHT_BODY_BYTES)"
+            )
+        return None
 
     async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body (refusing it past the limit), then replay it to the app."""

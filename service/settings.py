@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         description="Requests being handled at once (probes and /metrics aside); past it a request "
         "gets 429 before its body is read, so a burst of large bodies cannot take the memory.",
     )
+    max_inflight_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        description="Bytes of request bodies being handled at once (by their Content-Length; one "
+        "without it counts as max_body_bytes); past it a request gets 429 before its body is "
+        "read, unless nothing else is in flight. Bounds a burst's memory by size rather than by "
+        "count: each body byte took about 4.6 bytes of memory once parsed.",
+    )
     tokenize_workers: int = 1
     engine_workers: int | None = Field(
         default=None,
@@ -284,6 +291,7 @@ class Settings(BaseSettings):
         "max_batch_tokens",
         "max_queue_items",
         "max_concurrent_requests",
+        "max_inflight_body_bytes",
         "tokenize_workers",
         "engine_workers",
         "max_items_per_request",

@@ -374,3 +374,34 @@ def test_past_max_concurrent_requests_a_request_is_429_before_its_body_is_read(l
         first.join()
         second.join()
     assert first_result["response"].status_code == 200 and second_result["response"].status_code == 200
+
+
+def test_past_max_inflight_body_bytes_a_request_is_429_before_its_body_is_read(live_server, monkeypatch):
+    with live_server(engine="deterministic", max_inflight_body_bytes=3000) as srv:
+        srv.wait_ready()
+        release = hold_the_engine(monkeypatch)
+        try:
+            # Alone, a body over the budget is let in (max_body_bytes bounds it).
+            large = {"items": [{"prompt": "p", "response": "x" * 2500}]}
+            first, first_result = post_in_thread(srv.base_url, "/v1/score", large)
+            srv.wait_until(lambda: srv.metric("plaudit_queue_wait_seconds_count") == 1, "the large request to run")
+            # Still fits beside it (2,500-odd bytes and 60-odd of 3,000): admitted, and waiting.
+            small, small_result = post_in_thread(srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "tiny"}]})
+            srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the small request to be queued")
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as unread:
+                # Headers only: refused on what it announces, without the body being read.
+                unread.sendall(
+                    b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 1000\r\n\r\n"
+                )
+                answer = unread.recv(65536).decode()
+            assert answer.startswith("HTTP/1.1 429 ") and "retry-after: 1" in answer.lower()
+            assert '"code":"overloaded"' in answer and "max_inflight_body_bytes=3000" in answer
+            assert srv.client.get("/readyz").status_code == 200  # probes carry no body share
+        finally:
+            release.set()
+        first.join()
+        small.join()
+        after = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "x" * 1000}]})
+    assert first_result["response"].status_code == 200 and small_result["response"].status_code == 200
+    assert after.status_code == 200  # the shares came back when the requests ended
