@@ -13,8 +13,10 @@ stored model, thread counts pinned) and measured in four phases:
    items at once (what MAX_CONCURRENT_REQUESTS is for: every body read is held in memory);
 4. after: VmRSS `--settle-s` seconds after the burst ended (answered or cut at `--burst-s`).
 
-Plaudit runs at each of `--limits`, and at the first of them once more with its memory trim off
-(PLAUDIT_MEMORY_TRIM=false, service.memory_trim): the baseline for the trim's `after` figure.
+Plaudit runs at each of `--limits` (MAX_CONCURRENT_REQUESTS, with the default body budget), and
+at the first of them twice more: with no body budget (MAX_INFLIGHT_BODY_BYTES of 1 TiB), the
+baseline for the budget's burst peak, and with its memory trim off (PLAUDIT_MEMORY_TRIM=false,
+service.memory_trim), the baseline for the trim's `after` figure.
 
 A peak is the kernel's high-water mark (VmHWM), reset before each phase through
 /proc/PID/clear_refs, where that is allowed; otherwise the highest VmRSS sampled every 10 ms.
@@ -53,6 +55,8 @@ from model_store.errors import StoreError
 
 SAMPLE_INTERVAL_S = 0.01
 UNTRIMMED = " untrimmed"  # the suffix of the row whose server runs with PLAUDIT_MEMORY_TRIM=false
+UNBUDGETED = " no body budget"  # the suffix of the row whose PLAUDIT_MAX_INFLIGHT_BODY_BYTES is NO_BUDGET
+NO_BUDGET = 1 << 40
 MIB = 1024 * 1024
 
 
@@ -170,12 +174,12 @@ def measure_server(
 def format_row(row: MemoryRow) -> str:
     outcomes = " ".join(f"{k}={v}" for k, v in row.burst_outcomes.items())
     return (
-        f"{row.server:<28} {row.idle_mib:8.0f} {row.steady_peak_mib:12.0f} {row.burst_peak_mib:12.0f} "
+        f"{row.server:<34} {row.idle_mib:8.0f} {row.steady_peak_mib:12.0f} {row.burst_peak_mib:12.0f} "
         f"{row.after_mib:9.0f} {row.steady_items_per_s:10.1f}   {outcomes}"
     )
 
 
-HEADER = f"{'server':<28} {'idle MiB':>8} {'steady peak':>12} {'burst peak':>12} {'after MiB':>9} {'items/s':>10}   burst answers"
+HEADER = f"{'server':<34} {'idle MiB':>8} {'steady peak':>12} {'burst peak':>12} {'after MiB':>9} {'items/s':>10}   burst answers"
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -190,12 +194,19 @@ def format_results(results: dict[str, Any]) -> str:
     naive = next((row for row in rows if row.server == "naive"), None)
     if naive is not None:
         for row in rows:
-            if row is naive or row.server.endswith(UNTRIMMED):
+            if row is naive or row.server.endswith((UNTRIMMED, UNBUDGETED)):
                 continue
             lines.append(
                 f"{row.server} / naive: idle x{row.idle_mib / naive.idle_mib:.2f}, "
                 f"steady peak x{row.steady_peak_mib / naive.steady_peak_mib:.2f}, "
                 f"burst peak x{row.burst_peak_mib / naive.burst_peak_mib:.2f}"
+            )
+    for unbudgeted in (row for row in rows if row.server.endswith(UNBUDGETED)):
+        budgeted = next((row for row in rows if row.server == unbudgeted.server.removesuffix(UNBUDGETED)), None)
+        if budgeted is not None:
+            lines.append(
+                f"{budgeted.server}, burst peak: {budgeted.burst_peak_mib:.0f} MiB with the body budget, "
+                f"{unbudgeted.burst_peak_mib:.0f} without (x{budgeted.burst_peak_mib / unbudgeted.burst_peak_mib:.2f})"
             )
     for untrimmed in (row for row in rows if row.server.endswith(UNTRIMMED)):
         trimmed = next((row for row in rows if row.server == untrimmed.server.removesuffix(UNTRIMMED)), None)
@@ -226,7 +237,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 {"PLAUDIT_ENGINE_WORKERS": str(args.engine_workers), "PLAUDIT_MAX_CONCURRENT_REQUESTS": str(limit)},
             )
         )
-    # The first limit once more with the memory trim off: the baseline for its `after` figure.
+    # The first limit with no body budget (the burst's every body read at once), then with
+    # the memory trim off: the baselines for its burst peak and its `after` figure.
+    plan.append(
+        (
+            f"plaudit limit={args.limits[0]}{UNBUDGETED}",
+            "plaudit",
+            {**plan[1][2], "PLAUDIT_MAX_INFLIGHT_BODY_BYTES": str(NO_BUDGET)},
+        )
+    )
     plan.append(
         (
             f"plaudit limit={args.limits[0]}{UNTRIMMED}",

@@ -58,12 +58,15 @@ def test_a_quick_run_measures_each_server_and_the_limit_refuses_part_of_the_burs
     out = tmp_path / "memory.json"
     assert main(["--engine", "deterministic", "--quick", "--limits", "4", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    naive, limited, untrimmed = results["rows"]
-    assert (naive["server"], limited["server"], untrimmed["server"]) == ("naive", "plaudit limit=4", "plaudit limit=4 untrimmed")
-    for row in (naive, limited, untrimmed):
+    naive, limited, unbudgeted, untrimmed = results["rows"]
+    assert [row["server"] for row in results["rows"]] == [
+        "naive", "plaudit limit=4", "plaudit limit=4 no body budget", "plaudit limit=4 untrimmed"
+    ]
+    for row in (naive, limited, unbudgeted, untrimmed):
         assert all(row[key] > 0 for key in ("idle_mib", "steady_peak_mib", "burst_peak_mib", "after_mib"))
     assert naive["burst_outcomes"] == {"ok": 32}
     assert limited["burst_outcomes"].get("429", 0) > 0 and limited["burst_outcomes"]["ok"] > 0
     printed = capsys.readouterr().out
     assert "plaudit limit=4 / naive: idle x" in printed and "burst peak x" in printed
     assert "plaudit limit=4, 1 s after the burst:" in printed and "with the memory trim" in printed
+    assert "plaudit limit=4, burst peak:" in printed and "with the body budget" in printed
