@@ -11,7 +11,8 @@ stored model, thread counts pinned) and measured in four phases:
 2. steady: the peak under the serving benchmark's main load, 32 clients with one item each;
 3. burst: the peak while `--burst-clients` clients each send one request of `--burst-items`
    items at once (what MAX_CONCURRENT_REQUESTS is for: every body read is held in memory);
-4. after: VmRSS `--settle-s` seconds after the burst ended (answered or cut at `--burst-s`).
+4. after: VmRSS `--settle-s` seconds after the burst ended (answered or cut at `--burst-s`) and,
+   for Plaudit, its queue emptied.
 
 Plaudit runs at each of `--limits` (MAX_CONCURRENT_REQUESTS, with the default body budget), and
 at the first of them twice more: with no body budget (MAX_INFLIGHT_BODY_BYTES of 1 TiB), the
@@ -37,12 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench_serving import (
+    DRAIN_WAIT_S,
     SERVERS,
     ServerProcess,
     ServerStartError,
     engine_config,
     free_port,
     lacks_model,
+    queue_drained,
     resolve_engine_layout,
     server_configs,
     server_env,
@@ -151,6 +154,9 @@ def measure_server(
         )
         with PeakRss(pid) as burst_peak:
             burst_report = summarize(run_load_sync(burst, items))
+        # Plaudit may still be scoring what it accepted, or noticing the cut clients gone: the
+        # settling starts once its queue is empty (the naive server has no queue to watch).
+        queue_drained(server.url, DRAIN_WAIT_S)
         time.sleep(args.settle_s)
         after = rss_mib(pid)
 
