@@ -188,6 +188,16 @@ def format_row(row: MemoryRow) -> str:
 HEADER = f"{'server':<34} {'idle MiB':>8} {'steady peak':>12} {'burst peak':>12} {'after MiB':>9} {'items/s':>10}   burst answers"
 
 
+def _with_baselines(rows: Sequence[MemoryRow], suffix: str) -> list[tuple[MemoryRow, MemoryRow]]:
+    """(row, its baseline) for each baseline row named `row.server + suffix`."""
+    by_name = {row.server: row for row in rows}
+    return [
+        (by_name[row.server.removesuffix(suffix)], row)
+        for row in rows
+        if row.server.endswith(suffix) and row.server.removesuffix(suffix) in by_name
+    ]
+
+
 def format_results(results: dict[str, Any]) -> str:
     rows = [MemoryRow(**row) for row in results["rows"]]
     lines = [
@@ -207,20 +217,16 @@ def format_results(results: dict[str, Any]) -> str:
                 f"steady peak x{row.steady_peak_mib / naive.steady_peak_mib:.2f}, "
                 f"burst peak x{row.burst_peak_mib / naive.burst_peak_mib:.2f}"
             )
-    for unbudgeted in (row for row in rows if row.server.endswith(UNBUDGETED)):
-        budgeted = next((row for row in rows if row.server == unbudgeted.server.removesuffix(UNBUDGETED)), None)
-        if budgeted is not None:
-            lines.append(
-                f"{budgeted.server}, burst peak: {budgeted.burst_peak_mib:.0f} MiB with the body budget, "
-                f"{unbudgeted.burst_peak_mib:.0f} without (x{budgeted.burst_peak_mib / unbudgeted.burst_peak_mib:.2f})"
-            )
-    for untrimmed in (row for row in rows if row.server.endswith(UNTRIMMED)):
-        trimmed = next((row for row in rows if row.server == untrimmed.server.removesuffix(UNTRIMMED)), None)
-        if trimmed is not None:
-            lines.append(
-                f"{trimmed.server}, {results['settle_s']:g} s after the burst: {trimmed.after_mib:.0f} MiB with the "
-                f"memory trim, {untrimmed.after_mib:.0f} without (x{trimmed.after_mib / untrimmed.after_mib:.2f})"
-            )
+    for row, baseline in _with_baselines(rows, UNBUDGETED):
+        lines.append(
+            f"{row.server}, burst peak: {row.burst_peak_mib:.0f} MiB with the body budget, "
+            f"{baseline.burst_peak_mib:.0f} without (x{row.burst_peak_mib / baseline.burst_peak_mib:.2f})"
+        )
+    for row, baseline in _with_baselines(rows, UNTRIMMED):
+        lines.append(
+            f"{row.server}, {results['settle_s']:g} s after the burst: {row.after_mib:.0f} MiB with the "
+            f"memory trim, {baseline.after_mib:.0f} without (x{row.after_mib / baseline.after_mib:.2f})"
+        )
     if not all(row.exact_peaks for row in rows):
         lines.append("peaks are sampled every 10 ms (VmHWM could not be reset): a short spike may be missed")
     return "\n".join(lines)

@@ -345,6 +345,17 @@ def test_request_series_are_labelled_by_route_and_every_unknown_path_shares_one(
         assert srv.metric("plaudit_requests_total", endpoint="unmatched", status="413") == 0
 
 
+def answer_to_headers_only(srv, content_length: int) -> str:
+    """What the server answers a POST /v1/score whose body, announced, is never sent: only a
+    refusal made before reading the body can come back."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as unread:
+        unread.sendall(
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {content_length}\r\n\r\n".encode()
+        )
+        return unread.recv(65536).decode()
+
+
 def test_past_max_concurrent_requests_a_request_is_429_before_its_body_is_read(live_server, monkeypatch):
     # A burst of large bodies, each read and parsed before the queue could refuse it, took the
     # server's memory to 2 GB; past the limit a request is now refused unread.
@@ -357,13 +368,7 @@ def test_past_max_concurrent_requests_a_request_is_429_before_its_body_is_read(l
                 srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "two"}]}
             )
             srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the second request to be queued")
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as unread:
-                # Headers only: the answer must come without the 10 MB the client announced.
-                unread.sendall(
-                    b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 10000000\r\n\r\n"
-                )
-                answer = unread.recv(65536).decode()
+            answer = answer_to_headers_only(srv, content_length=10_000_000)  # without the 10 MB
             assert answer.startswith("HTTP/1.1 429 ")
             assert "retry-after: 1" in answer.lower()
             assert '"code":"overloaded"' in answer and "max_concurrent_requests=2" in answer
@@ -388,13 +393,7 @@ def test_past_max_inflight_body_bytes_a_request_is_429_before_its_body_is_read(l
             # Still fits beside it (2,500-odd bytes and 60-odd of 3,000): admitted, and waiting.
             small, small_result = post_in_thread(srv.base_url, "/v1/score", {"items": [{"prompt": "p", "response": "tiny"}]})
             srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the small request to be queued")
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as unread:
-                # Headers only: refused on what it announces, without the body being read.
-                unread.sendall(
-                    b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 1000\r\n\r\n"
-                )
-                answer = unread.recv(65536).decode()
+            answer = answer_to_headers_only(srv, content_length=1000)  # refused on what it announces
             assert answer.startswith("HTTP/1.1 429 ") and "retry-after: 1" in answer.lower()
             assert '"code":"overloaded"' in answer and "max_inflight_body_bytes=3000" in answer
             assert srv.client.get("/readyz").status_code == 200  # probes carry no body share
