@@ -55,24 +55,16 @@ from loadtest.generator import LoadConfig, run_load_sync
 from loadtest.machine import describe_machine, machine_line
 from loadtest.report import summarize, write_json
 from model_store.errors import StoreError
+from service.memory_trim import status_kib
 
 SAMPLE_INTERVAL_S = 0.01
 UNTRIMMED = " untrimmed"  # the suffix of the row whose server runs with PLAUDIT_MEMORY_TRIM=false
 UNBUDGETED = " no body budget"  # the suffix of the row whose PLAUDIT_MAX_INFLIGHT_BODY_BYTES is NO_BUDGET
 NO_BUDGET = 1 << 40
-MIB = 1024 * 1024
-
-
-def status_kib(pid: int, field: str) -> int:
-    """A `field` of /proc/PID/status in KiB (VmRSS: resident now, VmHWM: its peak)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise LookupError(f"no {field} in /proc/{pid}/status")
 
 
 def rss_mib(pid: int) -> float:
-    return status_kib(pid, "VmRSS") / 1024
+    return status_kib("VmRSS", pid) / 1024
 
 
 class PeakRss:
@@ -100,7 +92,7 @@ class PeakRss:
         self._stop.set()
         self._sampler.join()
         if self.exact:
-            self._sampled = max(self._sampled, status_kib(self.pid, "VmHWM") / 1024)
+            self._sampled = max(self._sampled, status_kib("VmHWM", self.pid) / 1024)
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_INTERVAL_S):

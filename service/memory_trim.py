@@ -31,15 +31,21 @@ IDLE_S = 2.0  # no request in flight for this long
 MIN_GROWTH_MIB = 64.0
 
 
+def status_kib(field: str, pid: int | str = "self") -> int:
+    """A `field` of /proc/PID/status in KiB (VmRSS: resident now, VmHWM: its peak); OSError
+    where /proc cannot be read, LookupError where it has no such field."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(f"no {field} in /proc/{pid}/status")
+
+
 def resident_mib() -> float | None:
     """This process's resident memory (VmRSS), or None where /proc does not say."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+        return status_kib("VmRSS") / 1024
+    except (OSError, LookupError):
+        return None
 
 
 def find_memory_release() -> Callable[[], None] | None:
