@@ -160,7 +160,8 @@ class RequestContextMiddleware:
                 )
                 return
             counted = not _is_probe(scope)  # probes and /metrics answer under any load
-            body_share = self._body_share(scope) if counted else 0
+            declared = _content_length(scope)
+            body_share = self._body_share(scope, declared) if counted else 0
             refusal = self._over_capacity(body_share) if counted else None
             if refusal is not None:
                 # Refused before the body is read: each body read and parsed at once takes
@@ -175,7 +176,7 @@ class RequestContextMiddleware:
                 self.body_bytes_in_flight += body_share
             try:
                 try:
-                    replay = await self._read_body(scope, receive)
+                    replay = await self._read_body(declared, receive)
                 except BodyTooLarge:
                     limit = PayloadTooLarge(
                         f"request body exceeds max_body_bytes={self.max_body_bytes} bytes "
@@ -223,11 +224,10 @@ class RequestContextMiddleware:
                 return str(getattr(route, "path", "unmatched"))
         return "unmatched"
 
-    def _body_share(self, scope: Scope) -> int:
-        """What a request's body counts against max_inflight_body_bytes: its Content-Length
-        (at most max_body_bytes, past which it is refused anyway); a body sent in chunks, of
-        unknown size, counts as the largest allowed."""
-        declared = _content_length(scope)
+    def _body_share(self, scope: Scope, declared: int | None) -> int:
+        """What a request's body counts against max_inflight_body_bytes: its Content-Length,
+        `declared` (at most max_body_bytes, past which it is refused anyway); a body sent in
+        chunks, of unknown size, counts as the largest allowed."""
         if declared is not None:
             return min(declared, self.max_body_bytes)
         return self.max_body_bytes if header(scope, b"transfer-encoding") is not None else 0
@@ -249,9 +249,9 @@ class RequestContextMiddleware:
             )
         return None
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
-        """Read the whole body (refusing it past the limit), then replay it to the app."""
-        declared = _content_length(scope)
+    async def _read_body(self, declared: int | None, receive: Receive) -> Receive:
+        """Read the whole body (refusing it past the limit, at once if its Content-Length,
+        `declared`, says so), then replay it to the app."""
         if declared is not None and declared > self.max_body_bytes:
             raise BodyTooLarge
         messages, _ = await read_body(receive, self.max_body_bytes)
