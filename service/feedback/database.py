@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from service.feedback.errors import FeedbackStoreError
+from service.feedback.hang_watch import HangWatch
 
 URL_HELP = "expected sqlite:///path/to/feedback.db or postgresql://USER@HOST:PORT/DATABASE"
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -42,6 +43,12 @@ POSTGRES_LOCK_TIMEOUT_S = SQLITE_BUSY_TIMEOUT_S
 # or stopped mid-write), which frees the write lock for every other server. Plaudit's own
 # transactions never wait on a client: an export reads each batch in a transaction of its own.
 POSTGRES_IDLE_IN_TRANSACTION_S = 60
+# A connection held this long (from checkout, its liveness ping included, to its return) is
+# presumed stuck on a server that stopped answering, and cut (service.feedback.hang_watch): a
+# writer's lock wait (POSTGRES_LOCK_TIMEOUT_S) and then its write fit well inside it.
+POSTGRES_HANG_LIMIT_S = POSTGRES_LOCK_TIMEOUT_S + 15
+_HANG_WATCH = "plaudit_hang_watch"  # where a pooled connection's info keeps its engine's HangWatch
+_FRESH = "plaudit_fresh"  # set on a connection just made, which needs no liveness ping
 
 
 def parse_url(url: str) -> URL:
@@ -77,7 +84,11 @@ def describe(url: URL) -> str:
 
 
 def create_engine(
-    url: URL, *, pool_size: int = 8, connect_timeout_s: int = POSTGRES_CONNECT_TIMEOUT_S
+    url: URL,
+    *,
+    pool_size: int = 8,
+    connect_timeout_s: int = POSTGRES_CONNECT_TIMEOUT_S,
+    hang_limit_s: float = POSTGRES_HANG_LIMIT_S,
 ) -> sa.Engine:
     """An engine for a URL from `parse_url`; creates a SQLite file's parent folders.
 
@@ -88,8 +99,9 @@ def create_engine(
     connection. Those calls hold service threads meanwhile. A writer waits at most
     POSTGRES_LOCK_TIMEOUT_S for another's write lock, and a session stalled mid-transaction is
     ended by the server (POSTGRES_IDLE_IN_TRANSACTION_S), so one hung writer cannot hold every
-    other one. A peer whose TCP stack still answers but whose server process hangs is not
-    caught here.
+    other one. A server process that hangs while its TCP stack still answers, which no network
+    timeout sees, is caught by holding each connection at most `hang_limit_s` (HangWatch); a
+    schema migration is exempt (`transaction(..., time_limited=False)`).
     """
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, pool_size)
@@ -109,10 +121,10 @@ def create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=POOL_TIMEOUT_S,
         connect_args=connect_args,
     )
+    _watch_postgres_connections(engine, HangWatch(hang_limit_s, describe(url)), ping_limit_s=connect_timeout_s)
     settings = _write_transaction_settings(url)
     if settings:
         # SET LOCAL in each write transaction rather than libpq's `options` at connect: a
@@ -123,7 +135,7 @@ def create_engine(
 
 
 @contextmanager
-def transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
+def transaction(engine: sa.Engine, *, write: bool, time_limited: bool = True) -> Iterator[sa.Connection]:
     """A connection inside a transaction, committed when the block ends without error.
 
     `write=True` marks a transaction that will write, and writers go one at a time on both
@@ -132,8 +144,14 @@ def transaction(engine: sa.Engine, *, write: bool) -> Iterator[sa.Connection]:
     paging by id, or `since` the last row seen, never passes a row that commits later
     (on PostgreSQL, two writers could otherwise commit in the other order than their ids).
     When the block returns, the commit has completed (durable).
+    `time_limited=False` lets a PostgreSQL transaction run past the engine's hang limit (a
+    schema migration, a purge of many rows: long, and not hung).
     """
     with engine.connect() as connection:
+        if not time_limited:
+            watch = connection.connection.info.get(_HANG_WATCH)
+            if watch is not None:
+                watch.release(connection.connection.dbapi_connection)
         if write:
             connection.execution_options(**{_WRITE_OPTION: True})
         with connection.begin():
@@ -152,6 +170,39 @@ def _write_transaction_settings(url: URL) -> dict[str, str]:
         "idle_in_transaction_session_timeout": str(POSTGRES_IDLE_IN_TRANSACTION_S * 1000),
     }
     return {name: value for name, value in ours.items() if f"{name}=" not in given}
+
+
+def _watch_postgres_connections(engine: sa.Engine, watch: HangWatch, ping_limit_s: float) -> None:
+    """Hold each connection under `watch` from checkout to return, and ping a pooled one at
+    checkout: SQLAlchemy's own pre-ping runs before any checkout hook, where a hung server
+    would hold it unwatched. The ping gets `ping_limit_s`, as long as a connection attempt,
+    since a live server answers SELECT 1 at once. A failed ping is a DisconnectionError, on
+    which the pool tries a new connection (SQLAlchemy's recipe for custom pessimistic pings)."""
+
+    def connected(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_FRESH] = True
+
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_HANG_WATCH] = watch
+        if not record.info.pop(_FRESH, False):
+            watch.hold(dbapi_connection, ping_limit_s)
+            try:
+                engine.dialect.do_ping(dbapi_connection)  # SELECT 1 in autocommit: no transaction left open
+            except engine.dialect.loaded_dbapi.Error as exc:
+                watch.release(dbapi_connection)
+                raise sa.exc.DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+        watch.hold(dbapi_connection)
+
+    def returned(dbapi_connection: Any, *_: Any) -> None:
+        if dbapi_connection is not None:
+            watch.release(dbapi_connection)
+
+    sa.event.listen(engine, "connect", connected)
+    sa.event.listen(engine, "checkout", checked_out)
+    # Released before a close as well as on return: a closed connection's descriptor number
+    # may be reused by another socket at once, which the watch must never shut down.
+    for event in ("checkin", "invalidate", "close", "detach"):
+        sa.event.listen(engine, event, returned)
 
 
 def _begin_postgres_transaction(statement: str, connection: sa.Connection) -> None:

@@ -70,12 +70,15 @@ class FeedbackStore:
         create: bool = True,
         pool_size: int = 8,
         url_from: str = "--db or PLAUDIT_FEEDBACK_DB",
+        hang_limit_s: float = database.POSTGRES_HANG_LIMIT_S,
     ) -> FeedbackStore:
         """Connect to `url` and migrate its schema to the latest revision.
 
         `create=False` refuses a SQLite file that does not exist yet (for readers such as
         `plaudit feedback export`, where a typo should not yield an empty database).
         `url_from` names where the caller took the URL from, for that refusal's message.
+        `hang_limit_s`: how long a PostgreSQL connection may be held before it is presumed hung
+        and cut (database.create_engine).
         """
         if comparison_retention <= timedelta(0):
             raise FeedbackStoreError(f"comparison_retention must be positive, got {comparison_retention}")
@@ -85,9 +88,10 @@ class FeedbackStore:
             raise FeedbackStoreError(
                 f"no feedback database at {parsed.database} ({shown}): check {url_from}"
             )
-        engine = database.create_engine(parsed, pool_size=pool_size)
+        engine = database.create_engine(parsed, pool_size=pool_size, hang_limit_s=hang_limit_s)
         try:
-            with database.transaction(engine, write=True) as connection:
+            # Not time-limited: a migration of a large table may take long without being hung.
+            with database.transaction(engine, write=True, time_limited=False) as connection:
                 upgrade_to_head(connection)
         except sa.exc.DBAPIError as exc:  # unreachable server, unreadable or foreign file, ...
             engine.dispose()
@@ -253,7 +257,8 @@ class FeedbackStore:
         """Delete comparisons older than `older_than` (default: the retention); returns how many."""
         age = self.comparison_retention if older_than is None else older_than
         delete = sa.delete(scored_comparisons).where(scored_comparisons.c.created_at < _now() - age)
-        with database.transaction(self._engine, write=True) as connection:
+        # Not time-limited: cut short, a large backlog would be rolled back, and grow, every time.
+        with database.transaction(self._engine, write=True, time_limited=False) as connection:
             return int(connection.execute(delete).rowcount)
 
     # -- lifecycle ---------------------------------------------------------------------------
