@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny real encoder, and a store holding a model really trained and exported.
+"""Shared fixtures: a tiny real encoder, a store holding a model really trained and exported, and
+the PostgreSQL server the `postgres` tests use.
 
 The tiny backbone is a 2-layer BERT with random weights and the real MiniLM tokenizer, saved as
 a local Hugging Face folder — the same path any user backbone takes — so the whole pipeline
@@ -84,3 +85,37 @@ def hh_pairs() -> Path:
     if not HH_PAIRS.is_file():
         pytest.skip(f"real HH data not found at {HH_PAIRS}")
     return HH_PAIRS
+
+
+POSTGRES_URL_ENV = "PLAUDIT_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def libpq_url(url: str) -> str:
+    """The URL as psycopg itself takes it (no SQLAlchemy driver suffix)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The server's URL. Where none answers at the default address (a laptop without
+    PostgreSQL), the test skips and says so; where $PLAUDIT_TEST_POSTGRES_URL names one on
+    purpose, a failure to use it (a wrong password, a missing database) fails the test instead
+    of quietly skipping every PostgreSQL test. Deselect them with -m "not postgres"."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    given = os.environ.get(POSTGRES_URL_ENV)
+    url = given or DEFAULT_POSTGRES_URL
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if given:
+            pytest.fail(f"PostgreSQL at {shown} (${POSTGRES_URL_ENV}) cannot be used: {reason}")
+        pytest.skip(f"PostgreSQL not reachable at {shown}: skipping ({reason}; set {POSTGRES_URL_ENV})")
+    return url

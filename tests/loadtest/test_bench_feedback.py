@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from loadtest import bench_feedback as bench
 from loadtest.feedback_bench.config import BenchConfig
@@ -20,23 +18,10 @@ from loadtest.feedback_bench.verify import verify
 from service.feedback import FeedbackStore, NewFeedback
 from service.schemas_feedback import FeedbackRequest
 
-POSTGRES_URL_ENV = "PLAUDIT_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture(scope="module")
-def postgres_url() -> str:
-    import psycopg
-
-    url = os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
-    libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        with psycopg.connect(libpq, connect_timeout=3) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.Error as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        pytest.skip(f"PostgreSQL not reachable at {shown} ({type(exc).__name__}); set {POSTGRES_URL_ENV}")
-    return url
+def postgres_url(postgres_server: str) -> str:
+    """The server of tests/conftest.py's `postgres_server`; the benchmark makes its own database there."""
+    return postgres_server
 
 
 def small(db_url: str, **overrides: Any) -> BenchConfig:

@@ -19,7 +19,7 @@ from service.feedback.schema import scored_comparisons
 from service.routes import feedback as feedback_routes
 from service.feedback.store import FeedbackStore
 from tests.service.conftest import LiveServer, ServerFactory
-from tests.service.feedback.conftest import postgres_schema_url, postgres_server  # noqa: F401  # fixtures
+from tests.service.feedback.conftest import postgres_schema_url  # noqa: F401  # a fixture
 from training.data.examples import LikeExample, PairExample, RatingExample
 from training.data.loaders import load_dataset
 

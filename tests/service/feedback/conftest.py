@@ -1,13 +1,11 @@
 """Fixtures: a feedback database URL per backend (a SQLite file, or a fresh PostgreSQL schema).
 
-PostgreSQL tests use the real server at $PLAUDIT_TEST_POSTGRES_URL (default
-postgresql://postgres@127.0.0.1:5432/test); each gets its own schema, dropped afterwards,
-and they skip with a clear message when no server answers.
+PostgreSQL tests use the real server of tests/conftest.py's `postgres_server` (its URL from
+$PLAUDIT_TEST_POSTGRES_URL); each gets its own schema, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,35 +14,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from service.feedback.store import FeedbackStore
+from tests.conftest import libpq_url
 
-POSTGRES_URL_ENV = "PLAUDIT_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def postgres_url() -> str:
-    return os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
-
-
-def _libpq_url(url: str) -> str:
-    """The URL as psycopg itself takes it (no SQLAlchemy driver suffix)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """The server's URL, or a skip when nobody answers there."""
-    import psycopg
-
-    url = postgres_url()
-    try:
-        with psycopg.connect(_libpq_url(url), connect_timeout=3) as connection:
-            connection.execute("SELECT 1")
-    except psycopg.Error as exc:
-        shown = make_url(url).render_as_string(hide_password=True)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        pytest.skip(f"PostgreSQL not reachable at {shown}: skipping ({reason}; set {POSTGRES_URL_ENV})")
-    return url
 
 
 @pytest.fixture
@@ -53,7 +25,7 @@ def postgres_schema_url(postgres_server: str) -> Iterator[str]:
     import psycopg
 
     schema = f"plaudit_test_{uuid.uuid4().hex}"
-    admin = _libpq_url(postgres_server)
+    admin = libpq_url(postgres_server)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
     try:
