@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_store.engines.deterministic import DeterministicScorer
 from service.app import create_app
 from service.settings import Settings
 
@@ -87,6 +88,24 @@ def _live_server(settings: Settings, app: FastAPI | None = None) -> Iterator[Liv
 
 
 ServerFactory = Callable[..., AbstractContextManager[LiveServer]]
+
+
+def hold_the_warmup(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """From now on every deterministic engine's warm-up (its model load) waits until the returned
+    event is set, so a server started after this call stays "loading" for as long as the test
+    needs (a warmup_delay_s only lasts so long, and on a loaded machine the test may take longer
+    to send what it must send while loading). The servers run in this process, so patching the
+    class reaches them. Set the event in a `finally`, before the server block ends: a server
+    whose load still waits cannot stop cleanly."""
+    release = threading.Event()
+    real_warmup = DeterministicScorer.warmup
+
+    def held_warmup(self: DeterministicScorer) -> None:
+        assert release.wait(30), "the test never released the warm-up"
+        real_warmup(self)
+
+    monkeypatch.setattr(DeterministicScorer, "warmup", held_warmup)
+    return release
 
 
 @pytest.fixture(scope="session", autouse=True)

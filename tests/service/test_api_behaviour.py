@@ -16,6 +16,7 @@ import numpy as np
 
 from model_store.engines.deterministic import DeterministicScorer
 from model_store.scoring import TextPair
+from tests.service.conftest import hold_the_warmup
 
 WORDS = ["please", "help", "because", "here", "example", "sure", "no", "sorry", "thanks", "cannot", "egg"]
 
@@ -98,16 +99,20 @@ def test_concurrent_requests_share_batches_and_score_as_if_alone(live_server):
     assert items_run == 16  # each item ran exactly once
 
 
-def test_full_queue_answers_429_with_retry_after(live_server):
-    settings = dict(
-        engine="deterministic", engine_options={"delay_s": 1.0}, max_queue_items=2, max_items_per_request=2
-    )
+def test_full_queue_answers_429_with_retry_after(live_server, monkeypatch):
+    settings = dict(engine="deterministic", max_queue_items=2, max_items_per_request=2)
     with live_server(**settings) as srv:
         srv.wait_ready()
-        two = {"items": [{"prompt": "p", "response": "first"}, {"prompt": "p", "response": "second"}]}
-        thread, first = post_in_thread(srv.base_url, "/v1/score", two)
-        srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the first request to be queued")
-        r = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "third"}]})
+        # The first request's items hold both of the queue's places until the test lets the
+        # engine go, however long the third request takes to arrive.
+        release = hold_the_engine(monkeypatch)
+        try:
+            two = {"items": [{"prompt": "p", "response": "first"}, {"prompt": "p", "response": "second"}]}
+            thread, first = post_in_thread(srv.base_url, "/v1/score", two)
+            srv.wait_until(lambda: srv.metric("plaudit_queue_depth") == 2, "the first request to be queued")
+            r = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "third"}]})
+        finally:
+            release.set()
         thread.join()
         depth_after = srv.metric("plaudit_queue_depth")
     assert r.status_code == 429
@@ -165,22 +170,27 @@ def test_a_request_that_fails_leaves_no_garbage_holding_its_items(live_server, m
     assert held == []
 
 
-def test_readiness_is_503_while_loading_then_200(live_server):
-    with live_server(engine="deterministic", engine_options={"warmup_delay_s": 3.0}) as srv:
-        ready = srv.client.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["error"]["code"] == "not_ready"
-        assert "loading" in ready.json()["error"]["message"]
-        assert srv.client.get("/healthz").status_code == 200
-        early = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
-        assert early.status_code == 503 and early.headers["retry-after"] == "1"
-        # Not ready wins over a bad body and over the size limits, on every scoring route.
-        for path, body in (
-            ("/v1/score", {"items": [{"prompt": 1}]}),
-            ("/v1/rank", {"prompt": "p", "responses": ["r"] * 100_000}),
-            ("/v1/compare", {"prompt": "p", "response_a": "a"}),
-        ):
-            assert srv.client.post(path, json=body).json()["error"]["code"] == "not_ready", path
+def test_readiness_is_503_while_loading_then_200(live_server, monkeypatch):
+    # The load waits for the test: every check below sees the server still loading.
+    release = hold_the_warmup(monkeypatch)
+    with live_server(engine="deterministic") as srv:
+        try:
+            ready = srv.client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["error"]["code"] == "not_ready"
+            assert "loading" in ready.json()["error"]["message"]
+            assert srv.client.get("/healthz").status_code == 200
+            early = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
+            assert early.status_code == 503 and early.headers["retry-after"] == "1"
+            # Not ready wins over a bad body and over the size limits, on every scoring route.
+            for path, body in (
+                ("/v1/score", {"items": [{"prompt": 1}]}),
+                ("/v1/rank", {"prompt": "p", "responses": ["r"] * 100_000}),
+                ("/v1/compare", {"prompt": "p", "response_a": "a"}),
+            ):
+                assert srv.client.post(path, json=body).json()["error"]["code"] == "not_ready", path
+        finally:
+            release.set()
 
         srv.wait_ready()
         assert srv.client.get("/readyz").json()["status"] == "ready"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.score_lane import ScoreLane
 from service.settings import Settings
-from tests.service.conftest import LiveServer, _live_server
+from tests.service.conftest import LiveServer, _live_server, hold_the_warmup
 
 ITEM = {"prompt": "How do I boil an egg?", "response": "Put it in boiling water for 8 minutes."}
 JSON = "application/json"
@@ -160,16 +160,22 @@ def test_a_body_cut_short_by_a_disconnect_goes_to_the_route(lane_and_route):
     assert lane.answered == answered
 
 
-def test_while_loading_an_over_limit_body_is_503_not_413():
+def test_while_loading_an_over_limit_body_is_503_not_413(monkeypatch):
     """The readiness check comes before the limits, with the lane as on the route."""
     too_many = json.dumps({"items": [ITEM] * 9}).encode()
-    settings = {"engine": "deterministic", "engine_options": {"warmup_delay_s": 2.0}, **LIMITS}
+    # Both servers' loads wait for the test, however long starting the second one takes:
+    # a server that finished loading would answer 413, not 503.
+    release = hold_the_warmup(monkeypatch)
+    settings = {"engine": "deterministic", **LIMITS}
     with servers_with_and_without_the_lane(**settings) as (lane_server, route_server):
-        a = post(lane_server, too_many, JSON, "loading")
-        b = post(route_server, too_many, JSON, "loading")
-        assert a.status_code == 503 and a.headers["retry-after"] == "1", a.text
-        assert_same_answer(a, b, "loading")
-        assert lane_of(lane_server).answered == 1
+        try:
+            a = post(lane_server, too_many, JSON, "loading")
+            b = post(route_server, too_many, JSON, "loading")
+            assert a.status_code == 503 and a.headers["retry-after"] == "1", a.text
+            assert_same_answer(a, b, "loading")
+            assert lane_of(lane_server).answered == 1
+        finally:
+            release.set()
 
 
 SCORE_KEY = "lane-score-key-0123456789abcdef"
