@@ -4,8 +4,11 @@ import hashlib
 import json
 import os
 import stat
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -168,7 +171,9 @@ def test_failed_registration_leaves_no_version(
 
     assert store.names() == []
     assert not [p for p in (store.root / "rm").iterdir() if p.name.startswith(".register-")]
-    assert store.register("rm", staging, {}).version >= 1
+    # The crash came after the lock-held allocation had recorded number 1 in the counter, and
+    # numbers are never reused (a reader may have seen rm:1 announced), so the next is 2.
+    assert store.register("rm", staging, {}).version == 2
 
 
 def test_leftovers_of_crashed_registrations_are_ignored(store: ModelStore, staging: Path) -> None:
@@ -357,27 +362,44 @@ def test_a_damaged_version_can_still_be_deleted(store: ModelStore, tmp_path: Pat
     assert store.version_numbers("rm") == [2]
 
 
-def test_two_deletes_racing_for_one_version_leave_one_clear_refusal(store: ModelStore, tmp_path: Path) -> None:
+def test_two_deletes_racing_for_one_version_leave_one_clear_refusal(
+    store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import fcntl
 
     register_n(store, tmp_path, 2)
+    # Count the deletes that reach the model's lock: they have passed their first check (the
+    # version exists) by then, so both are in the race before the test lets either in.
+    arrived = 0
+    arrival = threading.Condition()
+    real_locked = ModelStore._locked
+
+    @contextmanager
+    def counted_locked(self: ModelStore, name: str) -> Iterator[None]:
+        nonlocal arrived
+        with arrival:
+            arrived += 1
+            arrival.notify_all()
+        with real_locked(self, name):
+            yield
+
+    monkeypatch.setattr(ModelStore, "_locked", counted_locked)
     lock = os.open(store.root / "rm" / ".lock", os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)  # both deletes pass their first check, then wait here
-    try:
-        with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2) as pool:
+        try:
             racing = [pool.submit(store.delete, "rm", 1) for _ in range(2)]
-            time.sleep(0.5)  # time for both to pass the check before the lock (no assertion on it)
-            os.close(lock)
-            lock = -1
-            outcomes = [f.exception() for f in racing]
-    finally:
-        if lock >= 0:
-            os.close(lock)
+            with arrival:
+                assert arrival.wait_for(lambda: arrived == 2, timeout=30), "both deletes to reach the lock"
+        finally:
+            os.close(lock)  # lets them in; also when the test failed, or the pool would wait forever
+        outcomes = [f.exception() for f in racing]
     assert outcomes.count(None) == 1
     (refused,) = [e for e in outcomes if e is not None]
     # Never an OSError from renaming a folder that is gone (what the loser used to get).
     assert isinstance(refused, ModelNotFoundError), refused
-    assert "rm:1 was already deleted" in str(refused) or "has no version 1" in str(refused)
+    # The loser passed the first check too: only the check under the lock can refuse it.
+    assert "rm:1 was already deleted" in str(refused)
     assert store.version_numbers("rm") == [2]
 
 
