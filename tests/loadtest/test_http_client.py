@@ -114,16 +114,17 @@ def test_errors_are_timeout_connect_and_transport() -> None:
     _serve(silent, times_out)
     _serve(garbage, not_http)
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    async def refused() -> None:
+    async def refused(port: int) -> None:
         async with RawHttpClient(f"http://127.0.0.1:{port}", timeout_s=2.0) as client:
-            with pytest.raises(ConnectFailed):
+            with pytest.raises(ConnectFailed) as failed:
                 await client.request("GET", "/healthz")
+        assert isinstance(failed.value.__cause__, ConnectionRefusedError), failed.value
 
-    asyncio.run(refused())
+    with socket.socket() as s:  # a port nobody listens on
+        # Bound but not listening while the client tries it: connections are refused, and no
+        # other process can take the port in the meantime.
+        s.bind(("127.0.0.1", 0))
+        asyncio.run(refused(s.getsockname()[1]))
 
 
 def test_https_goes_through_httpx_and_other_schemes_are_refused() -> None:

@@ -115,6 +115,7 @@ def test_a_prompt_shared_by_many_responses_is_tokenized_once(tok_dir: Path) -> N
     _assert_same_encoding(tok, PairTokenizer.from_dir(tok_dir, 16, use_template=False), pairs)
 
 
+@pytest.mark.hh
 def test_template_equals_post_process_on_hh_pairs(tok_dir: Path, hh_pairs: Path) -> None:
     pairs = load_items(hh_pairs, limit=1000)
     for max_length in (128, 256):
