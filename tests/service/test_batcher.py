@@ -48,9 +48,60 @@ def with_batcher(scorer: Any, body: Callable[[Batcher, ServiceMetrics], Awaitabl
         try:
             return await body(batcher, metrics)
         finally:
+            # A test that failed while holding the engine or tokenizer must not leave stop()
+            # waiting for the held call.
+            if isinstance(scorer, (HeldScorer, HeldTokenizer)):
+                scorer.release.set()
             await batcher.stop()
 
     return asyncio.run(main())
+
+
+def queued_engine_jobs(batcher: Batcher) -> int:
+    """Jobs handed to the engine pool that no engine worker has picked up yet: prefetched
+    batches waiting for a worker."""
+    assert batcher._engine_pool is not None
+    return batcher._engine_pool._work_queue.qsize()
+
+
+class HeldScorer(DeterministicScorer):
+    """The deterministic engine, whose calls (`run` and `run_alone` alike) start and then wait
+    until the test sets `release`, so a batch runs for as long as the test needs rather than
+    for a delay_s that a loaded machine may outlast. `events` notes each call's "start" and
+    "end" in order, with whatever the test adds (`note`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.events: list[str] = []
+        self._changed = threading.Condition()
+
+    def _run(self, batch):  # type: ignore[no-untyped-def]
+        self.note("start")
+        try:
+            assert self.release.wait(30), "the test never released the engine"
+            return super()._run(batch)
+        finally:
+            self.note("end")
+
+    def note(self, event: str) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    @property
+    def started(self) -> int:
+        return self.events.count("start")
+
+    @property
+    def finished(self) -> int:
+        return self.events.count("end")
+
+    def wait_until(self, condition: Callable[[], bool]) -> bool:
+        """Block the calling thread (the event loop's too) until `condition` holds; False
+        after 10 s. For a test that keeps the loop busy while the engine threads go on."""
+        with self._changed:
+            return self._changed.wait_for(condition, timeout=10)
 
 
 @pytest.mark.parametrize("engine_workers", [1, 2])
@@ -103,11 +154,11 @@ def test_a_lone_item_on_an_idle_batcher_takes_one_engine_job_and_no_tokenizer_ho
     with_batcher(DeterministicScorer(), body)
 
 
-class CallRecordingScorer(DeterministicScorer):
-    """The deterministic engine, noting which entry point each engine call used."""
+class CallRecordingScorer(HeldScorer):
+    """The held engine, noting which entry point each engine call used (before it is held)."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        super().__init__(delay_s=delay_s)
+    def __init__(self) -> None:
+        super().__init__()
         self.entry_points: list[tuple[str, int]] = []
 
     def run(self, batch):  # type: ignore[no-untyped-def]
@@ -122,40 +173,56 @@ class CallRecordingScorer(DeterministicScorer):
 def test_only_an_item_on_an_idle_engine_is_a_lone_call():
     """`run_alone` may take every core (the ONNX engine's wide session); a call made while
     another batch runs must not, or the two would fight over the cores."""
-    scorer = CallRecordingScorer(delay_s=0.2)
+    scorer = CallRecordingScorer()
 
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        scorer.release.set()
         await batcher.submit(pairs("idle"))
         assert scorer.entry_points == [("run_alone", 1)]
+        scorer.release.clear()  # from here on each batch runs until the test lets it end
         first = asyncio.create_task(batcher.submit(pairs("first", "batch")))
         await eventually(lambda: len(scorer.entry_points) == 2, "the first batch")
         # One engine worker is still free, but a batch is running: this item is not alone.
         second = asyncio.create_task(batcher.submit(pairs("while busy")))
+        await eventually(lambda: len(scorer.entry_points) == 3, "the item on the second worker")
+        scorer.release.set()
         await asyncio.gather(first, second)
         assert scorer.entry_points == [("run_alone", 1), ("run", 2), ("run", 1)]
         # Nor when the running batch's caller has gone: the engine is still busy with it.
+        scorer.release.clear()
         third = asyncio.create_task(batcher.submit(pairs("abandoned", "batch")))
         await eventually(lambda: len(scorer.entry_points) == 4, "the abandoned batch")
         third.cancel()
         await asyncio.gather(third, return_exceptions=True)
-        await batcher.submit(pairs("after the abandoned one"))
+        after = asyncio.create_task(batcher.submit(pairs("after the abandoned one")))
+        await eventually(lambda: len(scorer.entry_points) == 5, "the item after the abandoned one")
+        scorer.release.set()
+        await after
         assert scorer.entry_points[3:] == [("run", 2), ("run", 1)]
 
     with_batcher(scorer, body, engine_workers=2)
 
 
 def test_a_lone_item_holds_its_engine_worker_so_the_next_batch_waits_for_it():
+    scorer = HeldScorer()
+
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         lone = asyncio.create_task(batcher.submit(pairs("first")))
-        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the lone item")
+        await eventually(lambda: scorer.started == 1, "the lone item to reach the engine")
         queued = asyncio.create_task(batcher.submit(pairs("second", "third")))  # not idle: queued
-        await asyncio.sleep(0.1)
-        assert value(metrics, "plaudit_batch_size_items_count") == 1  # one worker, still busy
+        # The next batch is formed and handed to the engine pool (the prefetch slot), where it
+        # waits: the only engine worker is the lone item's. (A prefetched batch counts its size
+        # in the engine thread when it starts, so the count below is still the lone item's.)
+        await eventually(lambda: queued_engine_jobs(batcher) == 1, "the next batch to wait for the worker")
+        assert scorer.started == 1
+        assert value(metrics, "plaudit_batch_size_items_count") == 1
+        scorer.release.set()
         await lone
         await queued
+        assert scorer.events == ["start", "end", "start", "end"]  # one after the other
         assert value(metrics, "plaudit_batch_size_items_sum") == 3.0
 
-    with_batcher(DeterministicScorer(delay_s=0.3), body, engine_workers=1)
+    with_batcher(scorer, body, engine_workers=1)
 
 
 def test_a_lone_item_that_fails_or_is_cancelled_frees_its_slot_and_worker():
@@ -166,17 +233,25 @@ def test_a_lone_item_that_fails_or_is_cancelled_frees_its_slot_and_worker():
 
     with_batcher(FailingScorer(), failing, engine_workers=1)
 
+    scorer = HeldScorer()
+
     async def cancelled(batcher: Batcher, metrics: ServiceMetrics) -> None:
         lone = asyncio.create_task(batcher.submit(pairs("impatient")))
-        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the lone item")
+        await eventually(lambda: scorer.started == 1, "the lone item to reach the engine")
         lone.cancel()
         with pytest.raises(asyncio.CancelledError):
             await lone
         assert batcher.queue_depth == 0  # at once, though its job still runs
-        # The worker comes back when the job ends, and the next request uses it.
-        assert (await batcher.submit(pairs("next", "one"))).shape == (2,)
+        assert scorer.finished == 0
+        # The worker comes back when the job ends, and the next request uses it. With no
+        # prefetch slot, the job's is the only one: the next batch waits until it is given back.
+        following = asyncio.create_task(batcher.submit(pairs("next", "one")))
+        await eventually(lambda: len(batcher._waiting) == 2, "the next request to wait for the worker")
+        scorer.release.set()
+        await eventually(following.done, "the next request to get the worker")
+        assert (await following).shape == (2,)
 
-    with_batcher(DeterministicScorer(delay_s=0.2), cancelled, engine_workers=1)
+    with_batcher(scorer, cancelled, engine_workers=1, prefetch_batches=0)
 
 
 def test_the_collector_waits_for_requests_still_being_tokenized():
@@ -220,43 +295,41 @@ def test_with_two_engine_workers_a_second_batch_starts_while_the_first_runs():
     with_batcher(DeterministicScorer(delay_s=1.0), body, engine_workers=2)
 
 
-class StartRecordingScorer(DeterministicScorer):
-    """The deterministic engine, noting when each engine call (`run`) began."""
-
-    def __init__(self, delay_s: float) -> None:
-        super().__init__(delay_s=delay_s)
-        self.started_at: list[float] = []
-
-    def run(self, batch):  # type: ignore[no-untyped-def]
-        self.started_at.append(time.monotonic())
-        return super().run(batch)
-
-
 @pytest.mark.parametrize("prefetch_batches", [1, 0])
 def test_a_prefetched_batch_starts_when_the_running_one_ends_even_while_the_loop_is_busy(prefetch_batches: int):
     """The point of prefetching: a worker that finishes picks up the next batch itself. Without
     it, the next batch is formed on the event loop, which under load is busy with HTTP."""
-    scorer = StartRecordingScorer(delay_s=0.4)
+    scorer = HeldScorer()
 
-    async def body(batcher: Batcher, metrics: ServiceMetrics) -> float:
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> list[str]:
         first = asyncio.create_task(batcher.submit(pairs("first", "batch")))
-        await eventually(lambda: len(scorer.started_at) == 1, "the first batch")
+        await eventually(lambda: scorer.started == 1, "the first batch")
         second = asyncio.create_task(batcher.submit(pairs("second", "batch")))
-        await asyncio.sleep(0.1)  # tokenized, and with a prefetch slot handed to the engine pool
-        time.sleep(0.8)  # the loop is busy (blocked) past the first batch's end
-        loop_free_at = time.monotonic()
+        if prefetch_batches:
+            await eventually(lambda: queued_engine_jobs(batcher) == 1, "the second batch to be prefetched")
+        else:
+            await eventually(lambda: len(batcher._waiting) == 2, "the second batch's items to wait")
+        # Now the loop is busy (blocked) while the first batch ends.
+        scorer.release.set()
+        if prefetch_batches:
+            # Only the engine thread can start the second batch while the loop is blocked.
+            assert scorer.wait_until(lambda: scorer.started == 2), "the prefetched batch did not start"
+        else:
+            assert scorer.wait_until(lambda: scorer.finished == 1), "the first batch did not end"
+        scorer.note("loop free")
         await asyncio.gather(first, second)
-        return scorer.started_at[1] - loop_free_at
+        return scorer.events
 
-    second_started = with_batcher(scorer, body, engine_workers=1, prefetch_batches=prefetch_batches)
+    events = with_batcher(scorer, body, engine_workers=1, prefetch_batches=prefetch_batches)
+    second_started = [i for i, event in enumerate(events) if event == "start"][1]
     if prefetch_batches:
-        assert second_started < -0.2  # during the block, as soon as the first batch ended
+        assert second_started < events.index("loop free")  # during the block, once the first ended
     else:
-        assert second_started >= 0  # only once the loop could form it
+        assert second_started > events.index("loop free")  # only once the loop could form it
 
 
 def test_a_prefetched_batch_skips_the_items_of_requests_that_gave_up_while_it_waited():
-    scorer = CallRecordingScorer(delay_s=0.4)
+    scorer = CallRecordingScorer()
 
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         first = asyncio.create_task(batcher.submit(pairs("first", "batch")))
@@ -264,10 +337,15 @@ def test_a_prefetched_batch_skips_the_items_of_requests_that_gave_up_while_it_wa
         doomed = asyncio.create_task(batcher.submit(pairs("x", "y")))
         kept = asyncio.create_task(batcher.submit(pairs("z")))
         # Both are tokenized together and form the prefetched batch, waiting for the worker.
-        await eventually(lambda: batcher.queue_depth == 5, "both requests to be accepted")
-        await asyncio.sleep(0.1)
+        # (Were "z" tokenized past max_wait_ms, the prefetched batch would be "x" and "y" alone:
+        # theirs are the oldest items, tokenized first by the one tokenizer thread.)
+        await eventually(
+            lambda: batcher.queue_depth == 5 and queued_engine_jobs(batcher) == 1,
+            "both requests to be accepted and the prefetched batch handed to the engine pool",
+        )
         doomed.cancel()
         await asyncio.gather(doomed, return_exceptions=True)
+        scorer.release.set()
         await first
         assert (await kept).shape == (1,)
         assert scorer.entry_points == [("run", 2), ("run", 1)]  # "x" and "y" never reached the engine
@@ -300,17 +378,20 @@ def test_item_and_token_limits_split_batches():
 
 
 def test_a_full_queue_refuses_new_items():
+    scorer = HeldScorer()
+
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> str:
         running = asyncio.create_task(batcher.submit(pairs("a", "b")))
         await eventually(lambda: batcher.queue_depth == 2, "the first request")
         with pytest.raises(QueueFullError) as refused:
             await batcher.submit(pairs("c", "d"))
+        scorer.release.set()
         await running
         assert batcher.queue_depth == 0
         await batcher.submit(pairs("c", "d"))  # room again
         return refused.value.message
 
-    message = with_batcher(DeterministicScorer(delay_s=0.2), body, max_queue_items=3, max_items_per_request=2)
+    message = with_batcher(scorer, body, max_queue_items=3, max_items_per_request=2)
     assert "max_queue_items=3" in message
 
 
@@ -331,14 +412,20 @@ def test_a_failed_batch_fails_every_request_in_it_and_the_batcher_carries_on():
 
 
 def test_cancelled_requests_are_dropped_before_inference():
+    scorer = HeldScorer()
+
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float, float]:
         first = asyncio.create_task(batcher.submit(pairs("first")))
         await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
         doomed = asyncio.create_task(batcher.submit(pairs("x", "y", "z")))
-        await eventually(lambda: batcher.queue_depth == 4, "the doomed request to be queued")
+        # Its items wait in the queue: with no prefetch slot none is taken while the first runs.
+        # (A prefetched batch's skip has its own test above.)
+        await eventually(lambda: len(batcher._waiting) == 3, "the doomed request to be queued")
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
+        assert not batcher._waiting
+        scorer.release.set()
         await first
         await batcher.submit(pairs("after"))
         return (
@@ -347,7 +434,7 @@ def test_cancelled_requests_are_dropped_before_inference():
             value(metrics, "plaudit_batch_size_items_sum"),
         )
 
-    assert with_batcher(DeterministicScorer(delay_s=0.2), body) == (3.0, 2.0, 2.0)
+    assert with_batcher(scorer, body, prefetch_batches=0) == (3.0, 2.0, 2.0)
 
 
 def test_expired_requests_fail_with_deadline_exceeded_and_never_run():
@@ -407,24 +494,39 @@ def test_a_deadline_that_expires_as_its_batch_finishes_fails_only_that_request()
     # The race: the engine's result and the deadline timer reach the event loop in the same
     # iteration. The timer cancels the request's future before the batch task hands out
     # scores, so the batch must skip that future, not fail everything outstanding.
+    scorer = HeldScorer()
+
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
-        late = asyncio.create_task(batcher.submit(pairs("late"), deadline=time.monotonic() + 0.25))
-        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        # Two items, so the request goes through batches (a lone item would skip them): one
+        # batch each (max_batch_items=1), the first running and the second prefetched. The
+        # deadline only has to outlast the few loop steps up to the block below.
+        deadline = time.monotonic() + 1.0
+        late = asyncio.create_task(batcher.submit(pairs("late", "later"), deadline=deadline))
+        await eventually(
+            lambda: scorer.started == 1 and queued_engine_jobs(batcher) == 1, "the late request's batches"
+        )
         waiting = asyncio.create_task(batcher.submit(pairs("waiting")))
-        await eventually(lambda: batcher.queue_depth == 2, "the second request")
-        # Block the loop while the engine finishes (0.1 s) and the deadline passes.
-        time.sleep(0.4)
+        await eventually(lambda: len(batcher._waiting) == 1, "the second request")
+        assert not late.done(), "the deadline passed before the test could block the loop"
+        # Block the loop while the engine finishes both batches and the deadline passes. (The
+        # deadline's timer is set a moment after `deadline`: hence the margin.)
+        scorer.release.set()
+        assert scorer.wait_until(lambda: scorer.finished == 2), "the engine did not finish"
+        while time.monotonic() < deadline + 0.05:
+            time.sleep(max(0.0, deadline + 0.05 - time.monotonic()))
         with pytest.raises(DeadlineExceeded):
             await late
         scores = await waiting
         assert scores.shape == (1,)
         assert batcher.alive and batcher.queue_depth == 0
-        assert value(metrics, "plaudit_batch_size_items_count") == 2
+        assert value(metrics, "plaudit_batch_size_items_count") == 3
 
-    with_batcher(DeterministicScorer(delay_s=0.1), body, max_batch_items=1)
+    with_batcher(scorer, body, max_batch_items=1)
 
 
 def test_a_dead_collector_fails_waiting_requests_and_reports_not_alive():
+    scorer = HeldScorer()
+
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         first = asyncio.create_task(batcher.submit(pairs("first")))
         await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
@@ -432,14 +534,18 @@ def test_a_dead_collector_fails_waiting_requests_and_reports_not_alive():
         await eventually(lambda: batcher.queue_depth == 2, "the second request")
         assert batcher.alive
         batcher._collector.cancel()  # type: ignore[union-attr]  # the worker dies unexpectedly
-        for task in (first, waiting):
-            with pytest.raises(NotReady, match="stopped unexpectedly"):
-                await task
+        with pytest.raises(NotReady, match="stopped unexpectedly"):
+            await waiting
         assert not batcher.alive and batcher.queue_depth == 0
+        # The first item's engine job is still running (held); its caller hears when it ends.
+        assert not first.done()
+        scorer.release.set()
+        with pytest.raises(NotReady, match="stopped unexpectedly"):
+            await first
         with pytest.raises(NotReady):
             await batcher.submit(pairs("third"))
 
-    with_batcher(DeterministicScorer(delay_s=0.2), body)
+    with_batcher(scorer, body)
 
 
 def test_stop_after_the_collector_died_of_a_bug_still_stops_cleanly():
@@ -478,7 +584,8 @@ def test_stop_fails_outstanding_requests_and_waits_for_the_running_batch():
 def test_drain_finishes_queued_and_running_items_then_stops():
     async def main() -> None:
         metrics = ServiceMetrics()
-        batcher = Batcher(DeterministicScorer(delay_s=0.2), Settings(engine="deterministic"), metrics)
+        scorer = HeldScorer()
+        batcher = Batcher(scorer, Settings(engine="deterministic"), metrics)
         batcher.start()
         running = asyncio.create_task(batcher.submit(pairs("first")))
         await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
@@ -490,7 +597,9 @@ def test_drain_finishes_queued_and_running_items_then_stops():
         with pytest.raises(NotReady, match="being replaced"):
             await batcher.submit(pairs("too late"))
         assert batcher.alive  # still scoring what it accepted
+        assert not draining.done()  # the first item is still running
 
+        scorer.release.set()
         assert await draining is True
         results = [await running, *[await task for task in queued]]
         want = [DeterministicScorer().score(pairs("first"))] + [
