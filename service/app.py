@@ -116,7 +116,8 @@ def _lifespan(
             start(workers.keep_published(_served_status(holder)), "plaudit-worker-status")
         if follows_store(settings):
             start(StoreFollower(settings, holder, swapper).run(), "plaudit-store-follower")
-        if settings.memory_trim and (trimmer := make_trimmer(activity, lambda: holder.ready)) is not None:
+        if settings.memory_trim and (trimmer := make_trimmer(activity)) is not None:
+            holder.when_set(trimmer.model_served)
             start(trimmer.run(), "plaudit-memory-trim")
         api_keys = load_api_keys(settings)
         feedback_store = await open_feedback_store(settings)  # never raises; 503s say why

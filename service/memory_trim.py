@@ -8,7 +8,7 @@ A full garbage collection, then `malloc_trim(0)`, hands the free pages back (to 
 there). Both take a while on a large heap, holding the GIL or malloc's locks, which would stall
 requests meanwhile, so they run only when no request has been in flight for IDLE_S seconds, and
 only when resident memory has grown by at least MIN_GROWTH_MIB since the last trim, or since a
-model began to be served (a model's own memory is not a burst's).
+model began to be served (a model's own memory is not a burst's; ModelHolder tells the trimmer).
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ class MemoryTrimmer:
         self,
         activity: RequestActivity,
         trim: Callable[[], None],
-        ready: Callable[[], bool] = lambda: True,
         resident: Callable[[], float | None] = resident_mib,
         check_interval_s: float = CHECK_INTERVAL_S,
         idle_s: float = IDLE_S,
@@ -87,14 +86,19 @@ class MemoryTrimmer:
     ) -> None:
         self.activity = activity
         self.trim = trim
-        self.ready = ready
         self.resident = resident
         self.check_interval_s = check_interval_s
         self.idle_s = idle_s
         self.min_growth_mib = min_growth_mib
-        self.baseline_mib = resident()  # what is resident after the last trim (or at start)
-        self._was_ready = ready()  # whether a model was served at the last check
+        self.baseline_mib: float | None = None  # resident after the last trim, or when a model began to be served
         self.trims = 0
+
+    def model_served(self) -> None:
+        """A model has just begun to be served (loaded, warmed up, swapped in): what is resident
+        now is the model's, and only growth from here is a burst's. Called at that moment, before
+        the first request reaches the model, rather than found at the next check, which may come
+        in the middle of a burst and take the burst for the model (seen: a 91 MiB burst kept)."""
+        self.baseline_mib = self.resident()
 
     async def run(self) -> None:
         while True:
@@ -103,17 +107,12 @@ class MemoryTrimmer:
 
     async def trim_if_due(self) -> bool:
         """Trim if requests have paused and memory has grown since the last trim; whether it did."""
+        if self.baseline_mib is None:
+            return False  # no model served yet: growth now is a model loading, which stays
         now_mib = self.resident()
-        ready, was_ready = self.ready(), self._was_ready
-        self._was_ready = ready
-        if not (ready and was_ready):
-            # A model loading is growth that stays: count growth from the first check that
-            # finds it served, not from the last one during its load.
-            self.baseline_mib = now_mib
-            return False
         if now_mib is None or self.activity.in_flight or self.activity.idle_for() < self.idle_s:
             return False
-        if self.baseline_mib is not None and now_mib - self.baseline_mib < self.min_growth_mib:
+        if now_mib - self.baseline_mib < self.min_growth_mib:
             return False
         started = time.perf_counter()
         await asyncio.to_thread(self.trim)
@@ -129,9 +128,9 @@ class MemoryTrimmer:
         return True
 
 
-def make_trimmer(activity: RequestActivity, ready: Callable[[], bool]) -> MemoryTrimmer | None:
-    """A trimmer for this process, which counts growth only while `ready()` (a model is
-    served); None where malloc_trim or /proc/self/status is missing."""
+def make_trimmer(activity: RequestActivity) -> MemoryTrimmer | None:
+    """A trimmer for this process, which counts growth from its `model_served()` on; None where
+    malloc_trim or /proc/self/status is missing."""
     release = find_memory_release()
     if release is None:
         log.debug("no malloc_trim in this C library: freed memory stays with the process")
@@ -139,4 +138,4 @@ def make_trimmer(activity: RequestActivity, ready: Callable[[], bool]) -> Memory
     if resident_mib() is None:
         log.debug("no /proc/self/status to read resident memory from: no memory trim")
         return None
-    return MemoryTrimmer(activity, release, ready)
+    return MemoryTrimmer(activity, release)

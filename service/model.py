@@ -9,7 +9,7 @@ while it runs, so the swap knows when the old model is no longer used.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -100,11 +100,21 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self.state: LoadState = "loading"
         self.problem: str | None = None
+        self._on_set: list[Callable[[], None]] = []
 
     def set(self, model: LoadedModel) -> None:
         self.current = model
         self.state = "ready"
         self.problem = None
+        for callback in self._on_set:
+            callback()
+
+    def when_set(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` each time a model begins to be served (a load or a swap), and now if
+        one already is."""
+        self._on_set.append(callback)
+        if self.current is not None:
+            callback()
 
     def mark_failed(self, problem: str) -> None:
         self.state = "failed"

@@ -14,8 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from model_store.engines.deterministic import DeterministicScorer
 from service.activity import RequestActivity
+from service.batching import Batcher
 from service.memory_trim import MemoryTrimmer, find_memory_release, resident_mib
+from service.metrics import ServiceMetrics
+from service.model import LoadedModel, ModelHolder, ModelInfo
 from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +37,7 @@ FRAGMENTED_HEAP = textwrap.dedent(
 
     activity = RequestActivity()
     trimmer = MemoryTrimmer(activity, find_memory_release(), idle_s=0.0)
+    trimmer.model_served()
     start = resident_mib()
     blocks = [bytes(2000) + i.to_bytes(4, "little") for i in range(150_000)]
     kept = blocks[::64]
@@ -63,7 +68,8 @@ def test_freed_memory_goes_back_to_the_system_once_requests_pause() -> None:
 
 def test_no_trim_until_memory_has_grown_since_the_last_one() -> None:
     trimmer = MemoryTrimmer(RequestActivity(), find_memory_release(), idle_s=0.0, min_growth_mib=64.0)
-    assert asyncio.run(trimmer.trim_if_due()) is False  # nothing has grown since start
+    trimmer.model_served()
+    assert asyncio.run(trimmer.trim_if_due()) is False  # nothing has grown since the model was served
     trimmer.baseline_mib = resident_mib() - 100  # as if a burst had added 100 MiB
     assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
     assert asyncio.run(trimmer.trim_if_due()) is False  # the baseline is now what remained
@@ -85,16 +91,39 @@ def test_idle_means_no_request_in_flight_for_a_while() -> None:
 
 
 def test_growth_counts_only_from_when_a_model_is_served() -> None:
-    serving = False
-    trimmer = MemoryTrimmer(RequestActivity(), find_memory_release(), ready=lambda: serving, idle_s=0.0)
-    trimmer.baseline_mib = resident_mib() - 500  # as if a model of 500 MiB had loaded since start
-    assert asyncio.run(trimmer.trim_if_due()) is False  # still loading: no trim
-    serving = True
-    trimmer.baseline_mib = resident_mib() - 500  # the load went on after that check, then finished
-    assert asyncio.run(trimmer.trim_if_due()) is False  # the model's memory is not a burst
-    assert trimmer.trims == 0
-    trimmer.baseline_mib = resident_mib() - 100  # a burst while serving
+    resident = [1000.0]  # MiB, as /proc would say
+    trimmer = MemoryTrimmer(RequestActivity(), lambda: None, resident=lambda: resident[0], idle_s=0.0)
+    resident[0] = 1500.0  # a model of 500 MiB loads: no model served yet, so no trim
+    assert asyncio.run(trimmer.trim_if_due()) is False
+    trimmer.model_served()  # the holder calls this the moment the model is served
+    resident[0] = 1550.0  # a small burst
+    assert asyncio.run(trimmer.trim_if_due()) is False
+    resident[0] = 1600.0  # 100 MiB past the model: a burst's
     assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
+
+
+def test_the_holder_tells_the_trimmer_the_moment_a_model_is_served() -> None:
+    """Not at the trimmer's next check, which may land in the middle of a burst and take the
+    burst's memory for the model's (and then never trim it); on a swap too, and at once where a
+    model is already served."""
+    resident = [1000.0]
+    trimmer = MemoryTrimmer(RequestActivity(), lambda: None, resident=lambda: resident[0])
+    scorer = DeterministicScorer(version="1")
+    info = ModelInfo(name="m", version="1", engine="deterministic", device="cpu", precision="fp32", max_length=512)
+    model = LoadedModel(info=info, scorer=scorer, batcher=Batcher(scorer, Settings(engine="deterministic"), ServiceMetrics()))
+    holder = ModelHolder()
+    holder.when_set(trimmer.model_served)
+    assert trimmer.baseline_mib is None
+    resident[0] = 1400.0  # loaded
+    holder.set(model)
+    resident[0] = 1600.0  # a burst begins at once
+    assert trimmer.baseline_mib == 1400.0
+    resident[0] = 1900.0  # another model swapped in
+    holder.set(model)
+    assert trimmer.baseline_mib == 1900.0
+    late = MemoryTrimmer(RequestActivity(), lambda: None, resident=lambda: resident[0])
+    holder.when_set(late.model_served)
+    assert late.baseline_mib == 1900.0
 
 
 async def _task_names() -> set[str]:
