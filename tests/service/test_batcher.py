@@ -268,31 +268,47 @@ def test_the_collector_waits_for_requests_still_being_tokenized():
 
 
 def test_requests_arriving_while_the_engine_is_busy_share_the_next_batch():
-    async def body(batcher: Batcher, metrics: ServiceMetrics) -> tuple[float, float]:
-        first = asyncio.create_task(batcher.submit(pairs("first")))
-        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
-        await asyncio.gather(first, batcher.submit(pairs("second", "third")), batcher.submit(pairs("fourth")))
-        return value(metrics, "plaudit_batch_size_items_count"), value(
-            metrics, "plaudit_batch_size_items_sum"
-        )
+    # Items pile up while every slot is taken (the worker busy, the prefetched batch formed),
+    # and that pile is the next batch. max_wait_ms=0: the collector never lingers for company,
+    # and each request is queued before the next is sent, so only the pile-up can join them.
+    scorer = CallRecordingScorer()
 
-    # max_wait_ms: the two requests are tokenized one after the other (one tokenizer thread), and
-    # on a loaded machine the second can take longer than the default 5 ms linger.
-    assert with_batcher(DeterministicScorer(delay_s=0.3), body, max_wait_ms=1000) == (2.0, 4.0)
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
+        running = asyncio.create_task(batcher.submit(pairs("first", "batch")))
+        await eventually(lambda: scorer.started == 1, "the first batch to run")
+        prefetched = asyncio.create_task(batcher.submit(pairs("prefetched")))
+        await eventually(lambda: queued_engine_jobs(batcher) == 1, "the next batch to be prefetched")
+        # Every slot is taken: what arrives now waits, one request after the other.
+        second = asyncio.create_task(batcher.submit(pairs("second", "third")))
+        await eventually(lambda: len(batcher._waiting) == 2, "the second request to wait")
+        third = asyncio.create_task(batcher.submit(pairs("fourth")))
+        await eventually(lambda: len(batcher._waiting) == 3, "the third request to wait")
+        assert scorer.entry_points == [("run", 2)] and queued_engine_jobs(batcher) == 1
+        scorer.release.set()
+        results = await asyncio.gather(running, prefetched, second, third)
+        assert scorer.entry_points == [("run", 2), ("run", 1), ("run", 3)]
+        for got, texts in zip(results[2:], [("second", "third"), ("fourth",)], strict=True):
+            np.testing.assert_allclose(got, DeterministicScorer().score(pairs(*texts)), atol=1e-5)
+
+    with_batcher(scorer, body, engine_workers=1, prefetch_batches=1, max_wait_ms=0)
 
 
 def test_with_two_engine_workers_a_second_batch_starts_while_the_first_runs():
+    scorer = HeldScorer()
+
     async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         first = asyncio.create_task(batcher.submit(pairs("first")))
-        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 1, "the first batch")
+        await eventually(lambda: scorer.started == 1, "the first batch")
         second = asyncio.create_task(batcher.submit(pairs("second")))
-        await eventually(lambda: value(metrics, "plaudit_batch_size_items_count") == 2, "the second batch")
-        # One worker would hold the second item back until the first batch's 1 s were over.
-        assert not first.done()
+        # One worker would hold the second item back (prefetched, in the engine pool's queue)
+        # until the first batch ended, and the engine is held: it could not start.
+        await eventually(lambda: scorer.started == 2, "the second batch to start")
+        assert not first.done() and scorer.finished == 0  # both run at once
+        scorer.release.set()
         scores = await asyncio.gather(first, second)
         assert [s.shape for s in scores] == [(1,), (1,)]
 
-    with_batcher(DeterministicScorer(delay_s=1.0), body, engine_workers=2)
+    with_batcher(scorer, body, engine_workers=2)
 
 
 @pytest.mark.parametrize("prefetch_batches", [1, 0])
@@ -627,19 +643,28 @@ def test_drain_of_an_idle_batcher_stops_it_at_once():
 
 
 def test_drain_that_times_out_fails_what_is_left_like_stop():
-    async def main() -> None:
-        batcher = Batcher(DeterministicScorer(delay_s=1.0), Settings(engine="deterministic"), ServiceMetrics())
-        batcher.start()
+    scorer = HeldScorer()
+
+    async def body(batcher: Batcher, metrics: ServiceMetrics) -> None:
         slow = asyncio.create_task(batcher.submit(pairs("slow")))
+        await eventually(lambda: scorer.started == 1, "the first item to reach the engine")
         waiting = asyncio.create_task(batcher.submit(pairs("behind it")))
         await eventually(lambda: batcher.queue_depth == 2, "both requests")
-        assert await batcher.drain(timeout_s=0.05) is False
-        for task in (slow, waiting):
-            with pytest.raises(NotReady, match="shutting down"):
-                await task
+        # The engine is held: nothing can be answered before the drain's timeout.
+        draining = asyncio.create_task(batcher.drain(timeout_s=0.05))
+        await eventually(lambda: batcher.queue_depth == 0, "the drain to give up and fail what is left")
+        with pytest.raises(NotReady, match="shutting down"):
+            await waiting
+        # Like stop, it waits for the running item, whose caller hears when its job ends.
+        assert not draining.done() and not slow.done()
+        scorer.release.set()
+        assert await draining is False
+        with pytest.raises(NotReady, match="shutting down"):
+            await slow
         assert not batcher.alive and batcher.queue_depth == 0
+        assert scorer.events == ["start", "end"]  # the failed request never reached the engine
 
-    asyncio.run(main())
+    with_batcher(scorer, body)
 
 
 @pytest.mark.parametrize(("waste", "batches"), [(0.1, 2), (100.0, 1)])
