@@ -198,6 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
         max_concurrent_requests=settings.max_concurrent_requests,
         max_inflight_body_bytes=settings.max_inflight_body_bytes,
+        body_timeout_s=settings.request_timeout_s,  # a body later than the request's deadline is of no use
         # What a request's endpoint label is matched against when the router named no route:
         # FastAPI's own pages (/docs, /openapi.json...), and every route for a request refused
         # before routing (413, 429).

@@ -2,12 +2,13 @@
 
 It gives the request an id (X-Request-ID, echoed back), refuses bodies over
 max_body_bytes while reading them (by Content-Length, or by counting a streamed body),
-records request metrics, and turns any unexpected exception into a generic 500 that
+answers 408 to a body that has not arrived within body_timeout_s, records request metrics, and turns any unexpected exception into a generic 500 that
 still carries the request id; the traceback goes to the log only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -69,6 +70,10 @@ class BodyTooLarge(Exception):
     """The body grew past the limit given to `read_body`."""
 
 
+class BodyTimedOut(Exception):
+    """The body did not arrive whole within the middleware's body_timeout_s."""
+
+
 async def read_body(receive: Receive, max_bytes: int | None = None) -> tuple[list[Message], bytes]:
     """Every message up to the body's end (or a disconnect), and the body's bytes; BodyTooLarge
     as soon as they pass `max_bytes`."""
@@ -114,8 +119,10 @@ class RequestContextMiddleware:
         max_inflight_body_bytes: int | None = None,
         label_routes: Sequence[BaseRoute] = (),
         activity: RequestActivity | None = None,
+        body_timeout_s: float | None = None,
     ) -> None:
         self.app = app
+        self.body_timeout_s = body_timeout_s
         self.label_routes = label_routes
         # Requests past the concurrency check and not yet answered (shared with the memory trimmer).
         self.activity = activity if activity is not None else RequestActivity()
@@ -184,6 +191,18 @@ class RequestContextMiddleware:
                     )
                     await self._send_error(send_with_id, limit.status_code, limit.code, limit.message, request_id)
                     return
+                except BodyTimedOut:
+                    # A client that announces a body and sends it slowly, or never, would hold its
+                    # place under max_concurrent_requests and its share of the body budget for as
+                    # long as its socket stays open: four such stalled 8 MiB uploads refused every
+                    # other request (429) until they went. Its deadline has passed anyway.
+                    await self._send_error(
+                        send_with_id, 408, "request_timeout",
+                        f"the request body did not arrive within {self.body_timeout_s:g} s "
+                        "(PLAUDIT_REQUEST_TIMEOUT_S); send the whole body promptly",
+                        request_id, headers=[(b"connection", b"close")],
+                    )
+                    return
                 await self.app(scope, replay, send_with_id)
             finally:
                 if counted:
@@ -251,10 +270,15 @@ class RequestContextMiddleware:
 
     async def _read_body(self, declared: int | None, receive: Receive) -> Receive:
         """Read the whole body (refusing it past the limit, at once if its Content-Length,
-        `declared`, says so), then replay it to the app."""
+        `declared`, says so; BodyTimedOut if it takes longer than body_timeout_s), then replay
+        it to the app."""
         if declared is not None and declared > self.max_body_bytes:
             raise BodyTooLarge
-        messages, _ = await read_body(receive, self.max_body_bytes)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                messages, _ = await read_body(receive, self.max_body_bytes)
+        except TimeoutError:
+            raise BodyTimedOut from None
         return replaying(messages, receive)
 
     @staticmethod

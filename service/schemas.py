@@ -59,6 +59,7 @@ _ERROR_MEANINGS = {
     401: "No API key, or an unknown one.",
     403: "The key lacks the scope this route needs.",
     404: "Not found (a model version, or the comparison a choice refers to).",
+    408: "The request body did not arrive whole within REQUEST_TIMEOUT_S; the connection is closed.",
     409: "Conflicts with the current state (a feedback_id reused with another body, a swap in progress).",
     413: "Over a size limit: items per request, characters per text, or body bytes.",
     415: "The body is not sent as application/json.",

@@ -21,7 +21,7 @@ from service.schemas import error_doc, error_responses
 from service.schemas_feedback import FeedbackCreated, FeedbackRequest, FeedbackStatsResponse
 
 router = APIRouter(
-    prefix="/v1/feedback", tags=["feedback"], responses=error_responses(401, 403, 404, 409, 413, 415, 422, 503)
+    prefix="/v1/feedback", tags=["feedback"], responses=error_responses(401, 403, 404, 408, 409, 413, 415, 422, 503)
 )
 
 REPLAY_HEADER = "Idempotent-Replayed"

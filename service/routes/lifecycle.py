@@ -19,7 +19,7 @@ router = APIRouter(
     prefix="/v1/models",
     tags=["lifecycle"],
     dependencies=[Depends(require_scope("admin"))],
-    responses=error_responses(401, 403, 404, 409, 415, 422, 503),
+    responses=error_responses(401, 403, 404, 408, 409, 415, 422, 503),
 )
 
 _REFUSALS = {

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from service.feedback import ScoredComparison
 
 router = APIRouter(
-    prefix="/v1", tags=["scoring"], responses=error_responses(401, 403, 413, 415, 422, 429, 500, 503, 504)
+    prefix="/v1", tags=["scoring"], responses=error_responses(401, 403, 408, 413, 415, 422, 429, 500, 503, 504)
 )
 
 

@@ -414,3 +414,25 @@ def test_past_max_inflight_body_bytes_a_request_is_429_before_its_body_is_read(l
         after = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "x" * 1000}]})
     assert first_result["response"].status_code == 200 and small_result["response"].status_code == 200
     assert after.status_code == 200  # the shares came back when the requests ended
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_gives_its_place_back(live_server):
+    """A client that announces a body and stalls holds a place under max_concurrent_requests and
+    a share of the body budget; four stalled 8 MiB uploads refused every other request until
+    their sockets closed. Past the request timeout the stalled one gets 408 and its place back."""
+    with live_server(engine="deterministic", request_timeout_s=1.0, max_concurrent_requests=1) as srv:
+        srv.wait_ready()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as stalled:
+            stalled.sendall(
+                b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            answer = stalled.recv(65536).decode()  # the server answers without the rest of the body
+            assert stalled.recv(65536) == b""  # and closes the connection
+        assert answer.startswith("HTTP/1.1 408 ") and "connection: close" in answer.lower()
+        body = json.loads(answer.split("\r\n\r\n", 1)[1])
+        assert body["error"]["code"] == "request_timeout" and "PLAUDIT_REQUEST_TIMEOUT_S" in body["error"]["message"]
+        assert body["error"]["request_id"]
+        after = srv.client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
+        assert after.status_code == 200  # the one place under max_concurrent_requests came back
+
