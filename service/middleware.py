@@ -43,10 +43,17 @@ def _client_request_id(scope: Scope) -> str | None:
         return None
     text = value.strip()
     # "#" is refused: it joins a request id and an index in the keys under which
-    # /v1/compare remembers a list of comparisons ("rid#1"), which must not collide.
-    if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii() and "#" not in text:
+    # /v1/compare remembers a list of comparisons ("rid#1"), which must not collide. So is a
+    # space: the access log ends "request_id=ID", and "abc request_id=forged" would forge a field.
+    if 0 < len(text) <= _MAX_REQUEST_ID_LENGTH and text.isprintable() and text.isascii() and not set("# ") & set(text):
         return text
     return None
+
+
+def _loggable(text: str) -> str:
+    """`text` with its control characters escaped (\\n, \\x00...): a path such as
+    "/x%0a2026-12-08 ... FORGED" decodes to a newline and must not start a line of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -227,7 +234,8 @@ class RequestContextMiddleware:
                 client = scope.get("client") or ("-", 0)
                 access_logger.info(
                     '%s:%s "%s %s" %d %.1f ms request_id=%s',
-                    client[0], client[1], scope["method"], scope["path"], status["code"], elapsed * 1000, request_id,
+                    client[0], client[1], scope["method"], _loggable(scope["path"]), status["code"], elapsed * 1000,
+                    request_id,
                 )
 
     def _endpoint_label(self, scope: Scope) -> str:

@@ -185,6 +185,24 @@ def test_the_access_log_has_a_line_per_request_with_its_request_id(live_server, 
     assert '"POST /v1/rank" 422 ' in lines[1] and lines[1].endswith(f"request_id={bad.headers['x-request-id']}")
 
 
+def test_the_access_log_cannot_be_forged_through_a_path_or_a_request_id(live_server, caplog):
+    import logging
+
+    with live_server(engine="deterministic", access_log=True) as srv:
+        srv.wait_ready()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="plaudit.access"):
+            forged_path = srv.client.get("/x%0a2026-12-08 00:00:00,000 INFO plaudit.access FORGED%00")
+            spaced = srv.client.get("/healthz", headers={"X-Request-ID": "abc request_id=forged"})
+            srv.wait_until(lambda: len([r for r in caplog.records if r.name == "plaudit.access"]) >= 2, "two lines")
+    lines = [r.getMessage() for r in caplog.records if r.name == "plaudit.access"]
+    assert forged_path.status_code == 404
+    assert "\n" not in lines[0] and "\x00" not in lines[0]
+    assert '"GET /x\\n2026-12-08 00:00:00,000 INFO plaudit.access FORGED\\x00" 404 ' in lines[0]
+    assert spaced.status_code == 200 and spaced.headers["x-request-id"] != "abc request_id=forged"
+    assert lines[1].count("request_id=") == 1 and lines[1].endswith(f"request_id={spaced.headers['x-request-id']}")
+
+
 def test_no_access_log_unless_asked(deterministic_server, caplog):
     import logging
 
