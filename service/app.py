@@ -178,6 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Reward-model scores for (prompt, response) pairs, batched across requests.",
         version="0.1.0",
         lifespan=_lifespan(settings, metrics, activity),
+        # "/v1/score/" is a 404 in the error shape, not a 307 to a Location built from the
+        # client's own Host header that a POSTing client may not follow.
+        redirect_slashes=False,
     )
     install_error_handlers(app)
     guards = RouteGuards()  # recorded too, so that a bad body is answered 401/403 first

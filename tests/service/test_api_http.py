@@ -160,6 +160,16 @@ def test_unknown_path_uses_the_error_shape(deterministic_server):
     assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
 
 
+def test_a_trailing_slash_is_a_404_not_a_redirect(deterministic_server):
+    # A 307 carried a Location made of the client's Host header, and an empty body.
+    r = deterministic_server.client.post(
+        "/v1/score/", json={"items": [{"prompt": "p", "response": "r"}]}, headers={"Host": "elsewhere.example"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 404 and "location" not in r.headers
+    assert r.json()["error"]["code"] == "not_found"
+
+
 def test_sigmoid_is_stable_at_the_extremes():
     assert sigmoid(0.0) == 0.5
     assert sigmoid(1000.0) == 1.0 and sigmoid(-1000.0) == 0.0
