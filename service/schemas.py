@@ -272,7 +272,7 @@ class ReadyResponse(BaseModel):
 
 
 class PromoteRequest(_Strict):
-    version: int = Field(ge=1, description="The stored version to promote.", examples=[2])
+    version: int = Field(ge=1, strict=True, description="The stored version to promote.", examples=[2])
     alias: str = Field(default="production", description="The alias to point at it.", examples=["production"])
 
 

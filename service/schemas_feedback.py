@@ -76,7 +76,9 @@ class FeedbackRequest(BaseModel):
     rejected: str | None = None
     request_id: str | None = Field(default=None, description="The request_id a /v1/compare answer carried.")
     choice: Literal["a", "b"] | None = Field(default=None, description="Which response the user preferred.")
-    index: int | None = Field(default=None, ge=0, description="Position in that compare's comparisons list.")
+    index: int | None = Field(
+        default=None, ge=0, strict=True, description="Position in that compare's comparisons list."
+    )
 
     feedback_id: str | None = Field(
         default=None, description="Idempotency key: a retry with the same id and body stores nothing new."

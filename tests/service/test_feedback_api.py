@@ -150,6 +150,19 @@ def test_choice_on_one_comparison_of_a_list_uses_its_index(server, reader):
     assert stored_pair(reader, r.json()["feedback_id"]) == ("two", "dos")
 
 
+@pytest.mark.parametrize("index", [True, 1.0, "1"])
+def test_an_index_that_is_not_an_integer_is_422_not_taken_as_one(server, reader, index):
+    # true was taken as comparison 1, "1" and 1.0 as 1: as strict as /v1/rank's top_n.
+    compared = server.client.post(
+        "/v1/compare", json={"comparisons": [{"prompt": "q?", "response_a": "x", "response_b": "y"}] * 2}
+    )
+    stored_before = reader.count()
+    r = post(server, {"request_id": compared.json()["request_id"], "index": index, "choice": "a"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"].startswith("index: ")
+    assert reader.count() == stored_before
+
+
 def compare_list(srv: LiveServer, request_id: str, n: int = 2) -> None:
     comparisons = [
         {"prompt": f"question {i}?", "response_a": f"yes {i}", "response_b": f"no {i}"} for i in range(n)

@@ -387,6 +387,9 @@ def test_promote_names_an_unknown_version_and_a_test_engine_has_no_store(
         status, code, message = error_of(promote(srv, 1, alias="Bad Alias"))
         assert (status, code) == (422, "invalid_request")
         assert "invalid alias 'Bad Alias'" in message
+        for not_an_integer in ("1", 1.0, True):  # as strict as /v1/rank's top_n
+            status, code, message = error_of(promote(srv, not_an_integer))
+            assert (status, code) == (422, "invalid_request") and message.startswith("version: "), not_an_integer
         # An alias the service does not follow: nothing is swapped, and the answer says what moved.
         moved = promote(srv, 1, alias="candidate")
         assert moved.status_code == 200, moved.text
