@@ -14,6 +14,7 @@ DB_ENV = "PLAUDIT_FEEDBACK_DB"
 DEFAULT_DB = "sqlite:///./plaudit-data/feedback.db"
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # as argparse exits for a bad argument
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -52,10 +53,21 @@ def db_url(args: argparse.Namespace) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from service.feedback.export import export_jsonl
+    from pathlib import Path
+
+    from service.feedback import database
+    from service.feedback.export import export_jsonl, out_path_problem
     from service.feedback.store import FeedbackStore
 
-    with FeedbackStore.open(db_url(args), create=False) as store:
+    url = db_url(args)
+    parsed = database.parse_url(url)
+    database_file = Path(parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+    # A bad --out is a usage error, told before the database is even opened.
+    problem = out_path_problem(Path(args.out), database_file)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    with FeedbackStore.open(url, create=False) as store:
         count = export_jsonl(store, args.out, since=args.since, kind=args.kind)
     print(f"wrote {count} feedback rows to {args.out}")
     return EXIT_OK

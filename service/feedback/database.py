@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -227,6 +228,27 @@ def _sqlite_engine(url: URL, pool_size: int) -> sa.Engine:
     sa.event.listen(engine, "connect", _configure_sqlite_connection)
     sa.event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def create_probe_engine(url: URL) -> sa.Engine:
+    """An engine for looking at an existing SQLite file without changing a byte of it.
+
+    `create_engine` is no use for that: each of its connections switches the file to WAL,
+    which rewrites the file's header, and it would create a missing file. This one opens
+    the file only if it exists, turns on query_only (SQLite refuses any write), and pools
+    nothing, so the last close cleans up the -wal/-shm files a WAL-mode file gets while
+    read. Readers use it to check that a file is a feedback database before opening it.
+    """
+    path = str(url.database or "")
+
+    def connect() -> sqlite3.Connection:
+        # mode=rw: fail, not create, if the file went missing since the caller looked.
+        uri = "file:" + urllib.parse.quote(str(Path(path).absolute())) + "?mode=rw"
+        connection = sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False)
+        connection.execute("PRAGMA query_only = ON")
+        return connection
+
+    return sa.create_engine("sqlite+pysqlite://", creator=connect, poolclass=sa.pool.NullPool)
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

@@ -87,8 +87,9 @@ def export_jsonl(
     is synced and then renamed over `out_path`.
     """
     target = Path(out_path)
-    if target.is_dir():
-        raise FeedbackStoreError(f"--out {target} is a directory; give a file name such as {target / 'feedback.jsonl'}")
+    problem = out_path_problem(target, store.sqlite_file)
+    if problem is not None:
+        raise FeedbackStoreError(problem)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -107,6 +108,46 @@ def export_jsonl(
         Path(temp_name).unlink(missing_ok=True)
         raise
     return count
+
+
+# The files a SQLite database keeps its data in: itself, its write-ahead log and index, and
+# its rollback journal. Replacing any of them loses committed feedback.
+SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def out_path_problem(target: Path, database_file: Path | None = None) -> str | None:
+    """Why an export cannot be written to `target`, or None if it can.
+
+    `database_file`: the SQLite file being exported (None on PostgreSQL). The export is
+    renamed over `target`, so a `target` that is that file, or one of its companions, would
+    destroy the database; it is compared after resolving symlinks, and as the same file on
+    disk where both exist (a hard link).
+    """
+    if target.is_dir():
+        return f"--out {target} is a directory; give a file name such as {target / 'feedback.jsonl'}"
+    for folder in target.parents:  # nearest first; mkdir would only say "File exists"
+        if folder.is_dir():
+            break
+        if folder.exists():
+            return f"cannot write --out {target}: {folder} is a file, not a folder; give --out a path in a folder"
+    if database_file is None:
+        return None
+    for suffix in SQLITE_FILE_SUFFIXES:
+        data_file = Path(f"{database_file}{suffix}")
+        if _same_file(target, data_file):
+            what = f"the feedback database {database_file}" + (f"'s {suffix} file" if suffix else " itself")
+            return (
+                f"--out {target} is {what}, which the export would overwrite: "
+                f"give --out a file of its own, such as {database_file.with_suffix('.jsonl')}"
+            )
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # both exist: catches hard links too
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _as_utc(moment: datetime) -> datetime:

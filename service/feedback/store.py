@@ -11,6 +11,7 @@ async caller runs them in a thread pool.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.feedback import database
@@ -30,7 +32,7 @@ from service.feedback.errors import (
     UnknownComparison,
 )
 from service.feedback.export import iter_export
-from service.feedback.migrations import upgrade_to_head
+from service.feedback.migrations import alembic_config, current_revision, upgrade_to_head
 from service.feedback.records import (
     LIST_KEY_SEPARATOR,
     MAX_LABEL_CHARS,
@@ -74,8 +76,12 @@ class FeedbackStore:
     ) -> FeedbackStore:
         """Connect to `url` and migrate its schema to the latest revision.
 
-        `create=False` refuses a SQLite file that does not exist yet (for readers such as
-        `plaudit feedback export`, where a typo should not yield an empty database).
+        `create=False` is for readers such as `plaudit feedback export`: it refuses a SQLite
+        file that does not exist yet (a typo should not yield an empty database), and a
+        database without Plaudit's schema (another application's), in which it writes nothing.
+        A Plaudit database at an older schema revision is still migrated, as the server would:
+        the schema is ours, and the queries here are written for the latest revision.
+        A database whose revision this Plaudit does not know is refused either way.
         `url_from` names where the caller took the URL from, for that refusal's message.
         `hang_limit_s`: how long a PostgreSQL connection may be held before it is presumed hung
         and cut (database.create_engine).
@@ -84,23 +90,40 @@ class FeedbackStore:
             raise FeedbackStoreError(f"comparison_retention must be positive, got {comparison_retention}")
         parsed = database.parse_url(url)
         shown = database.describe(parsed)
-        if not create and parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
-            raise FeedbackStoreError(
-                f"no feedback database at {parsed.database} ({shown}): check {url_from}"
-            )
+        if not create and parsed.get_backend_name() == "sqlite":
+            if not Path(parsed.database or "").is_file():
+                raise FeedbackStoreError(f"no feedback database at {parsed.database} ({shown}): check {url_from}")
+            # Looked at before the store's own engine connects: its connections switch the file
+            # to WAL, a write, which a file that is not ours must never get.
+            probe = database.create_probe_engine(parsed)
+            try:
+                with probe.connect() as connection:
+                    _check_schema(connection, shown, url_from, create=False)
+            except sa.exc.DBAPIError as exc:  # not a SQLite file at all, unreadable, ...
+                raise FeedbackStoreError(f"cannot open the feedback database {shown}: {_reason(exc)}") from exc
+            finally:
+                probe.dispose()
         engine = database.create_engine(parsed, pool_size=pool_size, hang_limit_s=hang_limit_s)
         try:
             # Not time-limited: a migration of a large table may take long without being hung.
             with database.transaction(engine, write=True, time_limited=False) as connection:
+                # Checked in the migration's transaction too: on PostgreSQL this is the only
+                # check, and a refusal rolls back having written nothing.
+                _check_schema(connection, shown, url_from, create=create)
                 upgrade_to_head(connection)
         except sa.exc.DBAPIError as exc:  # unreachable server, unreadable or foreign file, ...
             engine.dispose()
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise FeedbackStoreError(f"cannot open the feedback database {shown}: {reason}") from exc
+            raise FeedbackStoreError(f"cannot open the feedback database {shown}: {_reason(exc)}") from exc
         except BaseException:
             engine.dispose()
             raise
         return cls(engine, shown, comparison_retention)
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file the store keeps its data in; None on PostgreSQL."""
+        url = self._engine.url
+        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
 
     # -- feedback ------------------------------------------------------------------------
 
@@ -276,6 +299,43 @@ class FeedbackStore:
 
     def __repr__(self) -> str:
         return f"FeedbackStore({self.url!r})"
+
+
+def _check_schema(connection: sa.Connection, shown: str, url_from: str, *, create: bool) -> None:
+    """Refuse a database Plaudit must not migrate: one at a schema revision that is not
+    Plaudit's, and, unless `create`, one without Plaudit's schema at all."""
+    revision = current_revision(connection)
+    if revision is not None and revision not in _plaudit_revisions():
+        # The server opens with create=True and its own flag's name is not known here.
+        check = "" if create else f"; check {url_from}"
+        raise FeedbackStoreError(
+            f"{shown} is at schema revision {revision!r}, which is not one this Plaudit knows: it is "
+            f"another application's database, or a newer Plaudit's (upgrade Plaudit){check}"
+        )
+    if revision is not None or create:
+        return
+    tables = set(sa.inspect(connection).get_table_names())
+    if feedback.name in tables:
+        why = f"it has a {feedback.name} table, but no alembic_version table naming a Plaudit schema revision"
+    elif tables:
+        why = f"it has no {feedback.name} table"
+    else:
+        why = "it has no tables"
+    raise FeedbackStoreError(
+        f"{shown} is not a Plaudit feedback database ({why}): check {url_from}; "
+        "`plaudit serve --feedback-db URL` creates one"
+    )
+
+
+@functools.cache
+def _plaudit_revisions() -> frozenset[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(s.revision for s in script.walk_revisions())
+
+
+def _reason(exc: sa.exc.DBAPIError) -> str:
+    """The driver's first line: "file is not a database", "connection refused", ..."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
 def _now() -> datetime:

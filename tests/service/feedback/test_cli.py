@@ -113,3 +113,51 @@ def test_train_names_its_own_flag_for_a_missing_database(tmp_path: Path, capsys:
     assert f"no feedback database at {tmp_path / 'missing.db'}" in err
     assert "check the --data URL" in err and "--db" not in err
     assert not (tmp_path / "missing.db").exists() and not (tmp_path / "store").exists()
+
+
+def _same_as_database(tmp_path: Path, db: Path, how: str) -> str:
+    """An --out that is the database file, or one of its companions, written some other way."""
+    if how == "symlink":
+        (tmp_path / "link.db").symlink_to(db)
+        return str(tmp_path / "link.db")
+    if how == "hard link":
+        (tmp_path / "hard.db").hardlink_to(db)
+        return str(tmp_path / "hard.db")
+    if how == "dotted path":
+        return str(tmp_path / "sub" / ".." / db.name)
+    return f"{db}{how}"  # "", "-wal", "-shm", "-journal"
+
+
+@pytest.mark.parametrize("how", ["", "-wal", "-shm", "-journal", "symlink", "hard link", "dotted path"])
+def test_cli_export_refuses_to_write_over_its_own_database(how: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "fbcopy.db"
+    url = f"sqlite:///{db}"
+    fill(url)
+    (tmp_path / "sub").mkdir()
+    out = _same_as_database(tmp_path, db, how)
+    before = db.read_bytes()
+    assert run(["feedback", "export", "--db", url, "--out", out]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    what = f"the feedback database {db}" + (f"'s {how} file" if how.startswith("-") else " itself")
+    assert captured.err == (
+        f"error: --out {out} is {what}, which the export would overwrite: "
+        f"give --out a file of its own, such as {tmp_path / 'fbcopy.jsonl'}\n"
+    )
+    assert db.read_bytes() == before
+    with FeedbackStore.open(url, create=False) as store:
+        assert store.count() == 3
+
+
+def test_cli_export_says_when_a_folder_of_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    fill(url)
+    storefile = tmp_path / "storefile"
+    storefile.write_text("not a folder\n", encoding="utf-8")
+    for out in (storefile / "x.jsonl", storefile / "deeper" / "x.jsonl"):
+        assert run(["feedback", "export", "--db", url, "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (
+            f"error: cannot write --out {out}: {storefile} is a file, not a folder; give --out a path in a folder\n"
+        )
+    assert storefile.read_text(encoding="utf-8") == "not a folder\n"

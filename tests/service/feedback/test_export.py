@@ -110,3 +110,38 @@ def test_jsonl_export_loads_in_training(store: FeedbackStore, tmp_path: Path) ->
 def test_jsonl_export_refuses_a_directory(store: FeedbackStore, tmp_path: Path) -> None:
     with pytest.raises(FeedbackStoreError, match="is a directory; give a file name"):
         export_jsonl(store, tmp_path)
+
+
+def test_jsonl_export_refuses_its_own_database_file(tmp_path: Path) -> None:
+    # Library callers get the same guard as `plaudit feedback export`.
+    db = tmp_path / "feedback.db"
+    with FeedbackStore.open(f"sqlite:///{db}") as store:
+        store.add(ITEMS[0])
+        before = db.read_bytes()
+        with pytest.raises(FeedbackStoreError, match=r"is the feedback database .*feedback\.db itself"):
+            export_jsonl(store, db)
+        assert db.read_bytes() == before
+        assert store.count() == 1
+
+
+def test_an_export_that_fails_halfway_keeps_the_previous_one(store: FeedbackStore, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for item in ITEMS:
+        store.add(item)
+    out = tmp_path / "exports" / "feedback.jsonl"
+    assert export_jsonl(store, out) == len(ITEMS)
+    previous = out.read_bytes()
+
+    rows = store.export
+
+    def fails_after_two(**kwargs: object) -> object:
+        for i, row in enumerate(rows(**kwargs)):  # type: ignore[arg-type]
+            if i == 2:
+                raise FeedbackStoreError("the database went away")  # as a lost connection would
+            yield row
+
+    monkeypatch.setattr(store, "export", fails_after_two)
+    with pytest.raises(FeedbackStoreError, match="went away"):
+        export_jsonl(store, out)
+    assert out.read_bytes() == previous
+    assert [p.name for p in out.parent.iterdir()] == ["feedback.jsonl"]  # no temp file left
