@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model_store.errors import ChecksumError, DamagedVersionError, StoreError
+from model_store.errors import ChecksumError, DamagedVersionError, StoreError, UnreadableAliasesError
 from model_store.fileio import dumps_json
 from model_store.references import DEFAULT_ALIAS, parse_ref
 from model_store.store import ModelStore, ModelVersion, aliases_pointing_at
@@ -24,6 +24,7 @@ EXIT_OK = 0
 EXIT_DAMAGED = 1  # the store's content or the filesystem is at fault
 EXIT_USAGE = 2  # the user asked for something that does not exist or is not allowed
 _HEADLINE_METRICS = 3
+UNREADABLE_ALIASES = "(unreadable)"  # `models list`, for a model whose aliases.json is damaged
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -94,19 +95,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     store = store_from_args(args)
     store.check_exists()
     names = [args.name] if args.name else store.names()
-    entries: list[tuple[ModelVersion, list[str]]] = []
-    damaged: list[str] = []  # one unreadable version must not hide the others
+    # Aliases None: the model's aliases.json is unreadable, so they are not known.
+    entries: list[tuple[ModelVersion, list[str] | None]] = []
+    damaged: list[str] = []  # one unreadable version or aliases file must not hide the others
     for name in names:
-        aliases = store.aliases(name)
+        aliases: dict[str, int] | None
+        try:
+            aliases = store.aliases(name)
+        except UnreadableAliasesError as exc:
+            aliases = None
+            damaged.append(str(exc))
         for number in store.version_numbers(name):
             try:
                 mv = store.get(name, number)
             except DamagedVersionError as exc:
-                damaged.append(str(exc))
+                damaged.append(f"{exc}; delete it with plaudit models delete or restore the file")
                 continue
-            entries.append((mv, aliases_pointing_at(aliases, mv.version)))
+            entries.append((mv, None if aliases is None else aliases_pointing_at(aliases, mv.version)))
     for problem in damaged:
-        print(f"error: {problem}; delete it with plaudit models delete or restore the file", file=sys.stderr)
+        _fail(problem, EXIT_DAMAGED)
     code = EXIT_DAMAGED if damaged else EXIT_OK
     if args.json:
         rows = [
@@ -133,7 +140,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 mv.name,
                 str(mv.version),
                 str(mv.metadata.get("created_at") or "-"),
-                ",".join(version_aliases) or "-",
+                UNREADABLE_ALIASES if version_aliases is None else ",".join(version_aliases) or "-",
                 " ".join(f"{k}={_format_number(v)}" for k, v in metrics) or "-",
             ]
         )
@@ -213,7 +220,7 @@ def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (ChecksumError, DamagedVersionError) as exc:
+        except (ChecksumError, DamagedVersionError, UnreadableAliasesError) as exc:
             return _fail(str(exc), EXIT_DAMAGED)
         except StoreError as exc:
             return _fail(str(exc), EXIT_USAGE)

@@ -30,3 +30,8 @@ class DamagedVersionError(StoreError):
 
 class AliasError(StoreError):
     """An alias cannot be set, rolled back or left dangling as asked."""
+
+
+class UnreadableAliasesError(StoreError):
+    """A model's aliases.json cannot be read: nothing guesses its aliases, and nothing
+    overwrites it, until it is restored or removed (the message says how)."""

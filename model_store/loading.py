@@ -49,20 +49,25 @@ def check_loadable(metadata: Mapping[str, Any], *, name: str, version: str, engi
     """
     check_engine_precision(engine, precision)
     kind = metadata.get("kind")
-    if kind == "linear":
-        if engine != "onnx":
-            raise ValueError(f"{name}:{version} is a linear model, which runs on --engine onnx only")
-        return
-    if kind != "transformer":
+    if kind not in ("transformer", "linear"):
         raise ValueError(f"{name}:{version}: metadata kind {kind!r} is not one of: transformer, linear")
+    if kind == "linear" and engine != "onnx":
+        raise ValueError(f"{name}:{version} is a linear model, which runs on --engine onnx only")
     chosen = resolved_precision(engine, precision, metadata)
     if engine == "onnx":
         onnx_files: Mapping[str, str] = metadata.get("onnx", {"fp32": "model.onnx"})
         if chosen not in onnx_files:
-            raise ValueError(
-                f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); "
-                "pick another --precision or re-train with --quantize"
+            # Not silently the fp32 file: the precision reported would not be the one that ran.
+            fix = (
+                "a linear model is exported in fp32 only: pick --precision fp32 (or auto)"
+                if kind == "linear"
+                else "pick another --precision or re-train with --quantize"
             )
+            raise ValueError(
+                f"{name}:{version} has no {chosen} ONNX file (has: {', '.join(sorted(onnx_files))}); {fix}"
+            )
+        if kind == "linear":
+            return
         if device == "cuda":
             from model_store.onnx_scorer import execution_providers
 

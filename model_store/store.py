@@ -33,7 +33,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from model_store.errors import AliasError, ChecksumError, DamagedVersionError, ModelNotFoundError, StoreError
+from model_store.errors import (
+    AliasError,
+    ChecksumError,
+    DamagedVersionError,
+    ModelNotFoundError,
+    StoreError,
+    UnreadableAliasesError,
+)
 from model_store.fileio import (
     TEMP_MARKER,
     atomic_write_bytes,
@@ -438,31 +445,45 @@ class ModelStore:
         return ModelVersion(name=name, version=version, path=path, metadata=metadata)
 
     def _read_alias_state(self, name: str) -> _AliasState:
+        """The aliases of `name`; UnreadableAliasesError if its aliases.json is damaged (never
+        guessed, so that no promote or delete overwrites what it held)."""
         path = self.root / name / _ALIASES_FILE
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return _AliasState(aliases={}, history={})
         except json.JSONDecodeError as exc:
-            raise StoreError(f"{path} line {exc.lineno}: {exc.msg}") from None
+            raise _unreadable_aliases(name, path, f"line {exc.lineno}: {exc.msg}") from None
+        except UnicodeDecodeError:
+            raise _unreadable_aliases(name, path, "not UTF-8 text") from None
         aliases = raw.get("aliases", {}) if isinstance(raw, dict) else None
         history = raw.get("history", {}) if isinstance(raw, dict) else None
         if not (
             isinstance(aliases, dict)
-            and all(isinstance(v, int) for v in aliases.values())
+            and all(_is_version_number(v) for v in aliases.values())
             and isinstance(history, dict)
-            and all(isinstance(h, list) for h in history.values())
+            and all(isinstance(h, list) and all(_is_version_number(v) for v in h) for h in history.values())
         ):
-            raise StoreError(
-                f"{path}: expected {{\"aliases\": {{alias: version}}, "
-                f"\"history\": {{alias: [versions]}}}}"
-            )
+            raise _unreadable_aliases(name, path, "not in the expected shape")
         return _AliasState(aliases=dict(aliases), history={a: list(h) for a, h in history.items()})
 
 
 def aliases_pointing_at(aliases: dict[str, int], version: int) -> list[str]:
     """Those of `aliases` (alias -> version, as ModelStore.aliases gives) that name `version`, sorted."""
     return sorted(alias for alias, v in aliases.items() if v == version)
+
+
+def _unreadable_aliases(name: str, path: Path, why: str) -> UnreadableAliasesError:
+    return UnreadableAliasesError(
+        f"the aliases of model {name!r} are unreadable: {path} {why}; restore the file from a backup, "
+        'or rewrite it in the form {"aliases": {"production": 3}, "history": {"production": [1, 3]}} '
+        "(alias -> version, and each alias's versions, oldest first), or remove it to drop every alias "
+        f"of {name!r} and set them again with plaudit models promote {name}:VERSION --to ALIAS"
+    )
+
+
+def _is_version_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _undefined(constant: str) -> None:

@@ -243,6 +243,66 @@ def test_list_shows_the_healthy_versions_and_names_a_damaged_one(
     assert (code, out) == (0, "deleted rm:1\n")
 
 
+def break_aliases(store_dir: Path, name: str = "rm") -> tuple[Path, str]:
+    path = store_dir / name / "aliases.json"
+    path.write_text("{bad")
+    return path, "{bad"
+
+
+def test_list_marks_an_unreadable_aliases_file_and_still_lists_every_model(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    break_aliases(store_dir)
+    code, out, err = run(["models", "list", "--store", str(store_dir)], capsys)
+    assert code == 1  # the store's content is at fault
+    rows = [line.split()[:4] for line in out.splitlines()[1:]]
+    assert [row[:2] for row in rows] == [["other", "1"], ["rm", "1"], ["rm", "2"], ["rm", "3"]]
+    assert [row[3] for row in rows if row[0] == "rm"] == ["(unreadable)"] * 3  # not "-": unknown
+    assert_one_line_error(err, f"the aliases of model 'rm' are unreadable: {store_dir / 'rm' / 'aliases.json'} line 1")
+    assert "restore the file from a backup" in err and '{"aliases": {"production": 3}' in err
+
+    code, out, err = run(["models", "list", "--json", "--store", str(store_dir)], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert {(r["name"], r["version"]): r["aliases"] for r in json.loads(out)} == {
+        ("other", 1): [], ("rm", 1): None, ("rm", 2): None, ("rm", 3): None
+    }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["models", "show", "rm"],
+        ["models", "show", "rm:1"],
+        ["models", "promote", "rm:3"],
+        ["models", "promote", "rm:3", "--to", "staging"],
+        ["models", "rollback", "rm"],
+        ["models", "delete", "rm:1"],
+        ["models", "delete", "rm:2", "--force"],
+    ],
+)
+def test_commands_on_a_model_with_unreadable_aliases_refuse_say_how_to_fix_and_write_nothing(
+    store_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    path, text = break_aliases(store_dir)
+    code, out, err = run([*argv, "--store", str(store_dir)], capsys)
+    assert (code, out) == (1, "")
+    assert_one_line_error(err, "the aliases of model 'rm' are unreadable")
+    assert "plaudit models promote rm:VERSION --to ALIAS" in err
+    assert path.read_text() == text  # never overwritten with guessed aliases
+    assert ModelStore(store_dir).version_numbers("rm") == [1, 2, 3]
+    # The other model is untouched by it.
+    assert run(["models", "promote", "other:1", "--store", str(store_dir)], capsys)[0] == 0
+
+
+def test_removing_an_unreadable_aliases_file_as_told_lets_the_model_be_promoted_again(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = break_aliases(store_dir)
+    path.unlink()
+    code, out, _ = run(["models", "promote", "rm:3", "--store", str(store_dir)], capsys)
+    assert (code, out) == (0, "rm@production -> rm:3\n")
+
+
 def one_file_staging(tmp_path: Path) -> Path:
     """A staging folder with one stand-in model file: enough to register metadata."""
     staging = tmp_path / "stage"

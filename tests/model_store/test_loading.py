@@ -41,3 +41,22 @@ def test_it_agrees_with_the_loader_on_a_real_version(trained_store):
     load_scorer(mv, precision="int8").close()
     with pytest.raises(ValueError, match="is for --device cuda"):
         load_scorer(mv, engine="torch", precision="bf16")
+
+
+def test_a_linear_version_refuses_int8_it_has_no_file_for_rather_than_running_fp32(linear_store):
+    # It used to load model.onnx (fp32) and report "int8": in `plaudit eval` and in the service.
+    store = ModelStore(linear_store)
+    mv = store.resolve("lin:1")
+    assert "int8" not in mv.metadata["onnx"]
+    for attempt in (
+        lambda: check_loadable(mv.metadata, name="lin", version="1", engine="onnx", device="cpu", precision="int8"),
+        lambda: load_scorer(mv, precision="int8"),
+    ):
+        with pytest.raises(ValueError) as info:
+            attempt()
+        assert str(info.value) == (
+            "lin:1 has no int8 ONNX file (has: fp32); a linear model is exported in fp32 only: "
+            "pick --precision fp32 (or auto)"
+        )
+    for precision in ("auto", "fp32"):
+        load_scorer(mv, precision=precision).close()

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from model_store.errors import AliasError, ChecksumError, DamagedVersionError, ModelNotFoundError, StoreError
+from model_store.errors import (
+    AliasError,
+    ChecksumError,
+    DamagedVersionError,
+    ModelNotFoundError,
+    StoreError,
+    UnreadableAliasesError,
+)
 from model_store.references import parse_ref
 from model_store.store import METADATA_DIGEST_FILE, ModelStore, ModelVersion
 
@@ -330,6 +337,40 @@ def test_promote_refuses_unknown_versions_and_bad_aliases(
     with pytest.raises(StoreError, match="invalid alias 'Prod!'"):
         store.promote("rm", 1, alias="Prod!")
     assert store.aliases("rm") == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("{bad", "line 1: Expecting property name"),
+        (b"\xff\xfe", "not UTF-8 text"),
+        ('{"aliases": {"production": "3"}}', "not in the expected shape"),
+        ('{"aliases": {}, "history": {"production": [1, "x"]}}', "not in the expected shape"),
+        ("[]", "not in the expected shape"),
+    ],
+)
+def test_unreadable_aliases_are_refused_never_guessed_or_overwritten(
+    store: ModelStore, tmp_path: Path, content: str | bytes, why: str
+) -> None:
+    register_n(store, tmp_path, 2)
+    store.promote("rm", 1)
+    path = store.root / "rm" / "aliases.json"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    before = path.read_bytes()
+    for attempt in (
+        lambda: store.aliases("rm"),
+        lambda: store.resolve("rm"),
+        lambda: store.promote("rm", 2),
+        lambda: store.rollback("rm"),
+        lambda: store.delete("rm", 2),
+    ):
+        with pytest.raises(UnreadableAliasesError) as info:
+            attempt()
+        assert str(info.value).startswith(f"the aliases of model 'rm' are unreadable: {path} {why}")
+        assert "restore the file from a backup" in str(info.value)
+    assert path.read_bytes() == before
+    assert store.version_numbers("rm") == [1, 2]
+    assert store.get("rm", 2).version == 2  # an exact version needs no alias
 
 
 def test_crash_during_alias_replace_leaves_the_old_alias(
