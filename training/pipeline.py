@@ -7,6 +7,8 @@ validation, the parity gate and evaluation. Any failure before that leaves the s
 from __future__ import annotations
 
 import logging
+import math
+import os
 import platform
 import tempfile
 import time
@@ -14,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model_store.errors import StoreError
 from model_store.loading import load_scorer, load_scorer_from_dir
+from model_store.references import validate_name
 from model_store.scoring import TextPair
 from model_store.store import ModelStore, ModelVersion
 from training.data.examples import Example, LikeExample, PairExample, RatingExample, scored_texts
@@ -31,7 +35,7 @@ MODEL_KINDS = ("transformer", "linear")
 @dataclass
 class TrainJob:
     data: list[str]
-    store: Path
+    store: Path  # a str is taken too (and refused when empty)
     name: str
     kind: str = "transformer"
     rating_scale: tuple[float, float] = (1.0, 5.0)
@@ -45,10 +49,84 @@ class TrainJob:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        # Everything here is cheap and needs no file: checked at construction, before any work.
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
         if not self.data:
             raise ValueError("give at least one --data PATH")
+        check_distinct_data(self.data)
+        # Path("") is ".": an empty --store would quietly make the current folder the store.
+        if not str(self.store).strip():
+            raise ValueError("--store is empty: give the model store's folder, e.g. --store plaudit-data/models")
+        self.store = Path(self.store)
+        # The store's own rule (model_store.references), applied now rather than at registration,
+        # when the model would be trained already (and, for --promote, registered).
+        for flag, value, kind in (("--name", self.name, "model name"), ("--promote", self.promote_to, "alias")):
+            if value is not None:
+                try:
+                    validate_name(value, kind=kind)
+                except StoreError as exc:
+                    raise StoreError(f"{flag}: {exc}") from None
+        fraction = self.val_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            math.isfinite(fraction) and 0.0 < fraction < 1.0
+        ):
+            raise ValueError(f"--val-fraction must be between 0 and 1 (exclusive), e.g. 0.1; got {fraction}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {self.seed}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range, which the transformer trainer seeds
+
+
+def check_distinct_data(data: list[str]) -> None:
+    """Refuse a data file given twice (by any spelling of its path): its rows would count twice."""
+    seen: dict[str, str] = {}
+    for item in data:
+        text = str(item)
+        key = text if "://" in text else os.path.realpath(os.path.expanduser(text))
+        if key in seen:
+            spelled = f"{seen[key]!r} and {text!r}" if seen[key] != text else f"{text!r} twice"
+            raise ValueError(
+                f"--data names the same file {spelled}: its rows would be trained on twice; give each file once"
+            )
+        seen[key] = text
+
+
+class OutputPathError(ValueError):
+    """A --store or --checkpoint-dir the run could not write into, found before any work."""
+
+
+class StoreWriteError(RuntimeError):
+    """The store failed while the new version was written or promoted (a filesystem fault)."""
+
+
+def _os_reason(exc: OSError) -> str:
+    """'Read-only file system: /x/.register-1f' from an OSError, without the errno prefix."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """Refuse a folder the run could not create or write into (a file, a read-only place).
+
+    Nothing is left behind: an existing folder (or, for one still to be created, the nearest
+    existing folder above it) gets a probe folder that is removed at once.
+    """
+    shown = f"{flag} {path}"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            raise OutputPathError(f"{shown}: {existing} is a broken symbolic link; give a folder")
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "" if existing == path else f"{existing}, above it, "
+        raise OutputPathError(f"{shown}: {what}is a file, not a folder; give a folder (or a path to create one)")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".plaudit-probe-", dir=existing))
+    except OSError as exc:
+        what = "cannot write into it" if existing == path else f"cannot create it in {existing}"
+        raise OutputPathError(f"{shown}: {what}: {exc.strerror or exc}; give a writable folder") from None
 
 
 class UnusableDataError(ValueError):
@@ -120,6 +198,10 @@ def _fit_linear(job: TrainJob, train: list[Example], val: list[Example], out: Pa
     from model_store.features import HAND_FEATURES
     from training.linear import export_linear, train_linear, weights_table
 
+    if job.transformer.threads:  # --threads: the linear model trains with torch too
+        import torch
+
+        torch.set_num_threads(job.transformer.threads)
     model = train_linear(train, val, max_terms=job.linear_max_terms, seed=job.seed)
     export_linear(model, out)
     return {
@@ -186,10 +268,41 @@ def preference_signal_problem(train: list[Example]) -> str | None:
     )
 
 
+def check_outputs(job: TrainJob, store: ModelStore) -> None:
+    """Refuse, before the data is read, a run whose results could not be kept: a store or
+    checkpoint folder that is a file or read-only, a missing backbone, an unreadable alias file."""
+    check_writable_dir(store.root, "--store")
+    model_dir = store.root / job.name
+    for folder in (model_dir, model_dir / "versions"):
+        if folder.exists() and not folder.is_dir():
+            raise OutputPathError(
+                f"--store {store.root}: {folder} is a file where the store keeps a folder; "
+                "move it away or give another --store"
+            )
+        if folder.is_dir():
+            check_writable_dir(folder, "--store")
+    if job.promote_to is not None and job.name in store.names():
+        try:
+            store.aliases(job.name)  # the file a promotion rewrites: damaged -> refused now
+        except OSError as exc:
+            raise OutputPathError(f"--promote: cannot read the aliases of {job.name!r}: {_os_reason(exc)}") from None
+    if job.kind == "transformer":
+        cfg = job.transformer
+        cfg.backbone_dir()  # FileNotFoundError naming --backbone
+        if cfg.checkpoint_dir is not None:
+            check_writable_dir(Path(cfg.checkpoint_dir), "--checkpoint-dir")
+            ckpt = Path(cfg.checkpoint_dir) / "checkpoint.pt"
+            if ckpt.exists() and not ckpt.is_file():
+                raise OutputPathError(
+                    f"--checkpoint-dir {cfg.checkpoint_dir}: {ckpt} is not a file; move it away or give another folder"
+                )
+
+
 def run_training(job: TrainJob) -> TrainOutcome:
     started = time.perf_counter()
-    dataset: Dataset = load_dataset(job.data, rating_scale=job.rating_scale)  # refuses bad data first
     store = ModelStore(job.store)
+    check_outputs(job, store)
+    dataset: Dataset = load_dataset(job.data, rating_scale=job.rating_scale)  # refuses bad data first
     train, val = split_by_prompt(dataset.examples, val_fraction=job.val_fraction, seed=job.seed)
     if not train:
         raise ValueError("the training split is empty: give more data or a smaller --val-fraction")
@@ -243,9 +356,23 @@ def run_training(job: TrainJob) -> TrainOutcome:
         if previous is not None:
             metadata["metrics"]["previous"] = previous
         metadata["train_seconds"] = round(time.perf_counter() - started, 2)
-        version = store.register(job.name, staging, metadata)
-    if job.promote_to:
-        store.promote(job.name, version.version, alias=job.promote_to)
+        try:
+            version = store.register(job.name, staging, metadata)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot write the new version of {job.name!r} into the store {job.store}: {_os_reason(exc)}; "
+                "nothing was registered"
+            ) from exc
+    if job.promote_to is not None:
+        try:
+            store.promote(job.name, version.version, alias=job.promote_to)
+        except (OSError, StoreError) as exc:
+            reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+            raise StoreWriteError(
+                f"registered {version.ref}, but could not point {job.promote_to!r} at it: {reason}; "
+                f"the version is kept: once that is fixed, run "
+                f"plaudit models promote {version.ref} --to {job.promote_to} --store {job.store}"
+            ) from exc
     return TrainOutcome(
         version=version,
         metrics=metadata["metrics"],

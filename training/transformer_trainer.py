@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model_store.engines.torch_model import RewardModel
+from model_store.engines.torch_model import POOLINGS, RewardModel
 from model_store.tokenization import PairTokenizer
 from training.collate import (
     RewardBatch,
@@ -114,6 +114,40 @@ class TransformerConfig:
         # Checked here, at construction, so a bad flag fails before data loading and training
         # start rather than at the first step (or, for the EMA, after the first epoch's work).
         problems = []
+
+        def at_least(value: int | None, low: int, flag: str, fix: str, optional: bool = False) -> None:
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{flag} must be a whole number of at least {low}, got {value!r}; {fix}")
+
+        def positive(value: float, flag: str, fix: str) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+                problems.append(f"{flag} must be a finite number above 0, got {value!r}; {fix}")
+
+        at_least(self.epochs, 1, "--epochs", "give 1 or more passes over the data (default 2)")
+        at_least(self.batch_size, 1, "--batch-size", "give 1 or more examples per step (default 16)")
+        at_least(self.evals_per_epoch, 1, "--evals-per-epoch", "give 1 or more validation checks per epoch (default 2)")
+        at_least(self.max_length, 1, "--max-length", "give the tokens per prompt and response, e.g. 256")
+        at_least(self.freeze_layers, 0, "--freeze-layers", "give 0 (freeze nothing) or a number of encoder layers")
+        at_least(self.patience, 1, "patience", "give 1 or more validation checks without improvement")
+        at_least(self.threads, 1, "--threads", "give 1 or more, or leave it out to use every core", optional=True)
+        at_least(self.max_steps, 1, "max_steps", "give 1 or more, or None for no limit", optional=True)
+        positive(self.lr, "--lr", "e.g. --lr 5e-5")
+        positive(self.head_lr, "head_lr", "e.g. 1e-3")
+        positive(self.max_grad_norm, "max_grad_norm", "e.g. 1.0")
+        if isinstance(self.weight_decay, bool) or not (
+            isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
+        ):
+            problems.append(f"weight_decay must be a finite number of at least 0, got {self.weight_decay!r}")
+        if isinstance(self.warmup_ratio, bool) or not (
+            isinstance(self.warmup_ratio, (int, float)) and 0.0 <= self.warmup_ratio <= 1.0
+        ):
+            problems.append(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio!r}")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.resume and not self.checkpoint_dir:
+            problems.append("--resume continues from --checkpoint-dir DIR: give --checkpoint-dir too")
         if self.ema_decay != 0.0 and not 0.0 < self.ema_decay < 1.0:
             problems.append(f"--ema-decay must be 0 (off) or between 0 and 1 (exclusive), got {self.ema_decay}")
         if not 0.0 <= self.label_smoothing < 0.5:

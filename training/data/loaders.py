@@ -147,6 +147,10 @@ class _Loader:
     def read_file(self, path: str) -> bytes | None:
         """Parse one file; returns its bytes (for the hash), or None if it cannot be read."""
         file = Path(path)
+        if not path.strip():
+            # Path("") is the current folder: it would be called a directory.
+            self.error(repr(path), None, None, f"the path is empty; pass the path of a data file ({', '.join(SUPPORTED_SUFFIXES)})")
+            return None
         if not file.exists():
             self.error(path, None, None, "file not found")
             return None
