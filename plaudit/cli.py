@@ -213,9 +213,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="plaudit-feedback-") as workdir:
             try:
-                # Only train's note goes to stdout: eval's and data check's may be --json there.
+                # The note goes to stdout only beside train's text report: eval and data check,
+                # and train with --json, may write JSON there.
                 given = list(getattr(args, sources.attr))
-                with contextlib.redirect_stdout(sys.stdout if args.command == "train" else sys.stderr):
+                note_to_stdout = args.command == "train" and not getattr(args, "json", False)
+                with contextlib.redirect_stdout(sys.stdout if note_to_stdout else sys.stderr):
                     exported = export_database_sources(given, Path(workdir), sources.purpose)
                 setattr(args, sources.attr, exported)
                 # What a report may call the exports instead of their temporary files (no password).

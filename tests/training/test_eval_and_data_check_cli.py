@@ -136,6 +136,17 @@ def test_eval_reads_a_feedback_database_url(
     assert "exported 4 feedback rows from" in err and err.endswith(" for evaluation\n")
 
 
+def test_train_with_json_keeps_the_export_note_off_stdout(
+    feedback_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--model", "linear", "--data", feedback_db, "--data", str(PAIRS), "--store", str(tmp_path),
+            "--name", "fb", "--no-progress", "--json"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["version"]  # stdout is the JSON report alone
+    assert "exported 4 feedback rows from" in err and err.endswith(" for training\n")
+
+
 @pytest.mark.parametrize("command", ["data-check", "eval"])
 def test_a_feedback_database_that_does_not_exist_is_one_clear_line(
     linear_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
