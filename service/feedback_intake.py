@@ -87,7 +87,7 @@ async def record_feedback(
 def _store(
     body: FeedbackRequest, store: FeedbackStore, serving: LoadedModel | None, settings: Settings
 ) -> AddResult:
-    from service.feedback import AddResult, FeedbackConflict, UnknownComparison
+    from service.feedback import AddResult, FeedbackConflict, InvalidFeedback, UnknownComparison
 
     try:
         item = _new_feedback(body, store, serving, settings)
@@ -102,6 +102,16 @@ def _store(
         return AddResult(original, created=False)
     try:
         return store.add(item)
+    except InvalidFeedback as exc:
+        if body.shape != "choice":
+            raise
+        # The fields it names (prompt, rejected...) are not the client's but the comparison's.
+        raise InvalidFeedback(
+            "request_id",
+            f"{body.request_id!r} scored a comparison that cannot be stored as a preference pair "
+            f"({exc}): a choice between two identical responses, or with no prompt, says nothing "
+            "to learn from",
+        ) from None
     except FeedbackConflict as conflict:
         # A retry without `model` that arrives after a model swap differs from the original only
         # in the model we filled in; the original's model stands, so it is a replay, not a conflict.

@@ -163,6 +163,26 @@ def test_an_index_that_is_not_an_integer_is_422_not_taken_as_one(server, reader,
     assert reader.count() == stored_before
 
 
+@pytest.mark.parametrize(
+    ("compared", "why"),
+    [
+        ({"prompt": "p", "response_a": "same", "response_b": "same"}, "is identical to 'chosen'"),
+        ({"prompt": "", "response_a": "x", "response_b": "y"}, "prompt: "),
+    ],
+)
+def test_a_choice_on_a_comparison_that_makes_no_pair_names_the_request_id(server, reader, compared, why):
+    # The 422 named `rejected` or `prompt`, fields the client never sent.
+    answer = server.client.post("/v1/compare", json=compared)
+    assert answer.status_code == 200, answer.text
+    stored_before = reader.count()
+    r = post(server, {"request_id": answer.json()["request_id"], "choice": "a"})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"request_id: {answer.json()['request_id']!r} scored a comparison that cannot be stored")
+    assert why in message
+    assert reader.count() == stored_before
+
+
 def compare_list(srv: LiveServer, request_id: str, n: int = 2) -> None:
     comparisons = [
         {"prompt": f"question {i}?", "response_a": f"yes {i}", "response_b": f"no {i}"} for i in range(n)
