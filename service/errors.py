@@ -126,7 +126,11 @@ def describe_validation_errors(errors: Any) -> str:
             loc = loc[1:]
         msg = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
         if problem.get("type") == "json_invalid":
-            where, msg = "body", f"invalid JSON ({problem.get('ctx', {}).get('error', msg)})"
+            # FastAPI gives json's own message ("Invalid control character at", "Extra data"),
+            # and the character offset as the location: say it as one sentence.
+            reason = str(problem.get("ctx", {}).get("error", msg)).removesuffix(" at").lower()
+            at = f" at character {loc[0]}" if loc and loc[0].isdigit() else ""
+            where, msg = "body", f"invalid JSON{at}: {reason}"
         else:
             where = ".".join(loc) or "body"
         parts.append(f"{where}: {msg[:1].lower()}{msg[1:]}")

@@ -44,7 +44,13 @@ def test_empty_items_and_invalid_json_are_422(deterministic_server):
     r = deterministic_server.client.post(
         "/v1/score", content=b'{"items": [', headers={"content-type": "application/json"}
     )
-    assert assert_error(r, 422, "invalid_request").startswith("body: invalid JSON")
+    assert assert_error(r, 422, "invalid_request") == "body: invalid JSON at character 11: expecting value"
+    for body, message in (
+        (b'{"items": "a\x01"}', "body: invalid JSON at character 12: invalid control character"),
+        (b'{"items": []} x', "body: invalid JSON at character 14: extra data"),
+    ):
+        r = deterministic_server.client.post("/v1/score", content=body, headers={"content-type": "application/json"})
+        assert assert_error(r, 422, "invalid_request") == message, body
 
 
 def test_lone_surrogates_are_422_naming_the_field_on_every_scoring_route(deterministic_server):
