@@ -47,7 +47,7 @@ class DataValidationError(ValueError):
         n = len(self.errors)
         noun = "error" if n == 1 else "errors"
         if self.truncated:
-            head = f"training data is invalid: stopped after the first {n} {noun}; fix these and run again"
+            head = f"the data is invalid: stopped after the first {n} {noun}; fix these and run again"
         else:
-            head = f"training data is invalid: {n} {noun}"
+            head = f"the data is invalid: {n} {noun}"
         return "\n".join([head, *(f"  {error}" for error in self.errors)])

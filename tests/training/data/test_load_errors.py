@@ -355,7 +355,7 @@ def test_errors_are_collected_across_files_and_nothing_loads(tmp_path: Path) -> 
         (str(bad_csv), 3, "liked"),
     ]
     text = str(info.value)
-    assert text.splitlines()[0] == "training data is invalid: 4 errors"
+    assert text.splitlines()[0] == "the data is invalid: 4 errors"
     assert text.splitlines()[1:] == [f"  {e}" for e in info.value.errors]
     assert not info.value.truncated
 
@@ -368,7 +368,7 @@ def test_loading_stops_after_max_errors(tmp_path: Path) -> None:
     assert info.value.truncated
     assert [e.line for e in info.value.errors] == list(range(1, MAX_ERRORS + 1))
     assert str(info.value).splitlines()[0] == (
-        f"training data is invalid: stopped after the first {MAX_ERRORS} errors; fix these and run again"
+        f"the data is invalid: stopped after the first {MAX_ERRORS} errors; fix these and run again"
     )
 
 
@@ -378,7 +378,7 @@ def test_exactly_max_errors_is_not_reported_as_truncated(tmp_path: Path) -> None
         load_dataset([path])
     assert len(info.value.errors) == MAX_ERRORS
     assert not info.value.truncated
-    assert str(info.value).splitlines()[0] == f"training data is invalid: {MAX_ERRORS} errors"
+    assert str(info.value).splitlines()[0] == f"the data is invalid: {MAX_ERRORS} errors"
 
 
 def test_data_error_format() -> None:
