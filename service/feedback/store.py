@@ -233,11 +233,18 @@ class FeedbackStore:
         query = sa.select(table).where(
             table.c.request_id == comparison_key(request_id, index), table.c.created_at >= live_since
         )
+        # The other form under the same id: a list's first keys for a single comparison, the
+        # single one for a list's item. Both forms live means the id was reused (exact keys:
+        # an index lookup, not a prefix scan, on the path every choice takes).
+        other_form = [comparison_key(request_id, i) for i in (0, 1)] if index is None else [request_id]
         with database.transaction(self._engine, write=False) as connection:
             found = connection.execute(query).first()
             if found is None:
                 self._explain_missing(connection, request_id, index, live_since)
-        if found.ambiguous:
+            reused = connection.execute(
+                sa.select(table.c.request_id).where(table.c.request_id.in_(other_form), table.c.created_at >= live_since)
+            ).first()
+        if found.ambiguous or reused is not None:
             raise AmbiguousComparison(request_id)
         a, b = found.response_a, found.response_b
         chosen, rejected = (a, b) if choice == "a" else (b, a)

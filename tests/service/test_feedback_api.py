@@ -261,6 +261,21 @@ def test_a_reused_request_id_makes_a_choice_on_it_a_409_not_the_wrong_pair(serve
     assert reader.count() == stored_before  # neither pair went into the training data
 
 
+def test_a_request_id_reused_across_the_single_and_list_forms_is_409_too(server, reader):
+    headers = {"X-Request-ID": "session-43"}
+    listed = [{"prompt": PROMPT, "response_a": "Oui.", "response_b": "Non."}] * 2
+    assert server.client.post("/v1/compare", json={"comparisons": listed}, headers=headers).status_code == 200
+    single = {"prompt": PROMPT, "response_a": BAD, "response_b": GOOD}
+    assert server.client.post("/v1/compare", json=single, headers=headers).status_code == 200
+    stored_before = reader.count()
+    for index in (None, 0):  # either form: which comparison the user saw cannot be told
+        body = {"request_id": "session-43", "choice": "a", **({} if index is None else {"index": index})}
+        r = post(server, body)
+        assert r.status_code == 409, (index, r.text)
+        assert r.json()["error"]["code"] == "ambiguous_comparison"
+    assert reader.count() == stored_before
+
+
 def test_lone_surrogates_in_metadata_or_a_request_id_are_422_naming_the_field(server):
     # The JSON escapes reach Python as lone surrogates, which no database can store.
     for body, field in (
