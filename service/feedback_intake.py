@@ -103,8 +103,8 @@ def _store(
     try:
         return store.add(item)
     except InvalidFeedback as exc:
-        if body.shape != "choice":
-            raise
+        if body.shape != "choice" or exc.field not in ("prompt", "chosen", "rejected"):
+            raise  # the client's own fields (user, metadata...) are named as they are
         # The fields it names (prompt, rejected...) are not the client's but the comparison's.
         raise InvalidFeedback(
             "request_id",

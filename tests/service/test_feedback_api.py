@@ -183,6 +183,13 @@ def test_a_choice_on_a_comparison_that_makes_no_pair_names_the_request_id(server
     assert reader.count() == stored_before
 
 
+def test_a_choice_with_a_bad_field_of_its_own_is_named_by_that_field(server):
+    answer = server.client.post("/v1/compare", json={"prompt": "p", "response_a": "x", "response_b": "y"})
+    r = post(server, {"request_id": answer.json()["request_id"], "choice": "a", "user": ""})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"].startswith("user: ")
+
+
 def compare_list(srv: LiveServer, request_id: str, n: int = 2) -> None:
     comparisons = [
         {"prompt": f"question {i}?", "response_a": f"yes {i}", "response_b": f"no {i}"} for i in range(n)
