@@ -8,7 +8,9 @@ A server-side cancel cannot reach a process that does not run either. So each co
 checks out of its pool is watched: held past its limit, its socket is shut down from here, the
 call blocked on it wakes to "server closed the connection", and the caller gets a database
 error (503 over HTTP) instead of an answer that never comes. Nothing half-written is kept: the
-server rolls back a transaction whose connection is gone.
+server rolls back a transaction whose connection is gone, unless the cut came while its COMMIT
+was under way, when whether it committed is unknown (as with any connection lost then): a retry
+with the same feedback_id is answered as a replay if it did, and stored once if it did not.
 
 One thread per watch wakes only at the earliest deadline, and only while a connection is held.
 """
@@ -30,13 +32,19 @@ log = logging.getLogger("plaudit.feedback")
 class _Held:
     deadline: float  # time.monotonic() past which the connection is cut
     limit_s: float
-    fd: int
+    fd: int  # libpq's descriptor when the hold began
+    own_fd: int  # our duplicate of it: the same socket, whatever becomes of libpq's number
     connection: Any
 
 
 class HangWatch:
     """Deadlines for the psycopg connections in use; `hold` when one is checked out, `release`
-    when it is returned (or closed). One held past its deadline has its socket shut down."""
+    when it is returned (or closed). One held past its deadline has its socket shut down.
+
+    Each hold keeps a duplicate descriptor of the connection's socket and cuts through that:
+    libpq closes its own descriptor when the server drops the connection, and the number may
+    be another socket's (a client's, another connection's) a moment later, which must never be
+    shut down. The duplicate always names the socket the hold began on."""
 
     def __init__(self, limit_s: float, describe: str = "the feedback database") -> None:
         if limit_s <= 0:
@@ -56,7 +64,18 @@ class HangWatch:
             return  # already lost: nothing would wait on it
         with self._changed:
             limit_s = self.limit_s if limit_s is None else limit_s
-            self._held[id(connection)] = _Held(time.monotonic() + limit_s, limit_s, fd, connection)
+            before = self._held.pop(id(connection), None)
+            if before is not None and before.fd == fd:
+                own_fd = before.own_fd  # a new limit on the same socket: keep its duplicate
+            else:
+                if before is not None:
+                    os.close(before.own_fd)
+                try:
+                    own_fd = os.dup(fd)
+                except OSError as exc:  # out of descriptors: serve unwatched rather than fail
+                    log.warning("cannot watch a connection to %s for hangs: %s", self.describe, exc)
+                    return
+            self._held[id(connection)] = _Held(time.monotonic() + limit_s, limit_s, fd, own_fd, connection)
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="plaudit-db-hang-watch", daemon=True)
                 self._watcher.start()
@@ -65,7 +84,9 @@ class HangWatch:
     def release(self, connection: Any) -> None:
         """Stop watching `connection` (returned to the pool, closed, or let run without a limit)."""
         with self._changed:
-            self._held.pop(id(connection), None)
+            held = self._held.pop(id(connection), None)
+        if held is not None:
+            os.close(held.own_fd)
 
     def held(self) -> int:
         with self._changed:
@@ -77,8 +98,6 @@ class HangWatch:
                 now = time.monotonic()
                 for key, held in list(self._held.items()):
                     if held.deadline <= now:
-                        # Cut under the lock: the holder cannot release, so cannot close the
-                        # connection and free its descriptor for reuse, until this is done.
                         del self._held[key]
                         self._cut(held)
                 if self._held:
@@ -87,12 +106,10 @@ class HangWatch:
             self._watcher = None
 
     def _cut(self, held: _Held) -> None:
-        if _socket_of(held.connection) != held.fd:
-            return  # libpq has dropped this connection itself since: the descriptor may be another's now
         try:
-            # A duplicate descriptor of the same socket: shutting it down wakes the thread that
-            # waits on the original, and closing it leaves the original to its owner.
-            with socket.socket(fileno=os.dup(held.fd)) as duplicate:
+            # Shutting our duplicate down shuts the socket down, which wakes the thread waiting on
+            # libpq's descriptor; closing the duplicate then leaves libpq's to its owner.
+            with socket.socket(fileno=held.own_fd) as duplicate:
                 duplicate.shutdown(socket.SHUT_RDWR)
         except OSError as exc:
             log.warning("could not cut a hung connection to %s: %s", self.describe, exc)

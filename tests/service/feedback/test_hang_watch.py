@@ -8,6 +8,7 @@ the client's bytes are acknowledged and nothing comes back, as from a stopped se
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -110,24 +111,31 @@ def test_a_connection_held_past_its_limit_is_cut_and_one_released_in_time_is_not
             sock.close()
 
 
-def test_a_descriptor_no_longer_its_connections_is_never_cut() -> None:
-    """libpq drops a connection's socket on its own when the server closes it: the number may
-    belong to another socket by the time the deadline comes, and that one must live."""
+def test_a_descriptor_number_reused_by_another_socket_is_never_cut() -> None:
+    """libpq closes its descriptor by itself when the server drops the connection, and the
+    number may belong to another socket by the time the deadline comes: that one must live."""
     watch = HangWatch(limit_s=0.1)
-    first, _first_peer = socket.socketpair()
+    first, first_peer = socket.socketpair()
     connection = SocketConnection(first)
     watch.hold(connection)
+    number = first.fileno()
+    first.close()  # as libpq drops it
     other, other_peer = socket.socketpair()
+    if other.fileno() == number:  # the lowest free number: most likely the one just freed
+        reused = other
+    else:
+        os.dup2(other.fileno(), number)  # another socket under the same number
+        reused = socket.socket(fileno=number)
     try:
-        connection.sock = other  # as if libpq had reconnected: a different descriptor now
-        time.sleep(0.3)
-        assert watch.cut == 0 and watch.held() == 0
+        time.sleep(0.3)  # past the deadline: the watch cuts the socket it held, not the number
+        assert watch.cut == 1 and watch.held() == 0
+        assert first_peer.recv(1) == b""  # the held socket was shut down
         other_peer.sendall(b"x")
-        assert other.recv(1) == b"x"  # still open both ways
-        other.sendall(b"y")
+        assert reused.recv(1) == b"x"  # the socket now under that number is open both ways
+        reused.sendall(b"y")
         assert other_peer.recv(1) == b"y"
     finally:
-        for sock in (first, _first_peer, other, other_peer):
+        for sock in {first_peer, other, other_peer, reused}:
             sock.close()
 
 
