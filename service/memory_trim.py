@@ -113,6 +113,9 @@ class MemoryTrimmer:
         if now_mib is None or self.activity.in_flight or self.activity.idle_for() < self.idle_s:
             return False
         if now_mib - self.baseline_mib < self.min_growth_mib:
+            # Memory below the baseline is a lower floor to count from: after a swap, the old
+            # model's memory goes once it has drained, below the baseline taken with both loaded.
+            self.baseline_mib = min(self.baseline_mib, now_mib)
             return False
         started = time.perf_counter()
         await asyncio.to_thread(self.trim)

@@ -102,6 +102,18 @@ def test_growth_counts_only_from_when_a_model_is_served() -> None:
     assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
 
 
+def test_memory_that_falls_below_the_baseline_lowers_it() -> None:
+    """A swap takes the baseline with both models loaded; once the old one has drained, memory
+    falls a model below it, and a burst must count from there."""
+    resident = [1900.0]  # the new model is served beside the old one
+    trimmer = MemoryTrimmer(RequestActivity(), lambda: None, resident=lambda: resident[0], idle_s=0.0)
+    trimmer.model_served()
+    resident[0] = 1500.0  # the old model's 400 MiB are gone
+    assert asyncio.run(trimmer.trim_if_due()) is False and trimmer.baseline_mib == 1500.0
+    resident[0] = 1600.0  # a burst of 100 MiB
+    assert asyncio.run(trimmer.trim_if_due()) is True and trimmer.trims == 1
+
+
 def test_the_holder_tells_the_trimmer_the_moment_a_model_is_served() -> None:
     """Not at the trimmer's next check, which may land in the middle of a burst and take the
     burst's memory for the model's (and then never trim it); on a swap too, and at once where a
