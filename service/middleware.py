@@ -219,7 +219,7 @@ class RequestContextMiddleware:
             log.error(
                 "internal error on %s %s (request_id=%s)",
                 scope["method"],
-                scope["path"],
+                _loggable(scope["path"]),
                 request_id,
                 exc_info=exc,
             )

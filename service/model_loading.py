@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from model_store.engines import TEST_ENGINES
+from model_store.errors import StoreError
 from model_store.loading import load_scorer, resolved_precision
 from model_store.scoring import Scorer
 from model_store.store import ModelStore, ModelVersion
@@ -69,7 +70,7 @@ def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
         intra_op_spinning=settings.intra_op_spinning,
         lone_call_threads=layout.lone_call_threads,
     )
-    aliases = tuple(store.aliases_of(mv.name, mv.version))
+    aliases = _aliases_or_none_known(store, mv)
     info = ModelInfo(
         name=mv.name,
         version=str(mv.version),
@@ -138,3 +139,17 @@ def log_precision_note(info: ModelInfo) -> None:
     note = precision_note(info, _int8_kernel)
     if note is not None:
         logging.getLogger("plaudit.service").info(note)
+
+
+def _aliases_or_none_known(store: ModelStore, mv: ModelVersion) -> tuple[str, ...]:
+    """The aliases pointing at `mv`; none where its model's aliases.json cannot be read. A model
+    named by version (NAME:3) needs no alias to load, and must not fail for a damaged alias file
+    (after its scorer was loaded, which would then be left open)."""
+    try:
+        return tuple(store.aliases_of(mv.name, mv.version))
+    except (StoreError, OSError) as exc:
+        logging.getLogger("plaudit.service").warning(
+            "could not read the aliases of %s (%s); serving %s with none known", mv.name, exc, mv.ref
+        )
+        return ()
+

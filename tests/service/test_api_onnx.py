@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,3 +173,22 @@ def test_startup_logs_the_precision_note_for_this_cpus_int8_kernel(
         log_precision_note(info)
     noted = any("u8 x u8" in r.getMessage() for r in caplog.records)
     assert noted == (int8_kernel() == "u8u8")  # this machine's own probe decides
+
+
+def test_a_version_named_by_number_loads_though_its_aliases_file_is_damaged(
+    linear_store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It needs no alias; the damaged file failed the load after the scorer was made.
+    from service.model_loading import load_model
+    from service.settings import Settings
+
+    store = tmp_path / "store"
+    shutil.copytree(linear_store, store)
+    (store / "lin" / "aliases.json").write_text("{not json", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="plaudit.service"):
+        scorer, info = load_model(Settings(store_dir=store, model="lin:1"))
+    try:
+        assert (info.name, info.version, info.aliases) == ("lin", "1", ())
+        assert any("could not read the aliases of lin" in r.getMessage() for r in caplog.records)
+    finally:
+        scorer.close()
