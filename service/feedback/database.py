@@ -146,7 +146,7 @@ def transaction(engine: sa.Engine, *, write: bool, time_limited: bool = True) ->
     (on PostgreSQL, two writers could otherwise commit in the other order than their ids).
     When the block returns, the commit has completed (durable).
     `time_limited=False` lets a PostgreSQL transaction run past the engine's hang limit (a
-    schema migration, a purge of many rows: long, and not hung).
+    schema migration: long, and not hung).
     """
     with engine.connect() as connection:
         if not time_limited:

@@ -32,7 +32,7 @@ from service.feedback.errors import (
     UnknownComparison,
 )
 from service.feedback.export import iter_export
-from service.feedback.migrations import alembic_config, current_revision, upgrade_to_head
+from service.feedback.migrations import alembic_config, current_revision, head_revision, upgrade_to_head
 from service.feedback.records import (
     LIST_KEY_SEPARATOR,
     MAX_LABEL_CHARS,
@@ -53,6 +53,9 @@ from service.feedback.schema import feedback, scored_comparisons
 from service.feedback.stats import compute_stats
 
 DEFAULT_COMPARISON_RETENTION = timedelta(days=7)
+
+
+PURGE_BATCH_ROWS = 5000  # comparisons deleted per write transaction
 
 
 class FeedbackStore:
@@ -105,12 +108,17 @@ class FeedbackStore:
                 probe.dispose()
         engine = database.create_engine(parsed, pool_size=pool_size, hang_limit_s=hang_limit_s)
         try:
-            # Not time-limited: a migration of a large table may take long without being hung.
-            with database.transaction(engine, write=True, time_limited=False) as connection:
-                # Checked in the migration's transaction too: on PostgreSQL this is the only
-                # check, and a refusal rolls back having written nothing.
+            # Looked at first in a time-limited read (a hung server fails the open instead of
+            # holding it for ever); on PostgreSQL this is the only look before any write.
+            with database.transaction(engine, write=False) as connection:
                 _check_schema(connection, shown, url_from, create=create)
-                upgrade_to_head(connection)
+                current = current_revision(connection)
+            if current != head_revision():
+                # Not time-limited: a migration of a large table may take long without being
+                # hung. Checked again under the write lock: another process may have moved it.
+                with database.transaction(engine, write=True, time_limited=False) as connection:
+                    _check_schema(connection, shown, url_from, create=create)
+                    upgrade_to_head(connection)
         except sa.exc.DBAPIError as exc:  # unreachable server, unreadable or foreign file, ...
             engine.dispose()
             raise FeedbackStoreError(f"cannot open the feedback database {shown}: {_reason(exc)}") from exc
@@ -283,13 +291,29 @@ class FeedbackStore:
                 )
         raise UnknownComparison(request_id, index)
 
-    def purge_comparisons(self, older_than: timedelta | None = None) -> int:
-        """Delete comparisons older than `older_than` (default: the retention); returns how many."""
+    def purge_comparisons(self, older_than: timedelta | None = None, batch_rows: int = PURGE_BATCH_ROWS) -> int:
+        """Delete comparisons older than `older_than` (default: the retention); returns how many.
+
+        In batches of `batch_rows`, each its own write transaction: a large backlog neither holds
+        the write lock for long (writers wait at most 30 s for it) nor needs a transaction past
+        the hang limit, so every batch stays time-limited, and a batch cut short loses nothing
+        the next purge does not do again.
+        """
         age = self.comparison_retention if older_than is None else older_than
-        delete = sa.delete(scored_comparisons).where(scored_comparisons.c.created_at < _now() - age)
-        # Not time-limited: cut short, a large backlog would be rolled back, and grow, every time.
-        with database.transaction(self._engine, write=True, time_limited=False) as connection:
-            return int(connection.execute(delete).rowcount)
+        cutoff = _now() - age
+        table = scored_comparisons
+        oldest = sa.select(table.c.request_id).where(table.c.created_at < cutoff).limit(batch_rows)
+        purged = 0
+        while True:
+            with database.transaction(self._engine, write=True) as connection:
+                # The ids first, then delete them: a subquery in DELETE with LIMIT is refused
+                # by some backends, and the ids are few.
+                ids = connection.execute(oldest).scalars().all()
+                if ids:
+                    connection.execute(sa.delete(table).where(table.c.request_id.in_(ids)))
+            purged += len(ids)
+            if len(ids) < batch_rows:
+                return purged
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -242,7 +242,7 @@ def test_a_pooled_connection_to_a_hung_server_fails_its_ping_instead_of_waiting(
 @pytest.mark.postgres
 @pytest.mark.parametrize("time_limited", [True, False])
 def test_only_time_limited_transactions_are_cut(postgres_schema_url: str, time_limited: bool) -> None:
-    """A server busy past the limit looks hung to the watch; a migration or a purge, which may
+    """A server busy past the limit looks hung to the watch; a migration, which may
     take long, runs with `time_limited=False` and is let finish."""
     engine = database.create_engine(database.parse_url(postgres_schema_url), hang_limit_s=0.5)
 

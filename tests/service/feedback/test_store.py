@@ -212,6 +212,15 @@ def test_purge_deletes_only_old_comparisons(store: FeedbackStore) -> None:
         store.resolve_choice("req-1", "a")
 
 
+def test_purge_goes_in_batches_and_deletes_every_old_comparison(store: FeedbackStore) -> None:
+    for i in range(7):
+        store.remember_comparison(ScoredComparison(f"old-{i}", "p", "x", "y", 0.0, 0.0))
+    assert store.purge_comparisons(older_than=timedelta(0), batch_rows=3) == 7  # 3 + 3 + 1
+    assert store.purge_comparisons(older_than=timedelta(0), batch_rows=3) == 0
+    with pytest.raises(UnknownComparison):
+        store.resolve_choice("old-6", "a")
+
+
 def test_stores_opening_a_new_database_at_once_migrate_it_once(db_url: str) -> None:
     barrier = threading.Barrier(6)
 
