@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -118,8 +118,48 @@ def up_serve_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+DATABASE_URL_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg", "postgres")
+
+
 def is_database_url(source: str) -> bool:
-    return source.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://"))
+    return source.startswith(tuple(f"{scheme}://" for scheme in DATABASE_URL_SCHEMES))
+
+
+def database_key(source: str) -> str:
+    """What tells two spellings of one feedback database apart from two databases: the URL as
+    service.feedback reads it (`sqlite://` and `sqlite+pysqlite://` alike; no password), a
+    SQLite file by its real path. Raises FeedbackStoreError for a URL that names no database."""
+    from service.feedback.database import describe, parse_url
+
+    url = parse_url(source)
+    if url.get_backend_name() == "sqlite" and url.database:
+        url = url.set(database=os.path.realpath(url.database))
+    return describe(url)
+
+
+def repeated_database_problem(sources: list[str]) -> str | None:
+    """`plaudit train` refuses a data file given twice (training.pipeline.check_distinct_data);
+    a feedback database given twice is refused here, before its exports (two temporary files,
+    which that check cannot tell to be one database) are made and trained on twice."""
+    from sqlalchemy.engine import make_url
+
+    def shown(source: str) -> str:  # as given, less any password
+        return make_url(source.strip()).render_as_string(hide_password=True)
+
+    seen: dict[str, str] = {}
+    for source in sources:
+        if not is_database_url(source):
+            continue
+        key = database_key(source)
+        if key in seen:
+            first = seen[key]
+            spelled = f"{shown(first)!r} and {shown(source)!r}" if first != source else f"{shown(source)!r} twice"
+            return (
+                f"--data names the same feedback database {spelled}: its rows would be trained on twice; "
+                "give each database once"
+            )
+        seen[key] = source
+    return None
 
 
 def export_database_sources(sources: list[str], workdir: Path, purpose: str = "training") -> list[str]:
@@ -128,12 +168,17 @@ def export_database_sources(sources: list[str], workdir: Path, purpose: str = "t
     This lives in the dispatcher because `training` does not depend on `service`.
     """
     out: list[str] = []
+    done: dict[str, str] = {}  # a database given twice (eval, data check) is read once, used twice, as a file would be
     for i, source in enumerate(sources):
         if not is_database_url(source):
             out.append(source)
             continue
         from service.feedback import FeedbackStore, FeedbackStoreError, export_jsonl
 
+        key = database_key(source)
+        if key in done:
+            out.append(done[key])
+            continue
         target = workdir / f"feedback-{i}.jsonl"
         with FeedbackStore.open(source, create=False, url_from="the --data URL") as store:
             rows = export_jsonl(store, target)
@@ -145,20 +190,29 @@ def export_database_sources(sources: list[str], workdir: Path, purpose: str = "t
             )
         print(f"exported {rows} feedback rows from {shown} for {purpose}")
         out.append(str(target))
+        done[key] = str(target)
     return out
 
 
 class DataSources(NamedTuple):
     attr: str  # the parsed argument that lists the command's data files
     purpose: str  # what the feedback is exported for, in the note saying so
+    # The command's own checks of everything but its data (training.cli), run before any
+    # export: says what is wrong and returns the exit code, or None. The command runs them too.
+    check: Callable[[argparse.Namespace], int | None] | None = None
 
 
 def data_sources(args: argparse.Namespace) -> DataSources | None:
     """Where a command that reads data files (and so feedback database URLs too) keeps them."""
+    # training is imported for its own commands only: `plaudit serve` must not load it.
     if args.command == "train":
-        return DataSources("data", "training")
+        from training.cli import check_train_args
+
+        return DataSources("data", "training", check_train_args)
     if args.command == "eval":
-        return DataSources("data", "evaluation")
+        from training.cli import check_eval_args
+
+        return DataSources("data", "evaluation", check_eval_args)
     if args.command == "data" and getattr(args, "data_command", None) == "check":
         return DataSources("paths", "checking")
     return None
@@ -211,11 +265,23 @@ def _dispatch(args: argparse.Namespace) -> int:
     if sources is not None and any(is_database_url(d) for d in getattr(args, sources.attr)):
         from service.feedback import FeedbackStoreError
 
+        given = list(getattr(args, sources.attr))
+        # A mistake in the command is refused before any database is read (exported).
+        try:
+            repeated = repeated_database_problem(given) if args.command == "train" else None
+        except FeedbackStoreError as exc:  # a URL that names no database: said as the export would
+            print(f"error: cannot read feedback from the database: {exc}", file=sys.stderr)
+            return 2
+        if repeated is not None:
+            print(f"error: {repeated}", file=sys.stderr)
+            return 2
+        code = sources.check(args) if sources.check is not None else None
+        if code is not None:
+            return code
         with tempfile.TemporaryDirectory(prefix="plaudit-feedback-") as workdir:
             try:
                 # The note goes to stdout only beside train's text report: eval and data check,
                 # and train with --json, may write JSON there.
-                given = list(getattr(args, sources.attr))
                 note_to_stdout = args.command == "train" and not getattr(args, "json", False)
                 with contextlib.redirect_stdout(sys.stdout if note_to_stdout else sys.stderr):
                     exported = export_database_sources(given, Path(workdir), sources.purpose)

@@ -17,6 +17,8 @@ from model_store.cli import DEFAULT_STORE, STORE_ENV, default_store_dir
 from model_store.fileio import dumps_json
 
 if TYPE_CHECKING:
+    from model_store.store import ModelVersion
+    from training.pipeline import TrainJob
     from training.transformer_trainer import TransformerConfig
 
 
@@ -160,44 +162,84 @@ def linear_refusal(given_flags: tuple[str, ...]) -> str | None:
     return f"{flags} {verb} to --model transformer only; drop {'it' if len(given_flags) == 1 else 'them'} to train --model linear"
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def train_job(args: argparse.Namespace) -> TrainJob:
+    """The TrainJob of parsed `plaudit train` arguments, refusing (ValueError, StoreError) what
+    needs no file to refuse: a transformer flag given with --model linear, and the job's own
+    checks (names, ranges, the same file twice), which look at the --data strings only."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from model_store.errors import StoreError
-    from training.data.errors import DataValidationError
-    from training.pipeline import StoreWriteError, TrainJob, UnusableDataError, run_training
+    from training.pipeline import TrainJob
 
     if args.model == "linear":
         refusal = linear_refusal(tuple(getattr(args, "given_flags", ())))
         if refusal:
-            return _fail(refusal)
-    try:
-        job = TrainJob(
-            data=args.data,
-            store=args.store,
-            name=args.name,
-            kind=args.model,
-            rating_scale=args.rating_scale,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            transformer=transformer_config(
-                args, threads=args.threads, checkpoint_dir=args.checkpoint_dir, resume=args.resume
-            ),
-            quantize=args.quantize,
-            promote_to=args.promote,
-            progress=not args.no_progress and not args.json,
-        )
-        outcome = run_training(job)
-    except DataValidationError as exc:
+            raise ValueError(refusal)
+    return TrainJob(
+        data=args.data,
+        store=args.store,
+        name=args.name,
+        kind=args.model,
+        rating_scale=args.rating_scale,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        transformer=transformer_config(
+            args, threads=args.threads, checkpoint_dir=args.checkpoint_dir, resume=args.resume
+        ),
+        quantize=args.quantize,
+        promote_to=args.promote,
+        progress=not args.no_progress and not args.json,
+    )
+
+
+def _train_refused(exc: Exception) -> int | None:
+    """Say why `plaudit train` stopped on `exc` and return its exit code; None for an
+    exception that is no refusal of the command's (a bug: left to propagate)."""
+    from model_store.errors import StoreError
+    from training.data.errors import DataValidationError
+    from training.pipeline import StoreWriteError, UnusableDataError
+
+    if isinstance(exc, DataValidationError):
         return _fail(f"data refused, nothing was written to the store\n{exc}")
-    except UnusableDataError as exc:
+    if isinstance(exc, UnusableDataError):
         return _fail(f"data refused, nothing was written to the store: {exc}")
-    except StoreWriteError as exc:  # the filesystem failed the store mid-write, not the user
+    if isinstance(exc, StoreWriteError):  # the filesystem failed the store mid-write, not the user
         return _fail(str(exc), 1)
-    except (StoreError, ValueError, FileNotFoundError) as exc:
+    if isinstance(exc, (StoreError, ValueError, FileNotFoundError)):
         return _fail(str(exc))
-    except OSError as exc:  # e.g. a checkpoint that cannot be written (disk full): one line
+    if isinstance(exc, OSError):  # e.g. a checkpoint that cannot be written (disk full): one line
         where = f": {exc.filename}" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}", 1)
+    return None
+
+
+def check_train_args(args: argparse.Namespace) -> int | None:
+    """What `plaudit train` refuses before its data is read: the job's arguments (train_job)
+    and its outputs (a store or checkpoint folder it could not write, a missing backbone).
+    Says why and returns the exit code, or None. The dispatcher (plaudit.cli) asks it before
+    exporting a feedback database given as --data; run_training asks the same again."""
+    from model_store.store import ModelStore
+    from training.pipeline import check_outputs
+
+    try:
+        job = train_job(args)
+        check_outputs(job, ModelStore(job.store))
+    except Exception as exc:
+        code = _train_refused(exc)
+        if code is None:
+            raise
+        return code
+    return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import run_training
+
+    try:
+        outcome = run_training(train_job(args))  # check_outputs first, then the data
+    except Exception as exc:
+        code = _train_refused(exc)
+        if code is None:
+            raise
+        return code
     mv = outcome.version
     if args.json:
         result = {
@@ -265,27 +307,48 @@ def _agreement(value: float | None, n_pairs: int | None) -> str:
     return f"{value:.4f}" + (f" on {n_pairs} pairs" if n_pairs is not None else "")
 
 
+def eval_version(args: argparse.Namespace) -> ModelVersion:
+    """The version `plaudit eval` scores, checked before any data is read: --plots can be a
+    folder, the version resolves, its files are those registered and it loads with the
+    engine and precision asked. Raises ValueError, StoreError or FileNotFoundError."""
+    from model_store.loading import check_loadable
+    from model_store.store import ModelStore
+    from training.plots import plots_dir_problem
+
+    problem = plots_dir_problem(args.plots) if args.plots is not None else None
+    if problem is not None:
+        raise ValueError(f"--plots: {problem}")
+    store = ModelStore(args.store)
+    mv = store.resolve(args.model)
+    store.verify(mv)
+    check_loadable(
+        mv.metadata, name=mv.name, version=str(mv.version), engine=args.engine, device="cpu", precision=args.precision
+    )
+    return mv
+
+
+def check_eval_args(args: argparse.Namespace) -> int | None:
+    """eval_version's refusal, said, as its exit code; None where the version is fine. The
+    dispatcher (plaudit.cli) asks it before exporting a feedback database given as --data."""
+    from model_store.errors import StoreError
+
+    try:
+        eval_version(args)
+    except (StoreError, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from model_store.errors import StoreError
-    from model_store.loading import check_loadable, load_scorer, resolved_precision
-    from model_store.store import ModelStore
+    from model_store.loading import load_scorer, resolved_precision
     from training.data.errors import DataValidationError
     from training.data.loaders import load_dataset
     from training.evaluate import evaluate
     from training.pipeline import split_for_eval
-    from training.plots import plots_dir_problem
 
-    # What cannot work is said before the data is read and scored.
-    problem = plots_dir_problem(args.plots) if args.plots is not None else None
-    if problem is not None:
-        return _fail(f"--plots: {problem}")
     try:
-        store = ModelStore(args.store)
-        mv = store.resolve(args.model)
-        store.verify(mv)
-        check_loadable(
-            mv.metadata, name=mv.name, version=str(mv.version), engine=args.engine, device="cpu", precision=args.precision
-        )
+        mv = eval_version(args)  # what cannot work is said before the data is read and scored
         scale = args.rating_scale or tuple(mv.metadata.get("rating_scale", (1.0, 5.0)))
         dataset = load_dataset(args.data, rating_scale=scale)
         examples = list(dataset.examples)

@@ -1,7 +1,8 @@
 """What `plaudit eval` and `plaudit data check` refuse, and what they accept besides files.
 
 The real CLI (`plaudit.cli.main`, so the dispatcher too), the linear model trained on the
-sample data (tests/conftest.py), and real feedback databases (SQLite files).
+sample data (tests/conftest.py), and real feedback databases (SQLite files: the feedback_db
+fixture of tests/training/conftest.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from plaudit.cli import main
-from service.feedback import FeedbackStore, NewFeedback
 from tests.conftest import SAMPLE_DIR
 
 PAIRS = SAMPLE_DIR / "pairs.jsonl"
@@ -28,18 +28,6 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     return err.removeprefix("error: ").rstrip("\n")
-
-
-@pytest.fixture
-def feedback_db(tmp_path: Path) -> str:
-    """A SQLite feedback database holding two pairs, a like and a rating."""
-    url = f"sqlite:///{tmp_path / 'feedback' / 'fb.db'}"
-    with FeedbackStore.open(url) as store:
-        store.add(NewFeedback(kind="pair", prompt="Name a prime.", chosen="Seven.", rejected="Nine."))
-        store.add(NewFeedback(kind="pair", prompt="Capital of Peru?", chosen="Lima.", rejected="I'd rather not say."))
-        store.add(NewFeedback(kind="like", prompt="Boil an egg?", response="Nine minutes.", liked=True))
-        store.add(NewFeedback(kind="rating", prompt="Boil an egg?", response="They cannot be boiled.", rating=1))
-    return url
 
 
 # -- --precision int8 on a version without an int8 file ---------------------------------------
