@@ -10,8 +10,10 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -219,8 +221,16 @@ def data_sources(args: argparse.Namespace) -> DataSources | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM as Ctrl-C: a `plaudit up` or `train` stopped by either still removes its
+    # temporary folders (nothing reaches the store before a run has succeeded). `serve`
+    # installs uvicorn's own handlers over this one.
+    in_main_thread = threading.current_thread() is threading.main_thread()  # (tests call main in threads)
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return _run(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped; nothing unfinished was written to the store", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # Whoever read stdout has gone (`plaudit models list | head -3`): nothing went wrong
         # here. Python would report the pipe again when it flushes stdout at exit, so stdout
@@ -228,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # Top-level modules of the `train` extra: a command that needs one in an install without
