@@ -27,8 +27,9 @@ class ModelLoadError(Exception):
 def resolve_stored_model(settings: Settings) -> tuple[ModelStore, ModelVersion]:
     """The store and its ModelVersion for `settings.model`, checksums verified."""
     if not settings.store_dir.is_dir():
+        what = "is a file, not a store folder" if settings.store_dir.exists() else "does not exist"
         raise ModelLoadError(
-            f"model store {settings.store_dir} does not exist; point {env_name('store_dir')} "
+            f"model store {settings.store_dir} {what}; point {env_name('store_dir')} "
             "(or --store) at a store, or use --engine deterministic to run without a model"
         )
     store = ModelStore(settings.store_dir)

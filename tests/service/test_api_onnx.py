@@ -192,3 +192,17 @@ def test_a_version_named_by_number_loads_though_its_aliases_file_is_damaged(
         assert any("could not read the aliases of lin" in r.getMessage() for r in caplog.records)
     finally:
         scorer.close()
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_store_that_is_not_a_folder_is_named_for_what_it_is(tmp_path: Path, kind: str) -> None:
+    from service.model_loading import ModelLoadError, resolve_stored_model
+    from service.settings import Settings
+
+    store = tmp_path / "store"
+    if kind == "a file":
+        store.write_text("not a store")
+    with pytest.raises(ModelLoadError) as refused:
+        resolve_stored_model(Settings(store_dir=store, model="m"))
+    what = "is a file, not a store folder" if kind == "a file" else "does not exist"
+    assert str(refused.value).startswith(f"model store {store} {what}; point PLAUDIT_STORE_DIR")
