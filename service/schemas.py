@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, model_validator
 
 from model_store.scoring import invalid_unicode_reason
 
@@ -271,8 +271,17 @@ class ReadyResponse(BaseModel):
 # -- model lifecycle (admin) ---------------------------------------------------------------
 
 
+def _version_number(value: Any) -> Any:
+    """2 or "2" (the form every answer gives a version in); not true, 2.0 or "two"."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
 class PromoteRequest(_Strict):
-    version: int = Field(ge=1, strict=True, description="The stored version to promote.", examples=[2])
+    version: Annotated[int, BeforeValidator(_version_number)] = Field(
+        ge=1, strict=True, description='The stored version to promote: 2, or "2" as answers give it.', examples=[2]
+    )
     alias: str = Field(default="production", description="The alias to point at it.", examples=["production"])
 
 

@@ -36,7 +36,7 @@ ENDPOINTS = [
     ("GET", "/v1/feedback/export", None, "admin", 200),
     ("GET", "/v1/feedback/stats", None, "admin", 200),
     ("POST", "/v1/models/reload", None, "admin", 200),
-    ("POST", "/v1/models/{name}/promote", {"version": 1}, "admin", 409),
+    ("POST", "/v1/models/{name}/promote", {"version": "1"}, "admin", 409),
 ]
 ENDPOINT_IDS = [f"{method} {path}" for method, path, *_ in ENDPOINTS]
 
