@@ -35,7 +35,7 @@ from service.memory_trim import make_trimmer
 from service.metrics import ServiceMetrics
 from service.middleware import RequestContextMiddleware
 from service.model import LoadedModel, ModelHolder
-from service.model_loading import ModelLoadError, batch_limits, load_model, log_precision_note
+from service.model_loading import ModelLoadError, batch_limits, load_model, log_precision_note, stored_model_problem
 from service.model_watch import StoreFollower, follows_store
 from service.routes import feedback, lifecycle, models, ops, scoring
 from service.score_lane import SCORE_PATH, ScoreLane
@@ -159,10 +159,18 @@ def settings_from_environment() -> Settings:
     The exit status is uvicorn's STARTUP_FAILURE: under `uvicorn --workers N` the supervisor then
     stops instead of starting a new worker that would fail the same way, forever."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         print(f"plaudit: {describe_settings_error(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(STARTUP_FAILURE) from None
+    # As `plaudit serve` does: a model that is not there, or that this engine cannot run, stops
+    # the start (uvicorn --workers included) instead of a server answering 503 for good. The
+    # checksums are left to the load itself, which verifies them.
+    problem = stored_model_problem(settings, verify=False)
+    if problem:
+        print(f"plaudit: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(STARTUP_FAILURE)
+    return settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

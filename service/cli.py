@@ -13,8 +13,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model_store.engines import TEST_ENGINES
-from model_store.errors import StoreError
 from service.settings import (
     DEVICES,
     ENGINES,
@@ -189,26 +187,14 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     except ValidationError as exc:
         print(f"plaudit serve: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
-    if settings.engine not in TEST_ENGINES:
-        # Fail now, with one line, on the commonest mistake (a wrong store or model name),
-        # rather than serving 503s after a background load fails.
-        # So too on what the version cannot run (an engine, precision or device it lacks).
-        from model_store.loading import check_loadable
-        from service.model_loading import ModelLoadError, resolve_stored_model
+    # Fail now, with one line, on the commonest mistake (a wrong store or model name), and on
+    # what the version cannot run, rather than serving 503s after a background load fails.
+    from service.model_loading import stored_model_problem
 
-        try:
-            _, mv = resolve_stored_model(settings)
-            check_loadable(
-                mv.metadata,
-                name=mv.name,
-                version=str(mv.version),
-                engine=settings.engine,
-                device=settings.device,
-                precision=settings.precision,
-            )
-        except (StoreError, ModelLoadError, ValueError) as exc:
-            print(f"plaudit serve: {exc}", file=sys.stderr)
-            return 2
+    problem = stored_model_problem(settings)
+    if problem:
+        print(f"plaudit serve: {problem}", file=sys.stderr)
+        return 2
 
     problem = listen_problem(settings.host, settings.port)
     if problem:

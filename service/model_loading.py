@@ -26,16 +26,20 @@ class ModelLoadError(Exception):
 
 def resolve_stored_model(settings: Settings) -> tuple[ModelStore, ModelVersion]:
     """The store and its ModelVersion for `settings.model`, checksums verified."""
+    _check_store_folder(settings)
+    store = ModelStore(settings.store_dir)
+    mv = store.resolve(settings.model)
+    store.verify(mv)
+    return store, mv
+
+
+def _check_store_folder(settings: Settings) -> None:
     if not settings.store_dir.is_dir():
         what = "is a file, not a store folder" if settings.store_dir.exists() else "does not exist"
         raise ModelLoadError(
             f"model store {settings.store_dir} {what}; point {env_name('store_dir')} "
             "(or --store) at a store, or use --engine deterministic to run without a model"
         )
-    store = ModelStore(settings.store_dir)
-    mv = store.resolve(settings.model)
-    store.verify(mv)
-    return store, mv
 
 
 def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
@@ -153,4 +157,33 @@ def _aliases_or_none_known(store: ModelStore, mv: ModelVersion) -> tuple[str, ..
             "could not read the aliases of %s (%s); serving %s with none known", mv.name, exc, mv.ref
         )
         return ()
+
+
+def stored_model_problem(settings: Settings, *, verify: bool = True) -> str | None:
+    """What stops `settings` from serving its stored model (a wrong store or model name, an
+    engine, precision or device the version lacks), said in one line; None if nothing does, or
+    if the engine is a test engine, which needs no store. Checked before serving, so that the
+    commonest mistakes stop the start rather than leave a server answering 503 for good.
+    `verify=False` skips the checksums (load_model checks them again anyway)."""
+    if settings.engine in TEST_ENGINES:
+        return None
+    from model_store.loading import check_loadable
+
+    try:
+        if verify:
+            _, mv = resolve_stored_model(settings)
+        else:
+            _check_store_folder(settings)
+            mv = ModelStore(settings.store_dir).resolve(settings.model)
+        check_loadable(
+            mv.metadata,
+            name=mv.name,
+            version=str(mv.version),
+            engine=settings.engine,
+            device=settings.device,
+            precision=settings.precision,
+        )
+    except (StoreError, ModelLoadError, ValueError, OSError) as exc:
+        return str(exc)
+    return None
 

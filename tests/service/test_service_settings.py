@@ -204,6 +204,23 @@ def test_the_uvicorn_factory_ends_on_a_bad_variable_with_the_one_line_message(mo
     assert capsys.readouterr().err.startswith("plaudit: engine='tensorrt' is not supported")
 
 
+@pytest.mark.parametrize("model", ["nosuch", "lin:7"])
+def test_the_uvicorn_factory_ends_on_a_model_that_is_not_in_the_store(monkeypatch, capsys, linear_store, model):
+    # It stayed up answering /readyz 503 for good, where `plaudit serve` stopped with a line.
+    from uvicorn.config import STARTUP_FAILURE
+
+    from service.app import create_app
+
+    monkeypatch.setenv("PLAUDIT_STORE_DIR", str(linear_store))
+    monkeypatch.setenv("PLAUDIT_MODEL", model)
+    with pytest.raises(SystemExit) as info:
+        create_app()
+    assert info.value.code == STARTUP_FAILURE
+    err = capsys.readouterr().err
+    assert err.startswith("plaudit: ") and len(err.strip().splitlines()) == 1
+    assert ("no model named 'nosuch'" if model == "nosuch" else "has no version 7") in err
+
+
 def test_a_misspelt_variable_is_named_with_the_nearest_setting_when_the_app_is_built(monkeypatch, caplog, tmp_path):
     # Settings ignores PLAUDIT_* names it does not know: without this, the default stays in force silently.
     import logging
