@@ -82,10 +82,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 2
     store = ModelStore(args.store)
     if args.name not in store.names() or not store.list(args.name):
-        print(f"no model '{args.name}' in {args.store}: training the default model on the sample data")
-        from training.cli import cmd_train
+        from training.cli import check_train_args, cmd_train
 
         train_args = build_parser().parse_args(up_train_argv(args))
+        refused = check_train_args(train_args)  # a bad --epochs or --name: said before announcing training
+        if refused is not None:
+            return refused
+        print(f"no model '{args.name}' in {args.store}: training the default model on the sample data")
         code = cmd_train(train_args)
         if code:
             return code

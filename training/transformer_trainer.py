@@ -125,9 +125,9 @@ class TransformerConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
                 problems.append(f"{flag} must be a finite number above 0, got {value!r}; {fix}")
 
-        at_least(self.epochs, 1, "--epochs", "give 1 or more passes over the data (default 2)")
-        at_least(self.batch_size, 1, "--batch-size", "give 1 or more examples per step (default 16)")
-        at_least(self.evals_per_epoch, 1, "--evals-per-epoch", "give 1 or more validation checks per epoch (default 2)")
+        at_least(self.epochs, 1, "--epochs", "give 1 or more passes over the data")
+        at_least(self.batch_size, 1, "--batch-size", "give 1 or more examples per step")
+        at_least(self.evals_per_epoch, 1, "--evals-per-epoch", "give 1 or more validation checks per epoch")
         at_least(self.max_length, 1, "--max-length", "give the tokens per prompt and response, e.g. 256")
         at_least(self.freeze_layers, 0, "--freeze-layers", "give 0 (freeze nothing) or a number of encoder layers")
         at_least(self.patience, 1, "patience", "give 1 or more validation checks without improvement")

@@ -354,6 +354,20 @@ def test_plaudit_up_serves_where_plaudit_port_and_host_say_unless_flags_say_othe
         assert (Path(settings.store_dir), settings.model) == (tmp_path, "default")
 
 
+def test_plaudit_up_refuses_a_bad_option_before_it_announces_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `plaudit up --epochs 0` said "training the default model" and then refused, naming
+    # plaudit train's default epochs rather than up's.
+    from plaudit.cli import main
+
+    code = main(["up", "--epochs", "0", "--store", str(tmp_path / "store"), "--train-only"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "", out
+    assert "--epochs must be" in err and "default" not in err
+    assert not (tmp_path / "store").exists()
+
+
 def test_a_reader_that_leaves_early_gets_no_error_line(store_dir: Path) -> None:
     # `plaudit models show rm:1 | head -3` printed "error: Broken pipe" on stderr.
     import subprocess
