@@ -232,8 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(argv)
     except KeyboardInterrupt:
-        print("\ninterrupted: stopped; nothing unfinished was written to the store", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except ImportError as exc:
+        # Interrupted while a C extension initialised (onnxruntime, torch): Python reports an
+        # ImportError caused by the KeyboardInterrupt.
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            return _interrupted()
+        raise
     except BrokenPipeError:
         # Whoever read stdout has gone (`plaudit models list | head -3`): nothing went wrong
         # here. Python would report the pipe again when it flushes stdout at exit, so stdout
@@ -248,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _interrupted() -> int:
+    print("\ninterrupted: stopped; nothing unfinished was written to the store", file=sys.stderr)
+    return 130
 
 
 # Top-level modules of the `train` extra: a command that needs one in an install without

@@ -22,7 +22,10 @@ def test_a_stopped_training_run_says_so_in_one_line_and_leaves_nothing(
     scratch.mkdir()
     store = tmp_path / "store"
     argv = [sys.executable, "-m", "plaudit", "train", "--model", "transformer", "--backbone", str(tiny_backbone),
-            "--epochs", "500", "--store", str(store), "--name", "stopped", "--no-progress",
+            # Long enough to be stopped mid-way: a step per example, and early stopping no sooner
+            # than 3 epochs of them.
+            "--epochs", "500", "--batch-size", "1", "--evals-per-epoch", "1",
+            "--store", str(store), "--name", "stopped", "--no-progress",
             *(arg for path in SAMPLE_FILES for arg in ("--data", str(path)))]
     env = {**os.environ, "TMPDIR": str(scratch), "HF_HUB_OFFLINE": "1"}
     # SIGINT is ignored in a child started in the background by some shells; give it back its default.
