@@ -113,6 +113,7 @@ class LoadResult:
     elapsed_s: float
     stopped_by: str  # "requests" (all sent and answered) or "duration" (hit the time cap)
     window: tuple[float, float] | None = None  # time.time() at the first send and after the last answer
+    resent: int = 0  # requests sent again after their kept-alive connection was closed under them
 
 
 def items_for(endpoint: str, cycle: ItemCycle, index: int, size: int) -> list[TextPair]:
@@ -292,8 +293,11 @@ async def run_load(config: LoadConfig, items: ItemCycle, start_together: Any = N
             run.abandon_in_flight(time.perf_counter())
         elapsed = time.perf_counter() - started
         window = (wall_started, wall_started + elapsed)
+        resent = sum(client.resent for client in clients)
     records = sorted(run.records, key=lambda r: r.index)
-    return LoadResult(config=config, records=records, elapsed_s=elapsed, stopped_by=stopped_by, window=window)
+    return LoadResult(
+        config=config, records=records, elapsed_s=elapsed, stopped_by=stopped_by, window=window, resent=resent
+    )
 
 
 def run_load_sync(config: LoadConfig, items: ItemCycle, start_together: Any = None) -> LoadResult:
@@ -350,4 +354,5 @@ def run_load_processes(config: LoadConfig, items: list[TextPair], processes: int
         elapsed_s=last - first,  # spans every share's own window, so never less than its elapsed
         stopped_by="duration" if any(r.stopped_by == "duration" for r in results) else "requests",
         window=(first, last),
+        resent=sum(r.resent for r in results),
     )

@@ -48,6 +48,10 @@ class RawHttpClient:
         self.prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
         self._host_header = f"{self.host}:{self.port}" if parts.port else self.host
+        # Requests sent a second time, on a new connection, because the kept-alive one was closed
+        # or reset under them: usual for an idle connection the server let go, but it also hides
+        # a server that died mid-request, so the report counts them.
+        self.resent = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -89,6 +93,7 @@ class RawHttpClient:
                     await self.aclose()
                     if not reused:
                         raise
+                    self.resent += 1
                     return await self._exchange(message)
         except TimeoutError:
             await self.aclose()
@@ -151,6 +156,7 @@ class HttpxClient:
     """The same interface over httpx, for https:// targets."""
 
     def __init__(self, base_url: str, timeout_s: float, tls: ssl.SSLContext | None = None) -> None:
+        self.resent = 0  # httpx's own retries are not seen here
         self._client = httpx.AsyncClient(
             base_url=base_url,
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),

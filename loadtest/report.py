@@ -77,6 +77,9 @@ class LoadReport:
     latency: LatencySummary
     errors: dict[str, int]  # failures by outcome, e.g. {"503": 2, "timeout": 1}
     stopped_by: str
+    # Sent a second time after their kept-alive connection was closed or reset under them (each
+    # is counted once, by its final outcome): a server that crashed mid-request shows here.
+    resent: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types; NaN (no successful request) becomes null."""
@@ -125,6 +128,7 @@ def summarize(result: LoadResult) -> LoadReport:
         latency=LatencySummary.from_seconds([r.latency_s for r in ok_records]),
         errors=dict(sorted(errors.items())),
         stopped_by=result.stopped_by,
+        resent=result.resent,
     )
 
 
@@ -163,5 +167,7 @@ def format_table(report: LoadReport) -> str:
     ]
     if report.errors:
         rows.append(("errors", ", ".join(f"{k}: {v}" for k, v in report.errors.items())))
+    if report.resent:
+        rows.append(("resent", f"{report.resent} (their kept-alive connection was closed or reset under them)"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

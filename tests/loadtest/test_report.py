@@ -73,6 +73,16 @@ def test_report_of_no_successes_has_null_latencies_in_json() -> None:
     assert "p50 -" in format_table(report)
 
 
+def test_requests_sent_again_are_reported_apart_and_only_when_there_are_some() -> None:
+    # A kill -9 of a worker under load read "0 failed": the requests it held were quietly resent.
+    records = [RequestRecord(0, 4, "ok", 0.010), RequestRecord(1, 4, "ok", 0.020)]
+    config = LoadConfig(concurrency=2, requests=2, items_per_request=4)
+    report = summarize(LoadResult(config=config, records=records, elapsed_s=1.0, stopped_by="requests", resent=1))
+    assert report.resent == 1 and report.to_json()["resent"] == 1
+    assert "resent      1 (their kept-alive connection was closed or reset under them)" in format_table(report)
+    assert "resent" not in format_table(summarize(_result(records)))
+
+
 def test_unfinished_requests_are_not_failures() -> None:
     records = [RequestRecord(0, 4, "ok", 0.010), RequestRecord(1, 4, "unfinished", 0.5)]
     report = summarize(_result(records))
