@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -527,13 +528,21 @@ def test_run_server_reads_counters_right_around_each_scenario_load() -> None:
     ]
 
 
-def test_a_server_whose_model_failed_to_load_is_given_up_at_once_and_its_log_kept(tmp_path: Path) -> None:
+def test_a_server_whose_model_failed_to_load_is_given_up_at_once_and_its_log_kept(
+    tmp_path: Path, linear_store: Path
+) -> None:
     """On a lent GPU a server that cannot get ready must not take the whole readiness wait."""
+    # A model the store has, whose file fails its checksum when loaded (a missing model stops
+    # the server at start instead: the test below).
+    store = tmp_path / "store"
+    shutil.copytree(linear_store, store)
+    (ModelStore(store).get("lin", 1).path / "model.onnx").write_bytes(b"damaged")
     port = bench.free_port()
     env = {
         **os.environ,
         "PLAUDIT_ENGINE": "onnx",
-        "PLAUDIT_STORE_DIR": str(tmp_path / "no-store"),
+        "PLAUDIT_STORE_DIR": str(store),
+        "PLAUDIT_MODEL": "lin",
         "PLAUDIT_FEEDBACK_ENABLED": "false",
         "PLAUDIT_PORT": str(port),
     }
@@ -545,6 +554,21 @@ def test_a_server_whose_model_failed_to_load_is_given_up_at_once_and_its_log_kep
         assert "an earlier server's lines" not in proc.log_tail()  # its own lines only
     kept = log.read_text()
     assert kept.startswith("an earlier server's lines\n") and "could not load model" in kept
+
+
+def test_a_server_whose_model_is_not_in_the_store_ends_at_start_with_its_line(tmp_path: Path) -> None:
+    port = bench.free_port()
+    env = {
+        **os.environ,
+        "PLAUDIT_ENGINE": "onnx",
+        "PLAUDIT_STORE_DIR": str(tmp_path / "no-store"),
+        "PLAUDIT_FEEDBACK_ENABLED": "false",
+        "PLAUDIT_PORT": str(port),
+    }
+    with bench.ServerProcess(bench.SERVERS["plaudit"], env, port) as proc:
+        with pytest.raises(bench.ServerStartError, match="exited with code 3 before it was ready") as refused:
+            proc.wait_ready(timeout_s=600)
+    assert "model store" in str(refused.value) and "no-store does not exist" in str(refused.value)
 
 
 def test_after_a_cut_load_plaudits_queue_is_seen_to_drain_and_the_naive_servers_is_not_seen() -> None:
