@@ -39,7 +39,7 @@ from service.model_loading import ModelLoadError, batch_limits, load_model, log_
 from service.model_watch import StoreFollower, follows_store
 from service.routes import feedback, lifecycle, models, ops, scoring
 from service.score_lane import SCORE_PATH, ScoreLane
-from service.settings import MULTIPROC_DIR_ENV, Settings, describe_settings_error, unknown_variables
+from service.settings import MULTIPROC_DIR_ENV, REPLACEMENT_WORKER_ENV, Settings, describe_settings_error, unknown_variables
 from service.workers import WorkerGroup
 
 log = logging.getLogger("plaudit.service")
@@ -109,6 +109,7 @@ def _lifespan(
             background.append(asyncio.create_task(work, name=name))
 
         start(load_and_publish(settings, metrics, holder), "plaudit-model-load")
+        loading = background[-1]
         swapper = ModelSwapper(settings, metrics, holder)
         shared = metrics.shared_directory  # set exactly when the server runs several workers
         workers = WorkerGroup(shared, settings.workers) if shared is not None else None
@@ -122,6 +123,14 @@ def _lifespan(
         api_keys = load_api_keys(settings)
         feedback_store = await open_feedback_store(settings)  # never raises; 503s say why
         try:
+            if os.environ.get(REPLACEMENT_WORKER_ENV) == "1":
+                # A worker started in place of one that died: the others serve meanwhile, and
+                # uvicorn listens once startup ends, so this one takes connections only when its
+                # model is served (answering 503 to its share of them meanwhile helped no one).
+                # If the load fails, it does not start at all: the supervisor tries again later.
+                await asyncio.shield(loading)
+                if not holder.ready:
+                    raise RuntimeError(f"this replacement worker's model did not load: {holder.why_not_ready()}")
             yield AppState(
                 settings=settings,
                 metrics=metrics,

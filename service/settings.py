@@ -64,6 +64,9 @@ def env_name(field: str) -> str:
 # The directory that prometheus_client's multiprocess mode writes to; the workers of one
 # server also publish their readiness there (service.workers).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Set by the supervisor in a worker it starts in place of one that died (service.supervisor):
+# not a setting, so not PLAUDIT_-prefixed.
+REPLACEMENT_WORKER_ENV = "_PLAUDIT_REPLACEMENT_WORKER"
 # How often each of several workers checks the store for a moved alias, when not set.
 DEFAULT_MULTI_WORKER_POLL_S = 2.0
 

@@ -140,12 +140,19 @@ def stop_with_supervisor(supervisor_pid: int) -> bool:
     return os.getppid() == supervisor_pid
 
 
-def run_worker(host: str, port: int, uvicorn_options: dict[str, Any], supervisor_pid: int | None = None) -> None:
+def run_worker(
+    host: str, port: int, uvicorn_options: dict[str, Any], supervisor_pid: int | None = None, replacement: bool = False
+) -> None:
     """One worker: its own socket on the shared port, then uvicorn serving the app factory.
-    With `supervisor_pid`, the worker stops itself when that process (its parent) dies."""
+    With `supervisor_pid`, the worker stops itself when that process (its parent) dies. A
+    `replacement` (for a worker that died) listens only once its model is served (service.app)."""
     if supervisor_pid is not None and not stop_with_supervisor(supervisor_pid):
         log.warning("the supervisor (pid %d) has gone; this worker does not start", supervisor_pid)
         return
+    if replacement:
+        from service.settings import REPLACEMENT_WORKER_ENV
+
+        os.environ[REPLACEMENT_WORKER_ENV] = "1"
     import uvicorn
 
     sock = _reuse_port_socket(host, port)  # uvicorn's server starts listening on it
@@ -160,6 +167,7 @@ class _Slot:
         self.process: BaseProcess | None = None
         self.started_at = 0.0
         self.early_deaths = 0  # in a row
+        self.started_before = False  # a worker ran here before: the next one is a replacement
         self.restart_at: float | None = None  # when a dead worker is due to be replaced
 
 
@@ -183,10 +191,10 @@ class Supervisor:
         self._slots: list[_Slot] = []
         self._stopping = threading.Event()
 
-    def _start_one(self) -> BaseProcess:
+    def _start_one(self, replacement: bool = False) -> BaseProcess:
         process = self._context.Process(
             target=run_worker,
-            args=(self.host, self.port, self.uvicorn_options, os.getpid()),
+            args=(self.host, self.port, self.uvicorn_options, os.getpid(), replacement),
             name="plaudit-worker",
         )
         process.start()
@@ -215,7 +223,8 @@ class Supervisor:
         slot.restart_at = None
         slot.started_at = time.monotonic()
         try:
-            slot.process = self._start_one()
+            slot.process = self._start_one(replacement=slot.started_before)
+            slot.started_before = True
         except OSError as exc:  # out of memory or of processes: the running workers go on serving
             delay = self._schedule_restart(slot, early=True)
             log.error("could not start a worker (%s); trying again in %.3g s", exc, delay)

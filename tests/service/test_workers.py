@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -321,6 +322,43 @@ def test_a_worker_that_dies_is_replaced_and_its_series_dropped() -> None:
         with httpx.Client(base_url=url) as fresh:
             wait_for(lambda: _answers_ready(fresh), "the server to be ready again")
             assert fresh.get("/readyz").json()["workers"] == {"ready": 2, "expected": 2}
+
+
+def workers_ready(client: httpx.Client) -> int | None:
+    """How many workers /readyz counts ready (it is 503 "1 of 2 workers are ready" while one is
+    missing); None where the answer counts none (a worker still loading answered it)."""
+    answer = client.get("/readyz")
+    if answer.status_code == 200:
+        return int(answer.json()["workers"]["ready"])
+    counted = re.match(r"(\d+) of \d+ workers are ready", answer.json()["error"]["message"])
+    return int(counted.group(1)) if counted else None
+
+
+def test_a_worker_started_in_place_of_a_dead_one_takes_connections_only_once_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It listened while its model loaded: about half the new connections got 503 although the
+    # other worker was ready (and all of them, with a version that could no longer load).
+    monkeypatch.setenv("PLAUDIT_ENGINE_OPTIONS", json.dumps({"warmup_delay_s": 3.0}))
+    with plaudit_serve("--engine", "deterministic") as client:
+        url = str(client.base_url)
+        os.kill(int(next(iter(served_by_worker(client)))), signal.SIGKILL)
+
+        def one_short() -> bool:
+            with httpx.Client(base_url=url) as fresh:
+                return workers_ready(fresh) != 2
+
+        wait_for(one_short, "the dead worker to be missed")
+        body = {"items": [{"prompt": "p", "response": "r"}]}
+        seen: list[tuple[int, int]] = []  # (workers ready, status of a POST on a new connection)
+        give_up = time.monotonic() + 60
+        while not seen or seen[-1][0] != 2:
+            assert time.monotonic() < give_up, seen
+            with httpx.Client(base_url=url) as fresh:  # a new connection: either socket may take it
+                seen.append((workers_ready(fresh), fresh.post("/v1/score", json=body).status_code))
+        while_loading = [status for ready, status in seen if ready == 1]
+        assert while_loading, seen  # the replacement was loading during some of them
+        assert set(status for _, status in seen) == {200}, seen
 
 
 def test_a_promote_sent_to_one_worker_reaches_every_worker(store_dir: Path, tmp_path: Path) -> None:
