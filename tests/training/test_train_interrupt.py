@@ -42,7 +42,10 @@ def test_a_stopped_training_run_says_so_in_one_line_and_leaves_nothing(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    # 130, or death by SIGINT, which a shell also reports as 130: Python ends that way when a
+    # KeyboardInterrupt surfaces again while the interpreter shuts down (seen once in CI, after
+    # the one line below had been printed).
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "interrupted: stopped; nothing unfinished was written to the store"
     assert list(scratch.glob("plaudit-*")) == []  # the staging folder went with the run
