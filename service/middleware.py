@@ -2,8 +2,9 @@
 
 It gives the request an id (X-Request-ID, echoed back), refuses bodies over
 max_body_bytes while reading them (by Content-Length, or by counting a streamed body),
-answers 408 to a body that has not arrived within body_timeout_s, records request metrics, and turns any unexpected exception into a generic 500 that
-still carries the request id; the traceback goes to the log only.
+answers 408 to a body that has not arrived within body_timeout_s, records request
+metrics, and turns any unexpected exception into a generic 500 that still carries the
+request id; the traceback goes to the log only.
 """
 
 from __future__ import annotations

@@ -24,22 +24,20 @@ class ModelLoadError(Exception):
     """The configured model cannot be loaded; the message says which setting to fix."""
 
 
-def resolve_stored_model(settings: Settings) -> tuple[ModelStore, ModelVersion]:
-    """The store and its ModelVersion for `settings.model`, checksums verified."""
-    _check_store_folder(settings)
-    store = ModelStore(settings.store_dir)
-    mv = store.resolve(settings.model)
-    store.verify(mv)
-    return store, mv
-
-
-def _check_store_folder(settings: Settings) -> None:
+def resolve_stored_model(settings: Settings, *, verify: bool = True) -> tuple[ModelStore, ModelVersion]:
+    """The store and its ModelVersion for `settings.model`, checksums verified unless `verify`
+    is False."""
     if not settings.store_dir.is_dir():
         what = "is a file, not a store folder" if settings.store_dir.exists() else "does not exist"
         raise ModelLoadError(
             f"model store {settings.store_dir} {what}; point {env_name('store_dir')} "
             "(or --store) at a store, or use --engine deterministic to run without a model"
         )
+    store = ModelStore(settings.store_dir)
+    mv = store.resolve(settings.model)
+    if verify:
+        store.verify(mv)
+    return store, mv
 
 
 def load_model(settings: Settings) -> tuple[Scorer, ModelInfo]:
@@ -170,11 +168,7 @@ def stored_model_problem(settings: Settings, *, verify: bool = True) -> str | No
     from model_store.loading import check_loadable
 
     try:
-        if verify:
-            _, mv = resolve_stored_model(settings)
-        else:
-            _check_store_folder(settings)
-            mv = ModelStore(settings.store_dir).resolve(settings.model)
+        _, mv = resolve_stored_model(settings, verify=verify)
         check_loadable(
             mv.metadata,
             name=mv.name,
@@ -186,4 +180,3 @@ def stored_model_problem(settings: Settings, *, verify: bool = True) -> str | No
     except (StoreError, ModelLoadError, ValueError, OSError) as exc:
         return str(exc)
     return None
-
