@@ -11,7 +11,6 @@ async caller runs them in a thread pool.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,6 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
-from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.feedback import database
@@ -32,7 +30,7 @@ from service.feedback.errors import (
     UnknownComparison,
 )
 from service.feedback.export import iter_export
-from service.feedback.migrations import alembic_config, current_revision, head_revision, upgrade_to_head
+from service.feedback.migrations import current_revision, head_revision, known_revisions, upgrade_to_head
 from service.feedback.records import (
     LIST_KEY_SEPARATOR,
     MAX_LABEL_CHARS,
@@ -111,8 +109,7 @@ class FeedbackStore:
             # Looked at first in a time-limited read (a hung server fails the open instead of
             # holding it for ever); on PostgreSQL this is the only look before any write.
             with database.transaction(engine, write=False) as connection:
-                _check_schema(connection, shown, url_from, create=create)
-                current = current_revision(connection)
+                current = _check_schema(connection, shown, url_from, create=create)
             if current != head_revision():
                 # Not time-limited: a migration of a large table may take long without being
                 # hung. Checked again under the write lock: another process may have moved it.
@@ -332,11 +329,11 @@ class FeedbackStore:
         return f"FeedbackStore({self.url!r})"
 
 
-def _check_schema(connection: sa.Connection, shown: str, url_from: str, *, create: bool) -> None:
+def _check_schema(connection: sa.Connection, shown: str, url_from: str, *, create: bool) -> str | None:
     """Refuse a database Plaudit must not migrate: one at a schema revision that is not
-    Plaudit's, and, unless `create`, one without Plaudit's schema at all."""
+    Plaudit's, and, unless `create`, one without Plaudit's schema at all. Returns its revision."""
     revision = current_revision(connection)
-    if revision is not None and revision not in _plaudit_revisions():
+    if revision is not None and revision not in known_revisions():
         # The server opens with create=True and its own flag's name is not known here.
         check = "" if create else f"; check {url_from}"
         raise FeedbackStoreError(
@@ -344,7 +341,7 @@ def _check_schema(connection: sa.Connection, shown: str, url_from: str, *, creat
             f"another application's database, or a newer Plaudit's (upgrade Plaudit){check}"
         )
     if revision is not None or create:
-        return
+        return revision
     tables = set(sa.inspect(connection).get_table_names())
     if feedback.name in tables:
         why = f"it has a {feedback.name} table, but no alembic_version table naming a Plaudit schema revision"
@@ -356,12 +353,6 @@ def _check_schema(connection: sa.Connection, shown: str, url_from: str, *, creat
         f"{shown} is not a Plaudit feedback database ({why}): check {url_from}; "
         "`plaudit serve --feedback-db URL` creates one"
     )
-
-
-@functools.cache
-def _plaudit_revisions() -> frozenset[str]:
-    script = ScriptDirectory.from_config(alembic_config())
-    return frozenset(s.revision for s in script.walk_revisions())
 
 
 def _reason(exc: sa.exc.DBAPIError) -> str:
